@@ -1,0 +1,61 @@
+# aimesh: `make run` starts a working gateway, `make test` runs every test. Both set up what
+# they need (wasm target, project venv with Envoy and the test tools) on a fresh machine.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+WASM_TARGET := wasm32-wasip1
+FILTER_CRATES := aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model
+TOOL_CRATES := mock-llm aimesh-xds
+PYTEST_ARGS ?=
+
+.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench fmt lint clean
+
+setup: toolchain $(VENV)/.stamp
+
+toolchain:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+$(VENV)/.stamp: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+build: build-wasm build-tools
+
+build-wasm: toolchain
+	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES))
+
+build-tools:
+	cargo build --profile tools $(addprefix -p ,$(TOOL_CRATES))
+
+run: setup build
+	cd tests && ../$(PY) -m harness.run
+
+test: setup build test-unit test-e2e
+
+test-unit:
+	cargo test --workspace
+
+test-e2e: setup build
+	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
+
+validate: setup build
+	cd tests && ../$(PY) -m harness.validate
+
+bench: setup build
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	cd tests && ../$(PY) -m harness.bench
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .aimesh

@@ -1,0 +1,44 @@
+//! The `x-aimesh-*` header contract between filters.
+//!
+//! The first filter that parses a request body publishes what it learned as headers so later
+//! filters never parse the body again (each extra JSON parse costs ~10% throughput in Envoy).
+//! Clients must not be able to forge these: the auth filter strips every `x-aimesh-*` header a
+//! client sends, and the header-auth filter strips them before a request leaves for a provider.
+
+/// Prefix of every internal header.
+pub const PREFIX: &str = "x-aimesh-";
+/// Id of the virtual key (or JWT subject) that authenticated the request.
+pub const KEY_ID: &str = "x-aimesh-key-id";
+/// Team of the authenticated caller.
+pub const TEAM: &str = "x-aimesh-team";
+/// The `model` the client asked for, as it appeared in the body.
+pub const MODEL: &str = "x-aimesh-model";
+/// `true` when the body asked for a streamed (SSE) response.
+pub const STREAM: &str = "x-aimesh-stream";
+/// `true` when the body set `stream_options.include_usage`.
+pub const INCLUDE_USAGE: &str = "x-aimesh-include-usage";
+/// Envoy cluster chosen for the request; routes use it through `cluster_header`.
+pub const CLUSTER: &str = "x-aimesh-cluster";
+/// Provider account / backend that serves the request.
+pub const BACKEND: &str = "x-aimesh-backend";
+/// Model name sent to the backend after virtual-model selection.
+pub const MODEL_SERVED: &str = "x-aimesh-model-served";
+
+/// True for header names in the internal namespace (case-insensitive, as HTTP names are).
+pub fn is_internal(name: &str) -> bool {
+    name.len() >= PREFIX.len()
+        && name.as_bytes()[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_names_match_case_insensitively() {
+        assert!(is_internal("x-aimesh-key-id"));
+        assert!(is_internal("X-AIMesh-Team"));
+        assert!(!is_internal("x-aimes"));
+        assert!(!is_internal("authorization"));
+    }
+}

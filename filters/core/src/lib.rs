@@ -1,0 +1,12 @@
+//! Pure-Rust logic shared by the aimesh filters.
+//!
+//! Nothing here calls the proxy-wasm host: time, shared state and metrics come in through the
+//! small traits in [`host`], so every decision is tested natively. The Wasm glue crate implements
+//! those traits over the proxy-wasm ABI.
+
+pub mod error;
+pub mod headers;
+pub mod host;
+pub mod openai;
+
+pub use error::{ApiError, ErrorKind};

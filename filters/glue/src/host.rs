@@ -1,0 +1,75 @@
+//! Implementations of the core host traits over the proxy-wasm ABI.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use aimesh_core::host::{Clock, Metrics, SharedStore, StoreError};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MetricType, Status};
+
+/// The host clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostClock;
+
+impl Clock for HostClock {
+    fn now(&self) -> SystemTime {
+        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// Proxy-wasm shared data: one store for every worker VM of the same `vm_id`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        hostcalls::get_shared_data(key).map_err(|_| StoreError::Unavailable)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// Envoy stats, defined lazily and cached per VM (defining a metric is a host call).
+#[derive(Debug, Default)]
+pub struct HostMetrics {
+    ids: RefCell<HashMap<(MetricType, String), u32>>,
+}
+
+impl HostMetrics {
+    fn id(&self, kind: MetricType, name: &str) -> Option<u32> {
+        let key = (kind, name.to_string());
+        if let Some(id) = self.ids.borrow().get(&key) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, name).ok()?;
+        self.ids.borrow_mut().insert(key, id);
+        Some(id)
+    }
+}
+
+impl Metrics for HostMetrics {
+    fn count(&self, name: &str, delta: u64) {
+        if let Some(id) = self.id(MetricType::Counter, name) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn record(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    fn gauge(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Gauge, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}

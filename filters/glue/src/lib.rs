@@ -1,0 +1,12 @@
+//! The thin layer between proxy-wasm and `aimesh-core`.
+//!
+//! Filters call these helpers from their callbacks; none of them panics, since a panic traps the
+//! VM and turns every later request on that worker into a 503.
+
+pub mod config;
+pub mod host;
+pub mod reply;
+
+pub use config::{load_config, Validate};
+pub use host::{HostClock, HostMetrics, HostStore};
+pub use reply::{send_error, strip_internal_headers};

@@ -1,0 +1,21 @@
+//! Local replies and header hygiene.
+
+use aimesh_core::{headers, ApiError, ErrorKind};
+use proxy_wasm::traits::HttpContext;
+
+/// Answers the request with an OpenAI-shaped error; the request goes no further.
+pub fn send_error<C: HttpContext + ?Sized>(ctx: &C, err: &dyn ErrorKind) {
+    let api = ApiError::from_kind(err);
+    let mut hs: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+    hs.extend(api.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    ctx.send_http_response(u32::from(api.status), hs, Some(api.body.as_bytes()));
+}
+
+/// Removes every `x-aimesh-*` request header.
+pub fn strip_internal_headers<C: HttpContext + ?Sized>(ctx: &C) {
+    for (name, _) in ctx.get_http_request_headers() {
+        if headers::is_internal(&name) {
+            ctx.set_http_request_header(&name, None);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+"""Where the built artefacts live."""
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = REPO / ".venv"
+ENVOY = VENV / "bin" / "envoy"
+WASM_DIR = REPO / "target" / "wasm32-wasip1" / "release"
+TOOLS_DIR = REPO / "target" / "tools"
+MOCK_LLM = TOOLS_DIR / "mock-llm"
+XDS = TOOLS_DIR / "aimesh-xds"
+ENVOY_DIR = REPO / "envoy"
+
+FILTERS = ["auth", "pii-redaction", "virtual-model", "token-accounting", "header-auth"]
+
+
+def wasm(filter_name: str) -> Path:
+    """Path of a filter's built .wasm (`auth` -> aimesh_auth.wasm)."""
+    return WASM_DIR / f"aimesh_{filter_name.replace('-', '_')}.wasm"

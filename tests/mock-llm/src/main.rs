@@ -1,0 +1,337 @@
+//! `mock-llm`: a fake OpenAI upstream for tests and benchmarks.
+//!
+//! Behaviour is chosen per request by `x-mock-*` headers (see `controls.rs`) or process-wide with
+//! `PUT /__mock/defaults` (a JSON `Controls`). Every reply carries `x-upstream-id`, so a test can
+//! prove which backend served it, and `--record FILE` appends every request as a JSON line.
+
+mod controls;
+mod replies;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+
+use controls::{Controls, Reset, Split};
+use replies::Reply;
+
+/// Fake OpenAI upstream.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port; 0 picks a free one. The bound port is printed as `LISTENING <port>`.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Upstream id sent back as `x-upstream-id`.
+    #[arg(long, default_value = "mock")]
+    id: String,
+    /// Append every request as a JSON line to this file.
+    #[arg(long)]
+    record: Option<std::path::PathBuf>,
+    /// Models listed by `GET /v1/models`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gpt-4o-mini,gpt-4o,text-embedding-3-small"
+    )]
+    models: Vec<String>,
+}
+
+struct State {
+    id: String,
+    models: Vec<String>,
+    record: Option<Mutex<std::fs::File>>,
+    defaults: RwLock<Controls>,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn json_response(
+    state: &State,
+    status: u16,
+    v: &Value,
+    extra: &[(&str, String)],
+) -> Response<Body> {
+    let mut r = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .header("x-upstream-id", &state.id);
+    for (k, val) in extra {
+        r = r.header(*k, val.as_str());
+    }
+    r.body(full(v.to_string()))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+fn record(state: &State, req: &hyper::http::request::Parts, body: &[u8]) {
+    let Some(file) = &state.record else { return };
+    let headers: serde_json::Map<String, Value> = req
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let mut line = json!({
+        "upstream": state.id,
+        "method": req.method.as_str(),
+        "path": req.uri.path(),
+        "query": req.uri.query(),
+        "headers": headers,
+    });
+    match std::str::from_utf8(body) {
+        Ok(s) => line["body"] = Value::String(s.to_string()),
+        Err(_) => {
+            line["body_b64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(body))
+        }
+    }
+    if let Ok(mut f) = file.lock() {
+        let _ = writeln!(f, "{line}");
+        let _ = f.flush();
+    }
+}
+
+/// Cuts the event stream into frames as the controls ask.
+fn frames(events: Vec<Vec<u8>>, split: Split) -> Vec<Vec<u8>> {
+    let all: Vec<u8> = match split {
+        Split::Events => return events,
+        _ => events.concat(),
+    };
+    let mut out = Vec::new();
+    let mut rng = match split {
+        Split::Random { seed, .. } => seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407),
+        _ => 0,
+    };
+    let mut i = 0;
+    while i < all.len() {
+        let n = match split {
+            Split::Fixed(n) => n,
+            Split::Random { max, .. } => {
+                // xorshift64*: deterministic per seed, no dependency.
+                rng ^= rng >> 12;
+                rng ^= rng << 25;
+                rng ^= rng >> 27;
+                (rng.wrapping_mul(2685821657736338717) % max as u64) as usize + 1
+            }
+            Split::Events => all.len(),
+        };
+        let end = (i + n).min(all.len());
+        out.push(all[i..end].to_vec());
+        i = end;
+    }
+    out
+}
+
+fn streamed(frames: Vec<Vec<u8>>, gap: u64, reset: Reset) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut sent = 0usize;
+        for (i, mut f) in frames.into_iter().enumerate() {
+            if i > 0 && gap > 0 {
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+            }
+            let mut abort = false;
+            if let Reset::AfterBytes(limit) = reset {
+                if sent + f.len() >= limit {
+                    f.truncate(limit.saturating_sub(sent));
+                    abort = true;
+                }
+            }
+            sent += f.len();
+            if !f.is_empty() && tx.send(Ok(Frame::data(Bytes::from(f)))).await.is_err() {
+                return;
+            }
+            if abort {
+                let _ = tx
+                    .send(Err(std::io::Error::other("reset by x-mock-reset")))
+                    .await;
+                return;
+            }
+        }
+    });
+    StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let path = parts.uri.path().to_string();
+    if let Some(rest) = path.strip_prefix("/__mock/") {
+        return Ok(admin(&state, rest, &body));
+    }
+    record(&state, &parts, &body);
+    let defaults = state.defaults.read().map(|d| d.clone()).unwrap_or_default();
+    let c = Controls::from_headers(&defaults, &parts.headers, &state.id);
+    if c.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(c.latency_ms)).await;
+    }
+    if c.reset == Reset::BeforeHeaders {
+        // An error from the service makes hyper drop the connection without a response.
+        return Err(std::io::Error::other("reset before headers"));
+    }
+    let retry = c
+        .retry_after
+        .clone()
+        .map(|r| vec![("retry-after", r)])
+        .unwrap_or_default();
+    if let Some(status) = c.status.filter(|s| *s >= 400) {
+        return Ok(json_response(
+            &state,
+            status,
+            &replies::error(status),
+            &retry,
+        ));
+    }
+    if path == "/healthz" {
+        let s = c.health_status.unwrap_or(200);
+        return Ok(json_response(&state, s, &json!({"status": s}), &[]));
+    }
+    if path == "/v1/models" && parts.method == hyper::Method::GET {
+        let data: Vec<Value> = state
+            .models
+            .iter()
+            .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "mock"}))
+            .collect();
+        return Ok(json_response(
+            &state,
+            200,
+            &json!({"object": "list", "data": data}),
+            &[],
+        ));
+    }
+    if path.starts_with("/v1/") && parts.method == hyper::Method::POST {
+        let Ok(req_json) = serde_json::from_slice::<Value>(&body) else {
+            return Ok(json_response(&state, 400, &replies::error(400), &[]));
+        };
+        match replies::openai(&path, &req_json, &c) {
+            Some(Reply::Json(status, v)) => {
+                let bytes = v.to_string().into_bytes();
+                let body = if c.reset == Reset::None && c.split == Split::Events {
+                    full(bytes)
+                } else {
+                    streamed(frames(vec![bytes], c.split), c.chunk_gap_ms, c.reset)
+                };
+                return Ok(response(&state, status, "application/json", body));
+            }
+            Some(Reply::Sse(events)) => {
+                let body = streamed(frames(events, c.split), c.chunk_gap_ms, c.reset);
+                return Ok(response(&state, 200, "text/event-stream", body));
+            }
+            None => {}
+        }
+    }
+    Ok(echo(&state, &parts, body))
+}
+
+fn response(state: &State, status: u16, content_type: &str, body: Body) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .header("content-type", content_type)
+        .header("x-upstream-id", &state.id)
+        .body(body)
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+/// Any other path: with `x-mock-echo-body` the body comes back as sent (binary included),
+/// otherwise a JSON description of the request.
+fn echo(state: &State, parts: &hyper::http::request::Parts, body: Bytes) -> Response<Body> {
+    if parts.headers.contains_key("x-mock-echo-body") {
+        let ct = parts
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        return response(state, 200, &ct, full(body));
+    }
+    let v = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "body_bytes": body.len(),
+    });
+    json_response(state, 200, &v, &[])
+}
+
+fn admin(state: &State, rest: &str, body: &[u8]) -> Response<Body> {
+    match rest {
+        "defaults" => match serde_json::from_slice::<Controls>(body) {
+            Ok(c) => {
+                if let Ok(mut d) = state.defaults.write() {
+                    *d = c;
+                }
+                json_response(state, 200, &json!({"ok": true}), &[])
+            }
+            Err(e) => json_response(state, 400, &json!({"error": e.to_string()}), &[]),
+        },
+        _ => json_response(state, 404, &json!({"error": "unknown admin path"}), &[]),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let record = match &args.record {
+        Some(p) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        )),
+        None => None,
+    };
+    let state = Arc::new(State {
+        id: args.id.clone(),
+        models: args.models.clone(),
+        record,
+        defaults: RwLock::new(Controls::default()),
+    });
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("LISTENING {}", listener.local_addr()?.port());
+    std::io::stdout().flush()?;
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
