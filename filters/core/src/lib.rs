@@ -7,6 +7,7 @@
 pub mod error;
 pub mod headers;
 pub mod host;
+pub mod limits;
 pub mod openai;
 
 pub use error::{ApiError, ErrorKind};
