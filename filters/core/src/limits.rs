@@ -55,6 +55,17 @@ impl TokenBucket {
         }
     }
 
+    /// Creates the bucket full, unless it exists (see [`init_if_absent`]).
+    pub fn init<S: SharedStore + ?Sized>(
+        &self,
+        store: &S,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let full = i128::from(self.capacity) * MILLI;
+        init_if_absent(store, key, format!("{full} {now_ms}").as_bytes())
+    }
+
     /// Takes `amount` units if they are available now.
     pub fn acquire<S: SharedStore + ?Sized>(
         &self,
@@ -102,6 +113,23 @@ impl TokenBucket {
             let next = (self.level_at(raw, now_ms) - i128::from(delta) * MILLI).min(full);
             (Some(format!("{next} {now_ms}").into_bytes()), ())
         })
+    }
+}
+
+/// Writes `value` at `key` unless the key exists.
+///
+/// Envoy's shared data ignores the CAS token when a key does not exist yet, so two workers making
+/// the very first write to a key race and one update can be lost. Filters therefore create every
+/// key they know of (one per configured API key) from `on_configure`, before traffic: two workers
+/// doing so at once write the same initial value, which is harmless.
+pub fn init_if_absent<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    value: &[u8],
+) -> Result<(), StoreError> {
+    match store.get(key)? {
+        (Some(_), _) => Ok(()),
+        (None, _) => store.set(key, value, None),
     }
 }
 
