@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 FILTER_CRATES := aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model
+TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench fmt lint clean
+.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench bench-peers wrk fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -25,7 +26,7 @@ $(VENV)/.stamp: tests/requirements.txt
 build: build-wasm build-tools
 
 build-wasm: toolchain
-	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES))
+	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES) $(TEST_WASM_CRATES))
 
 build-tools:
 	cargo build --profile tools $(addprefix -p ,$(TOOL_CRATES))
@@ -44,9 +45,15 @@ test-e2e: setup build
 validate: setup build
 	cd tests && ../$(PY) -m harness.validate
 
-bench: setup build
+wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+bench: setup build wrk
 	cd tests && ../$(PY) -m harness.bench
+
+# aimesh next to LiteLLM and Portkey, same run, same upstream; writes docs/benchmarks.md.
+bench-peers: setup build wrk
+	cd tests && ../$(PY) -m harness.peers_setup && ../$(PY) -m harness.peers
 
 fmt:
 	cargo fmt --all

@@ -52,11 +52,15 @@ def _us(value: str) -> float:
     return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
 
 
-def wrk(url: str, script: Path, connections: int) -> tuple[float, float, float, int]:
+def wrk(url: str, script: Path, connections: int, seconds: int | None = None) -> tuple[float, float, float, int]:
     """(p50 µs, p99 µs, req/s, non-2xx+socket errors) from one wrk run."""
     cmd = (["taskset", "-c", LOAD_CPU] if LOAD_CPU else []) + [
-        "wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds or SECONDS}s", "--latency", "-s", str(script), url]
+    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def parse_wrk(out: str) -> tuple[float, float, float, int]:
+    """(p50 µs, p99 µs, req/s, errors) from wrk's --latency output."""
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))

@@ -89,6 +89,31 @@ def json_access_log(path: str, fields: dict[str, str] | None = None) -> dict:
     }
 
 
+def openai_local_replies() -> dict:
+    """HCM `local_reply_config` giving Envoy's own local replies (no route, 413 past buffer limits,
+    codec errors, no healthy upstream, timeouts) the OpenAI error shape the SDKs parse.
+
+    Only replies whose content-type is not JSON are rewritten: the aimesh filters already answer
+    in the OpenAI shape, and their codes must survive.
+    """
+    not_json = {"header_filter": {"header": {
+        "name": "content-type", "string_match": {"exact": "application/json"}, "invert_match": True,
+        "treat_missing_header_as_empty": True}}}
+
+    def body(message: str) -> dict:
+        return {"json_format": {"error": {"message": message, "type": "gateway_error", "param": None,
+                                          "code": "%RESPONSE_CODE_DETAILS%"}},
+                "content_type": "application/json"}
+
+    no_route = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+        "default_value": 404, "runtime_key": "aimesh.local_reply.no_route"}}}}
+    return {"mappers": [
+        {"filter": {"and_filter": {"filters": [no_route, not_json]}},
+         "body_format_override": body("no route for this path")},
+        {"filter": not_json, "body_format_override": body("%LOCAL_REPLY_BODY%")},
+    ]}
+
+
 def gateway(filters: list[dict], clusters: list[dict], *, default_cluster: str | None = None,
             routes: list[dict] | None = None, access_logs: list[dict] | None = None,
             route_timeout: str = "30s", retry_policy: dict | None = None,
@@ -109,6 +134,7 @@ def gateway(filters: list[dict], clusters: list[dict], *, default_cluster: str |
         "codec_type": "AUTO",
         "route_config": {"name": "gateway", "virtual_hosts": [
             {"name": "all", "domains": ["*"], "routes": route_list}]},
+        "local_reply_config": openai_local_replies(),
         "http_filters": filters + [{
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

@@ -13,6 +13,9 @@ ENVOY_DIR = REPO / "envoy"
 FILTERS = ["auth", "pii-redaction", "virtual-model", "token-accounting", "header-auth"]
 
 
+PROBE_WASM = WASM_DIR / "aimesh_probe.wasm"
+
+
 def wasm(filter_name: str) -> Path:
     """Path of a filter's built .wasm (`auth` -> aimesh_auth.wasm)."""
     return WASM_DIR / f"aimesh_{filter_name.replace('-', '_')}.wasm"
