@@ -61,7 +61,7 @@ def wrk(url: str, script: Path, connections: int, seconds: int | None = None) ->
 
 def parse_wrk(out: str) -> tuple[float, float, float, int]:
     """(p50 µs, p99 µs, req/s, errors) from wrk's --latency output."""
-    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)

@@ -93,24 +93,25 @@ def openai_local_replies() -> dict:
     """HCM `local_reply_config` giving Envoy's own local replies (no route, 413 past buffer limits,
     codec errors, no healthy upstream, timeouts) the OpenAI error shape the SDKs parse.
 
-    Only replies whose content-type is not JSON are rewritten: the aimesh filters already answer
-    in the OpenAI shape, and their codes must survive.
+    Replies sent by the aimesh filters are already OpenAI-shaped and must keep their codes. They
+    are told apart by their response code details: Envoy's own replies always carry one
+    (`route_not_found`, `http1.codec_error`, ...), proxy-wasm local replies carry none. (A mapper's
+    `header_filter` would test the *request* headers, so it cannot look at the reply.)
     """
-    not_json = {"header_filter": {"header": {
-        "name": "content-type", "string_match": {"exact": "application/json"}, "invert_match": True,
-        "treat_missing_header_as_empty": True}}}
+    def cel(expr: str) -> dict:
+        return {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": expr}}}
 
     def body(message: str) -> dict:
         return {"json_format": {"error": {"message": message, "type": "gateway_error", "param": None,
                                           "code": "%RESPONSE_CODE_DETAILS%"}},
                 "content_type": "application/json"}
 
-    no_route = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
-        "default_value": 404, "runtime_key": "aimesh.local_reply.no_route"}}}}
     return {"mappers": [
-        {"filter": {"and_filter": {"filters": [no_route, not_json]}},
+        {"filter": cel("response.code_details == 'route_not_found'"),
          "body_format_override": body("no route for this path")},
-        {"filter": not_json, "body_format_override": body("%LOCAL_REPLY_BODY%")},
+        {"filter": cel("response.code_details != ''"), "body_format_override": body("%LOCAL_REPLY_BODY%")},
     ]}
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import config, paths
 
-STATE_DIR = paths.REPO / ".aimesh"
+# Where `make run` keeps its demo key and access log; tests point it elsewhere.
+STATE_DIR = Path(os.environ.get("AIMESH_STATE_DIR") or paths.REPO / ".aimesh")
 DEMO_ENV = STATE_DIR / "demo.env"
 
 

@@ -31,7 +31,7 @@ SECONDS = int(os.environ.get("PEERS_SECONDS", "2"))
 SAT_SECONDS = int(os.environ.get("PEERS_SAT_SECONDS", "5"))
 TTFT_N = int(os.environ.get("PEERS_TTFT_N", "50"))
 PEERS = paths.REPO / ".peers"
-LITELLM_VERSION = "1.108.11"
+LITELLM_VERSION = "1.106.10"
 PORTKEY_VERSION = "1.15.2"
 GATEWAY_CPU, LOAD_CPU = bench.ENVOY_CPU, bench.LOAD_CPU
 KEY = "sk-aimesh-bench-" + "0" * 48
@@ -183,7 +183,6 @@ def ttft_ms(s: System) -> float:
             buf += chunk
         samples.append((time.perf_counter() - t0) * 1000)
         r.read()
-    os.sched_setaffinity(0, os.sched_getaffinity(0))
     return statistics.median(samples[3:])
 
 
@@ -209,7 +208,7 @@ def run() -> list[System]:
                     s.errors += errors
                 print(f"  round {r + 1}/{ROUNDS} done", file=sys.stderr, flush=True)
             for s in started:
-                proc = subprocess.Popen(["wrk", "-t1", f"-c{bench.SATURATION_CONNECTIONS}", f"-d{SAT_SECONDS}s",
+                proc = subprocess.Popen((["taskset", "-c", LOAD_CPU] if LOAD_CPU else []) + ["wrk", "-t1", f"-c{bench.SATURATION_CONNECTIONS}", f"-d{SAT_SECONDS}s",
                                          "--latency", "-s", str(scripts[s.name]), s.url + "/v1/chat/completions"],
                                         stdout=subprocess.PIPE, text=True)
                 time.sleep(SAT_SECONDS / 2)

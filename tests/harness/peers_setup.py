@@ -1,6 +1,8 @@
 """Installs the peer gateways for `make bench-peers` into `.peers/` (idempotent).
 
-LiteLLM's recent releases require `certifi>=2026.10.19`, newer than the package index reachable
+LiteLLM is pinned to 1.106.10: later releases pin exact versions of their own helper packages
+(`litellm-enterprise`, `litellm-proxy-extras`) that the package index reachable here does not
+serve. LiteLLM's recent releases also require `certifi>=2026.10.19`, newer than the package index reachable
 here serves; the certifi pin is about its CA bundle date and means nothing for a loopback
 benchmark. So LiteLLM is installed without dependencies, then its declared dependencies (base
 and `proxy` extra) are installed with only that pin relaxed.

@@ -93,7 +93,8 @@ class MockLLM(_Proc):
         if models:
             cmd += ["--models", ",".join(models)]
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
+        # Own session: a terminal Ctrl-C reaches the parent, which stops children in order.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         _LIVE.append(self)
         line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
         if not line.startswith("LISTENING "):
@@ -139,7 +140,7 @@ class Envoy(_Proc):
             "-l", log_level, "--log-path", str(self.log_path),
         ] + (extra_args or [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
         _LIVE.append(self)
         deadline = time.time() + timeout
         while time.time() < deadline:

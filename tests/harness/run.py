@@ -36,10 +36,11 @@ Upstream: a local fake OpenAI provider{' and OpenAI at /openai/v1' if openai_key
   python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}", api_key="{key}"); \\
 print(c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
 
-Envoy log: {envoy.log_path}   Press Ctrl-C to stop.
+Envoy log: {envoy.log_path}   Envoy pid: {envoy.proc.pid}   Press Ctrl-C to stop.
 """, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         while not stop.is_set():
             if not envoy.alive() or not mock.alive():
@@ -47,8 +48,6 @@ Envoy log: {envoy.log_path}   Press Ctrl-C to stop.
                 print(envoy.log()[-4000:], file=sys.stderr)
                 break
             stop.wait(0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
         envoy.stop()
         mock.stop()

@@ -1,0 +1,117 @@
+"""The xDS server under test (`aimesh-xds serve`) and Envoys that boot from ADS.
+
+`XdsServer(gateway_dict)` writes the gateway.yaml, starts the server on free ports and exposes
+`.port` (ADS gRPC), `.admin` (health/metrics URL), `.write(gateway_dict)` to change the file
+(the server picks changes up by polling) and `.metrics()`. `ads_bootstrap(server)` is the Envoy
+bootstrap for it (`delta=True` for incremental xDS); pass it to `procs.Envoy`.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from . import paths, procs
+
+
+def write_gateway(path: Path, gateway: dict | str) -> None:
+    """Writes a gateway.yaml atomically (rename), so the server never reads half a file."""
+    text = gateway if isinstance(gateway, str) else yaml.safe_dump(gateway, sort_keys=False)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class XdsServer(procs._Proc):
+    """`aimesh-xds serve` on free ports (or `port`, to restart on the same one)."""
+
+    name = "xds"
+
+    def __init__(self, gateway: dict | str | None = None, *, config_path: Path | None = None,
+                 port: int = 0, admin_port: int = 0, env: dict | None = None,
+                 poll_ms: int = 100) -> None:
+        super().__init__()
+        self.config_path = config_path or self.dir / "gateway.yaml"
+        if gateway is not None:
+            write_gateway(self.config_path, gateway)
+        cmd = [str(paths.XDS), "serve", "--config", str(self.config_path),
+               "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
+               "--wasm-dir", str(paths.WASM_DIR), "--poll-ms", str(poll_ms)]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                     env={**os.environ, **(env or {})})
+        procs._LIVE.append(self)
+        line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
+        if not line.startswith("LISTENING "):
+            self.stop()
+            raise RuntimeError(f"aimesh-xds did not start: {line!r} {self.log()}")
+        _, p, a = line.split()
+        self.port, self.admin_port = int(p), int(a)
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def write(self, gateway: dict | str) -> None:
+        write_gateway(self.config_path, gateway)
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        text = urllib.request.urlopen(f"{self.admin}/metrics", timeout=5).read().decode()
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def version(self) -> str:
+        return urllib.request.urlopen(f"{self.admin}/healthz", timeout=5).read().decode().split()[1]
+
+    def wait_metric(self, name: str, predicate, timeout: float = 10.0) -> float:
+        deadline = time.time() + timeout
+        value = None
+        while time.time() < deadline:
+            value = self.metrics().get(name)
+            if value is not None and predicate(value):
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"metric {name} = {value} did not reach the expected value")
+
+
+def ads_bootstrap(server_port: int, *, node_id: str = "gw-1", delta: bool = False) -> dict:
+    """Envoy bootstrap that takes everything from the xDS server on `server_port`."""
+    return {
+        "node": {"id": node_id, "cluster": "aimesh"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {
+                    "cluster_name": "aimesh-xds",
+                    "retry_policy": {"retry_back_off": {"base_interval": "0.2s", "max_interval": "1s"}},
+                }}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [{
+            "name": "aimesh-xds",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "aimesh-xds", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": server_port}}}}]}]},
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}}},
+        }]},
+    }
+
+
+def mock_provider(name: str, mock: procs.MockLLM, models: list[str] | None = None) -> dict:
+    """An openai_compatible provider pointing at a mock-llm."""
+    return {"name": name, "kind": "openai_compatible", "base_url": mock.url, "models": models or []}
