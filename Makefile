@@ -11,7 +11,7 @@ TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench bench-peers wrk fmt lint clean
+.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -50,6 +50,10 @@ wrk:
 
 bench: setup build wrk
 	cd tests && ../$(PY) -m harness.bench
+
+# Criterion micro-benchmarks of core's hot paths (MB/s).
+bench-core:
+	cargo bench -p aimesh-core --bench hot_paths
 
 # aimesh next to LiteLLM and Portkey, same run, same upstream; writes docs/benchmarks.md.
 bench-peers: setup build wrk
