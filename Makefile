@@ -11,7 +11,7 @@ TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fmt lint clean
+.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -58,6 +58,20 @@ bench-core:
 # aimesh next to LiteLLM and Portkey, same run, same upstream; writes docs/benchmarks.md.
 bench-peers: setup build wrk
 	cd tests && ../$(PY) -m harness.peers_setup && ../$(PY) -m harness.peers
+
+# Coverage-guided fuzzing, FUZZ_SECONDS per target. cargo-fuzz passes nightly-only flags
+# (-Zsanitizer); RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(shell sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | grep -v aimesh-fuzz)
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p target/fuzz-logs
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  log=../target/fuzz-logs/$$t.log; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) > $$log 2>&1; rc=$$?; \
+	  echo "$$t: $$(grep -E '^Done' $$log)"; \
+	  [ $$rc -eq 0 ] || { tail -40 $$log; echo "$$t: crash; the input is under fuzz/artifacts/$$t"; exit 1; }; \
+	done
 
 fmt:
 	cargo fmt --all
