@@ -112,6 +112,11 @@ class MockLLM(_Proc):
         if self.record_path and self.record_path.exists():
             self.record_path.write_text("")
 
+    def served(self) -> dict:
+        """Totals of what this upstream served: requests, prompt/completion tokens it reported,
+        and replies that carried no usage."""
+        return json.loads(urllib.request.urlopen(f"{self.url}/__mock/stats", timeout=5).read())
+
     def set_defaults(self, **controls) -> None:
         """Process-wide behaviour (status, latency_ms, health_status, ...), see controls.rs."""
         req = urllib.request.Request(f"{self.url}/__mock/defaults", data=json.dumps(controls).encode(),

@@ -9,6 +9,7 @@ mod replies;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -49,7 +50,17 @@ struct Args {
     models: Vec<String>,
 }
 
+/// Totals of what this upstream served, for conservation tests (`GET /__mock/stats`).
+#[derive(Default)]
+struct Served {
+    requests: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    without_usage: AtomicU64,
+}
+
 struct State {
+    served: Served,
     id: String,
     models: Vec<String>,
     record: Option<Mutex<std::fs::File>>,
@@ -231,7 +242,11 @@ async fn handle(
         let Ok(req_json) = serde_json::from_slice::<Value>(&body) else {
             return Ok(json_response(&state, 400, &replies::error(400), &[]));
         };
-        match replies::openai(&path, &req_json, &c) {
+        let reply = replies::openai(&path, &req_json, &c);
+        if let Some(r) = &reply {
+            count_served(&state, r);
+        }
+        match reply {
             Some(Reply::Json(status, v)) => {
                 let bytes = v.to_string().into_bytes();
                 let body = if c.reset == Reset::None && c.split == Split::Events {
@@ -249,6 +264,33 @@ async fn handle(
         }
     }
     Ok(echo(&state, &parts, body))
+}
+
+/// Adds a reply's reported usage to the totals (a reply cut by `x-mock-reset` still counts:
+/// the totals are what the upstream meant to report).
+fn count_served(state: &State, reply: &Reply) {
+    let usage = match reply {
+        Reply::Json(_, v) => v.get("usage").cloned(),
+        Reply::Sse(events) => events.iter().rev().find_map(|e| {
+            let text = std::str::from_utf8(e).ok()?.strip_prefix("data: ")?;
+            let v: Value = serde_json::from_str(text.trim()).ok()?;
+            v.get("usage").filter(|u| !u.is_null()).cloned()
+        }),
+    };
+    let s = &state.served;
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    match usage {
+        Some(u) => {
+            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            s.prompt_tokens
+                .fetch_add(n("prompt_tokens"), Ordering::Relaxed);
+            s.completion_tokens
+                .fetch_add(n("completion_tokens"), Ordering::Relaxed);
+        }
+        None => {
+            s.without_usage.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn response(state: &State, status: u16, content_type: &str, body: Body) -> Response<Body> {
@@ -292,6 +334,16 @@ fn admin(state: &State, rest: &str, body: &[u8]) -> Response<Body> {
             }
             Err(e) => json_response(state, 400, &json!({"error": e.to_string()}), &[]),
         },
+        "stats" => {
+            let s = &state.served;
+            let v = json!({
+                "requests": s.requests.load(Ordering::Relaxed),
+                "prompt_tokens": s.prompt_tokens.load(Ordering::Relaxed),
+                "completion_tokens": s.completion_tokens.load(Ordering::Relaxed),
+                "without_usage": s.without_usage.load(Ordering::Relaxed),
+            });
+            json_response(state, 200, &v, &[])
+        }
         _ => json_response(state, 404, &json!({"error": "unknown admin path"}), &[]),
     }
 }
@@ -313,6 +365,7 @@ async fn main() -> std::io::Result<()> {
         models: args.models.clone(),
         record,
         defaults: RwLock::new(Controls::default()),
+        served: Served::default(),
     });
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
