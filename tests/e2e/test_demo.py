@@ -1,10 +1,12 @@
 """The gateway `make run` starts answers the official OpenAI SDK, streaming and not."""
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
-from harness import demo, procs
+from harness import config, demo, procs
 
 
 @pytest.fixture
@@ -59,3 +61,40 @@ def test_spoofed_internal_header_never_reaches_upstream(gateway, mock):
     [rec] = mock.records()
     assert rec["headers"].get("x-aimesh-key-id") in (None, "demo")
     assert rec["headers"].get("x-aimesh-team") in (None, "demo")
+
+
+def test_virtual_model_is_routed_rewritten_and_audited(tmp_path, mock):
+    key = demo.demo_key(tmp_path / "demo.env")
+    log = tmp_path / "access.log"
+    envoy = procs.Envoy(demo.demo_config(key, mock.port, access_log=str(log)))
+    raw = client(envoy, key).chat.completions.with_raw_response.create(
+        model="vm-demo", messages=[{"role": "user", "content": "one two three"}])
+    assert raw.headers["x-aimesh-virtual-model"] == "vm-demo"
+    assert raw.parse().usage.total_tokens == 11
+    [rec] = mock.records()
+    assert '"model":"gpt-4o-mini"' in rec["body"], "the provider gets the target's model name"
+    assert not [h for h in rec["headers"] if h.startswith("x-aimesh-")]
+    envoy.stop()  # the file access log is flushed on exit
+    [line] = [json.loads(l) for l in log.read_text().splitlines()]
+    assert line["key_id"] == "demo" and line["model_served"] == "gpt-4o-mini"
+    assert int(line["input_tokens"]) == 3 and int(line["output_tokens"]) == 8
+    # gpt-4o-mini: 3 x 0.15 + 8 x 0.6 micro-USD, rounded up.
+    assert int(line["cost_micro_usd"]) == 6
+    assert "one two three" not in log.read_text(), "the audit log carries no prompt text"
+
+
+def test_openai_models_get_the_gateway_key_never_the_clients(tmp_path, mock, monkeypatch):
+    provider = procs.MockLLM("openai-standin")
+    key = demo.demo_key(tmp_path / "demo.env")
+    cfg = demo.demo_config(key, mock.port, openai_key="sk-provider-secret")
+    clusters = cfg["static_resources"]["clusters"]
+    clusters[:] = [c for c in clusters if c["name"] != "openai"] + [config.cluster("openai", provider.port)]
+    envoy = procs.Envoy(cfg, env={"OPENAI_API_KEY": "sk-provider-secret"})
+    r = client(envoy, key).chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content
+    [rec] = provider.records()
+    assert rec["headers"]["authorization"] == "Bearer sk-provider-secret"
+    assert '"model":"gpt-4o-mini"' in rec["body"]
+    assert mock.records() == []
+    assert key not in json.dumps(rec)

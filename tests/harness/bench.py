@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, demo, paths, procs
+from . import config, demo, paths, procs, virtual_model
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 SATURATION_CONNECTIONS = 32
@@ -77,13 +77,15 @@ def measure(url: str, script: Path) -> Result:
     return Result(p50, p99, rps, sat_p99, e1 + e2)
 
 
-def rows(key: str, mock_port: int) -> dict[str, dict | None]:
+def rows(key: str, mock_port: int, failing_port: int | None = None) -> dict[str, dict | None]:
     """Row name -> Envoy config (None: the upstream called directly)."""
     cfgs = demo.filter_configs(key)
     mock = config.cluster("local-mock", mock_port)
     out: dict[str, dict | None] = {"upstream direct": None, "envoy (no filters)": config.gateway([], [mock])}
     for name in paths.FILTERS:
         out[f"envoy + {name}"] = config.gateway([config.wasm_filter(name, cfgs[name])], [mock])
+    if failing_port:
+        out.update(virtual_model.bench_rows(mock_port, failing_port))
     out["envoy + full chain (make run)"] = demo.demo_config(key, mock_port)
     return out
 
@@ -106,8 +108,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         script = script_file(Path(tmp), key)
         mock = procs.MockLLM("bench", record=False, cpus=LOAD_CPU)
+        failing = procs.MockLLM("bench-503", record=False, cpus=LOAD_CPU)
+        failing.set_defaults(status=503)
         try:
-            for name, cfg in rows(key, mock.port).items():
+            for name, cfg in rows(key, mock.port, failing.port).items():
                 if wanted and name not in wanted:
                     continue
                 if cfg is None:
@@ -118,7 +122,14 @@ def main() -> int:
                 print(f"  measured {name}", file=sys.stderr, flush=True)
         finally:
             mock.stop()
+            failing.stop()
     report = table(results)
+    # Streaming and worst-case timings of the token-accounting filter (issue 4).
+    if not wanted:
+        from . import bench_token_accounting
+        report += "\n" + bench_token_accounting.run()
+        from . import bench_xds  # issue 8: config propagation through the xDS server
+        report += "\n" + bench_xds.run()
     print(report)
     out = paths.REPO / "target" / "bench" / "report.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,15 @@ STRING = "type.googleapis.com/google.protobuf.StringValue"
 
 
 def wasm_filter(filter_name: str, config: dict | None = None, *, vm_id: str | None = None,
-                failure_policy: str = "FAIL_CLOSED", wasm_path: str | None = None) -> dict:
-    """One aimesh Wasm filter as an HTTP filter entry (downstream or upstream)."""
+                failure_policy: str = "FAIL_CLOSED", wasm_path: str | None = None,
+                env_keys: list[str] | None = None) -> dict:
+    """One aimesh Wasm filter as an HTTP filter entry (downstream or upstream).
+
+    `env_keys` names Envoy environment variables the VM may read (`${env:NAME}` in configs);
+    passed by name, their values never appear in the config or `/config_dump`.
+    """
     name = f"aimesh.{filter_name}"
-    return {
+    entry = {
         "name": name,
         "typed_config": {
             "@type": WASM,
@@ -37,6 +42,9 @@ def wasm_filter(filter_name: str, config: dict | None = None, *, vm_id: str | No
             },
         },
     }
+    if env_keys:
+        entry["typed_config"]["config"]["vm_config"]["environment_variables"] = {"host_env_keys": env_keys}
+    return entry
 
 
 def cluster(name: str, port: int, *, host: str = "127.0.0.1", http2: bool = False,
@@ -73,10 +81,13 @@ def cluster(name: str, port: int, *, host: str = "127.0.0.1", http2: bool = Fals
 
 def json_access_log(path: str, fields: dict[str, str] | None = None) -> dict:
     """A file access log writing one JSON object per request."""
+    # Identity comes from auth's filter state: by log time header-auth has removed every
+    # x-aimesh-* request header, so %REQ(x-aimesh-key-id)% would be empty.
     fmt = fields or {
         "status": "%RESPONSE_CODE%",
         "path": "%REQ(:PATH)%",
-        "key_id": "%REQ(x-aimesh-key-id)%",
+        "key_id": "%FILTER_STATE(wasm.aimesh.key_id:PLAIN)%",
+        "team": "%FILTER_STATE(wasm.aimesh.team:PLAIN)%",
         "duration_ms": "%DURATION%",
     }
     return {
@@ -125,8 +136,11 @@ def gateway(filters: list[dict], clusters: list[dict], *, default_cluster: str |
     if retry_policy:
         action["retry_policy"] = retry_policy
     route_list = routes or [
+        # The router applies `request_headers_to_remove` after it picked the cluster, so the
+        # internal header steers routing but never reaches the provider.
         {"match": {"prefix": "/", "headers": [{"name": "x-aimesh-cluster", "present_match": True}]},
-         "route": {"cluster_header": "x-aimesh-cluster", **action}},
+         "route": {"cluster_header": "x-aimesh-cluster", **action},
+         "request_headers_to_remove": ["x-aimesh-cluster"]},
         {"match": {"prefix": "/"}, "route": {"cluster": default_cluster, **action}},
     ]
     hcm = {

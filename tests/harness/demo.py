@@ -10,6 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
+import yaml
+
 from . import config, paths
 
 # Where `make run` keeps its demo key and access log; tests point it elsewhere.
@@ -35,41 +37,63 @@ def demo_key(path: Path = DEMO_ENV) -> str:
     return key
 
 
-def filter_configs(key: str) -> dict[str, dict]:
-    """Per-filter configuration of the demo chain."""
+OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"]
+
+
+def filter_configs(key: str, *, openai: bool = False) -> dict[str, dict]:
+    """Per-filter configuration of the demo chain.
+
+    `vm-demo` is a virtual model served by the local fake provider; with `openai`, the OpenAI
+    models are reachable as `openai/<model>` and header-auth signs them with the key it reads
+    from the VM's environment (`OPENAI_API_KEY`), which the client never sees.
+    """
+    virtual = [{"name": "vm-demo", "targets": [{"target": "local/gpt-4o-mini", "cluster": "local-mock"}]}]
+    accounts: dict = {"local": {}}
+    if openai:
+        virtual += [{"name": f"openai/{m}", "targets": [{"target": f"openai/{m}", "cluster": "openai"}]}
+                    for m in OPENAI_MODELS]
+        accounts["openai"] = {"auth": {"type": "openai", "api_key": "${env:OPENAI_API_KEY}"}}
     return {
-        "auth": {"keys": [{"id": "demo", "hash": key_hash(key), "team": "demo"}]},
+        "auth": {"keys": [{"id": "demo", "hash": key_hash(key), "team": "demo", "requests_per_minute": 6000}]},
         "pii-redaction": {},
-        "virtual-model": {},
-        "token-accounting": {},
-        "header-auth": {},
+        "virtual-model": {"virtual_models": virtual},
+        "token-accounting": {
+            "prices": {"gpt-4o-mini*": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
+                       "gpt-4o*": {"input": 2.5, "cached_input": 1.25, "output": 10.0},
+                       "gpt-4.1-mini*": {"input": 0.4, "cached_input": 0.1, "output": 1.6},
+                       "gpt-4.1*": {"input": 2.0, "cached_input": 0.5, "output": 8.0}},
+            "limits": {"default": {"tpm": 1_000_000, "daily_usd": 25}},
+        },
+        "header-auth": {"accounts": accounts, "default_account": "local"},
     }
 
 
 def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
                 openai_key: str | None = None, access_log: str | None = None) -> dict:
     """Envoy bootstrap of the demo gateway."""
-    cfgs = filter_configs(key)
-    filters = [config.wasm_filter(name, cfgs[name]) for name in paths.FILTERS]
+    cfgs = filter_configs(key, openai=bool(openai_key))
+    env = {"header-auth": ["OPENAI_API_KEY"]} if openai_key else {}
+    filters = [config.wasm_filter(name, cfgs[name], env_keys=env.get(name)) for name in paths.FILTERS]
     clusters = [config.cluster("local-mock", mock_port)]
-    routes = None
     if openai_key:
         clusters.append(openai_cluster())
-        # Until header-auth injects provider credentials (issue 6), the demo route adds the key.
-        routes = [
-            {"match": {"prefix": "/openai/"},
-             "route": {"cluster": "openai", "prefix_rewrite": "/", "timeout": "120s",
-                       "host_rewrite_literal": "api.openai.com"},
-             "request_headers_to_add": [{"header": {"key": "authorization",
-                                                    "value": f"Bearer {openai_key}"},
-                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
-            {"match": {"prefix": "/"}, "route": {"cluster": "local-mock", "timeout": "120s"}},
-        ]
-    logs = [config.json_access_log(access_log)] if access_log else None
-    cfg = config.gateway(filters, clusters, routes=routes, access_logs=logs, route_timeout="120s")
+    logs = [config.json_access_log(access_log, audit_fields())] if access_log else None
+    cfg = config.gateway(filters, clusters, access_logs=logs, route_timeout="120s")
+    cfg["stats_config"] = shipped_accounting()["stats_config"]
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
     return cfg
+
+
+def shipped_accounting() -> dict:
+    """`envoy/token-accounting.yaml`: the one definition of the audit-log line and stat tags."""
+    return yaml.safe_load((paths.ENVOY_DIR / "token-accounting.yaml").read_text())
+
+
+def audit_fields() -> dict:
+    """One JSON line per request: who, which model, tokens, cost, timings. No prompt text."""
+    hcm = shipped_accounting()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
 
 
 def openai_cluster() -> dict:

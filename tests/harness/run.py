@@ -27,14 +27,15 @@ def main() -> int:
     print(f"""
 aimesh is running: gateway http://127.0.0.1:{envoy.port}  admin {envoy.admin}
 Demo key (also in .aimesh/demo.env): {key}
-Upstream: a local fake OpenAI provider{' and OpenAI at /openai/v1' if openai_key else ''}.
+Models: vm-demo (a virtual model) and any other name go to a local fake OpenAI provider{"; " + ", ".join("openai/" + m for m in demo.OPENAI_MODELS) + " go to OpenAI (key injected by the gateway)" if openai_key else ""}.
+Audit log: {demo.STATE_DIR / "access.log"}
 
   curl -s {base}/chat/completions -H "Authorization: Bearer {key}" \\
        -H 'content-type: application/json' \\
-       -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hello"}}]}}'
+       -d '{{"model":"vm-demo","messages":[{{"role":"user","content":"hello"}}]}}'
 
   python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}", api_key="{key}"); \\
-print(c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
+print(c.chat.completions.create(model="vm-demo", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
 
 Envoy log: {envoy.log_path}   Envoy pid: {envoy.proc.pid}   Press Ctrl-C to stop.
 """, flush=True)

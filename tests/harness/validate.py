@@ -7,6 +7,7 @@ bootstraps, and are skipped.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,10 +21,12 @@ def configs() -> list[Path]:
 
 
 def validate(path: Path) -> tuple[bool, str]:
-    """Runs Envoy's validation mode; returns (ok, output)."""
+    """Runs Envoy's validation mode (which also runs every filter's on_configure)."""
+    # The generated demo reads OPENAI_API_KEY in header-auth's VM; give validation a stand-in.
+    env = {**os.environ, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY") or "sk-validate-only"}
     r = subprocess.run([str(paths.ENVOY), "--mode", "validate", "-c", str(path), "-l", "warn",
                         "--disable-hot-restart"],
-                       cwd=paths.REPO, capture_output=True, text=True, timeout=120)
+                       cwd=paths.REPO, capture_output=True, text=True, timeout=120, env=env)
     return r.returncode == 0, (r.stdout + r.stderr)[-4000:]
 
 

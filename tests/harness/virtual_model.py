@@ -29,6 +29,9 @@ def aggregate_cluster(name: str, children: list[str], upstream_filters: list[dic
         "lb_policy": "CLUSTER_PROVIDED",
         "cluster_type": {"name": "envoy.clusters.aggregate",
                          "typed_config": {"@type": AGGREGATE, "clusters": children}},
+        # Retries are fallbacks here: Envoy's default of 3 concurrent retries per cluster would
+        # turn a primary outage under load into 503s (upstream_rq_retry_overflow).
+        "circuit_breakers": {"thresholds": [{"max_retries": 10000}]},
     }
     # Upstream filters of the aggregate (the route's cluster) run; those of the children do not.
     c["typed_extension_protocol_options"] = config.cluster(
@@ -36,15 +39,17 @@ def aggregate_cluster(name: str, children: list[str], upstream_filters: list[dic
     return c
 
 
-def retry_policy(attempts_per_target: int = 1, num_retries: int = 1) -> dict:
+def retry_policy(attempts_per_target: int = 1, num_retries: int = 1, delay: str = "0.001s") -> dict:
     """Route retry policy: after `attempts_per_target` attempts move to the next priority (target).
 
     The filter sets `x-envoy-max-retries` and the status list per request; this supplies the
-    `previous_priorities` plugin, which only route config can."""
+    `previous_priorities` plugin, which only route config can. `delay` is the back-off base
+    (Envoy's default, 25 ms with jitter, would be added to every fallback hop)."""
     return {
         "retry_on": "retriable-status-codes,connect-failure,reset",
         "retriable_status_codes": [429, 500, 502, 503],
         "num_retries": num_retries,
+        "retry_back_off": {"base_interval": delay},
         "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
             "@type": PREVIOUS_PRIORITIES, "update_frequency": attempts_per_target}},
     }
@@ -59,7 +64,9 @@ def fallback_order(vm: dict, first: int) -> list[int]:
 
 def gateway(virtual_models: list[dict], ports: dict[str, int], *, fallback: bool = True,
             pass_through: bool = True, filters_before: list[dict] | None = None,
-            default_cluster: str | None = None, route_timeout: str = "30s") -> dict:
+            default_cluster: str | None = None, route_timeout: str = "30s",
+            per_try_timeout: str | None = None, filters_after: list[dict] | None = None,
+            upstream_after: list[dict] | None = None) -> dict:
     """Gateway whose targets' `cluster` names are keys of `ports` (cluster -> mock port).
 
     With `fallback`, every target gets an aggregate cluster `<vm>.<i>` listing it first and the
@@ -73,15 +80,19 @@ def gateway(virtual_models: list[dict], ports: dict[str, int], *, fallback: bool
                 t["fallback_cluster"] = f"{vm['name']}.{i}"
             attempts = max(attempts, vm.get("retry", {}).get("attempts_per_target", 1))
         upstream = [config.wasm_filter("virtual-model", {"role": "upstream", "virtual_models": vms})]
+        upstream += upstream_after or []
         for vm in vms:
             for i, t in enumerate(vm["targets"]):
                 order = [vm["targets"][j]["cluster"] for j in fallback_order(vm, i)]
                 clusters.append(aggregate_cluster(t["fallback_cluster"], order, upstream))
     down = config.wasm_filter("virtual-model", {"virtual_models": vms, "pass_through": pass_through})
-    return config.gateway((filters_before or []) + [down], clusters,
+    policy = retry_policy(attempts) if fallback else None
+    if policy and per_try_timeout:
+        # A per-try timeout is retried under `reset`: a slow target falls back too.
+        policy["per_try_timeout"] = per_try_timeout
+    return config.gateway((filters_before or []) + [down] + (filters_after or []), clusters,
                           default_cluster=default_cluster or next(iter(ports)),
-                          retry_policy=retry_policy(attempts) if fallback else None,
-                          route_timeout=route_timeout)
+                          retry_policy=policy, route_timeout=route_timeout)
 
 
 class Reply:
@@ -119,3 +130,18 @@ class KeepAlive:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def bench_rows(mock_port: int, failing_port: int) -> dict[str, dict]:
+    """`make bench` rows: the filter routing the bench body's model (`gpt-4o-mini`) as a virtual
+    model, rewriting in the downstream instance, through an aggregate cluster, and with one
+    fallback hop (the primary answers 503)."""
+    def vm(*clusters):
+        return {"name": "gpt-4o-mini", "strategy": "priority", "targets": [
+            {"target": f"acct/{c}-model", "cluster": c, "priority": p} for p, c in enumerate(clusters)]}
+    ports = {"main": mock_port, "failing": failing_port}
+    return {
+        "envoy + virtual-model (body rewrite)": gateway([vm("main")], ports, fallback=False),
+        "envoy + virtual-model (aggregate; per-attempt rewrite)": gateway([vm("main", "failing")], ports),
+        "envoy + virtual-model (aggregate; 1 fallback hop after 503)": gateway([vm("failing", "main")], ports),
+    }

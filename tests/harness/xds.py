@@ -115,3 +115,19 @@ def ads_bootstrap(server_port: int, *, node_id: str = "gw-1", delta: bool = Fals
 def mock_provider(name: str, mock: procs.MockLLM, models: list[str] | None = None) -> dict:
     """An openai_compatible provider pointing at a mock-llm."""
     return {"name": name, "kind": "openai_compatible", "base_url": mock.url, "models": models or []}
+
+
+def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: bool = False) -> dict:
+    """The gateway.yaml equivalent of `demo.demo_config` (for `make run` over xDS): the fake
+    upstream as default provider, the demo key, and optionally api.openai.com with the key
+    from Envoy's `OPENAI_API_KEY` (header-auth resolves it in Envoy's environment)."""
+    gw: dict = {
+        "listener": {"address": "127.0.0.1", "port": port, "route_timeout": "120s"},
+        "providers": [{"name": "local-mock", "kind": "openai_compatible", "base_url": mock_url}],
+        "default_provider": "local-mock",
+        "keys": [{"id": "demo", "team": "demo", "hash": key_hash}],
+    }
+    if openai:
+        gw["providers"].append({"name": "openai", "kind": "openai",
+                                "api_key": "${env:OPENAI_API_KEY}", "models": ["gpt-4o", "gpt-4o-mini"]})
+    return gw

@@ -1,6 +1,19 @@
 //! `aimesh-xds`: the aimesh control plane and operator CLI.
 
+mod ads;
+mod diff;
+mod filters;
 mod keys;
+mod model;
+mod protocol;
+mod resources;
+mod schema;
+mod serve;
+mod sim;
+mod snapshot;
+mod validate;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +27,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve gateway.yaml to Envoys over ADS (SotW and delta), reloading it when it changes.
+    Serve(serve::ServeArgs),
+    /// Check a gateway.yaml; errors name the field and line.
+    Validate {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Show what replacing OLD with NEW would add (+), change (~) and remove (-).
+    Diff {
+        /// Current file.
+        old: PathBuf,
+        /// Proposed file.
+        new: PathBuf,
+    },
+    /// Print the JSON schema of gateway.yaml.
+    Schema,
+    /// Benchmark helper: simulated ADS clients timing how fast a file change reaches them.
+    #[command(hide = true)]
+    Sim(sim::SimArgs),
     /// Virtual API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -22,6 +54,25 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Validate { file } => match validate::load_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(())
+            }
+            Err(es) => {
+                for e in &es {
+                    eprintln!("{}: {e}", file.display());
+                }
+                Err(format!("{} error(s)", es.len()))
+            }
+        },
+        Command::Diff { old, new } => diff::run(&old, &new),
+        Command::Schema => {
+            println!("{}", schema::json());
+            Ok(())
+        }
+        Command::Sim(args) => sim::run(args),
         Command::Keys(cmd) => keys::run(cmd),
     };
     match result {

@@ -1,20 +1,29 @@
-//! Auth filter: virtual API keys in front of every LLM request.
+//! Auth filter: virtual API keys and JWT claim policies in front of every LLM request.
 //!
-//! The client's key is hashed (SHA-256) and looked up among the configured hashes; plaintext keys
-//! never appear in config, logs or stats. On success the filter strips the client's credential and
-//! any forged `x-aimesh-*` header, then publishes the caller's identity as `x-aimesh-key-id` and
-//! `x-aimesh-team` for later filters and routes.
+//! The client's key is hashed (SHA-256) and compared in constant time with the configured hashes;
+//! plaintext keys never appear in config, logs or stats. A request with a body pauses until the
+//! whole body is in, which is parsed once to check the model against the key's allow-list; the
+//! facts are published as `x-aimesh-*` headers so later filters never parse the body again.
+//! Per-key request rate and concurrency limits hold across workers through shared data.
 
 mod config;
+mod jwt;
 
 use std::rc::Rc;
 
+use aimesh_core::auth::limits::{self, Admitted};
+use aimesh_core::auth::{AuthError, Policies, PolicyId};
+use aimesh_core::endpoints::path::is_proxy_path;
+use aimesh_core::host::{Clock, Metrics};
+use aimesh_core::openai::{request_facts, BodyError};
 use aimesh_core::{headers, ErrorKind};
-use aimesh_glue::{load_config, send_error, strip_internal_headers};
+use aimesh_glue::{
+    load_config, send_error, strip_internal_headers, HostClock, HostMetrics, HostStore,
+};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-pub use config::{AuthConfig, KeyEntry};
+pub use config::Config;
 
 // `proxy_wasm::main!` defines the undocumented `_start` export the host calls.
 #[allow(missing_docs)]
@@ -27,9 +36,27 @@ mod start {
     }}
 }
 
+/// Stat names (Envoy shows them with the `wasmcustom.` prefix).
+mod stat {
+    pub const ALLOWED: &str = "aimesh.auth.allowed";
+    pub const INVALID_KEY: &str = "aimesh.auth.denied.invalid_key";
+    pub const MODEL: &str = "aimesh.auth.denied.model_not_allowed";
+    pub const RATE: &str = "aimesh.auth.denied.rate_limited";
+    pub const BODY: &str = "aimesh.auth.denied.bad_request";
+    pub const JWT: &str = "aimesh.auth.jwt_authenticated";
+}
+
+/// Filter-state names (`wasm.` is prepended by Envoy): `%FILTER_STATE(wasm.aimesh.key_id:PLAIN)%`.
+const STATE_KEY_ID: &str = "aimesh.key_id";
+const STATE_TEAM: &str = "aimesh.team";
+
+/// Credential headers clients use: OpenAI, Anthropic and Azure styles.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
 #[derive(Default)]
 struct Root {
-    config: Option<Rc<config::Compiled>>,
+    policies: Option<Rc<Policies>>,
+    metrics: Rc<HostMetrics>,
 }
 
 impl Context for Root {}
@@ -37,18 +64,30 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration();
-        match load_config::<AuthConfig>("auth", raw.as_deref()) {
-            Some(c) => {
-                self.config = Some(Rc::new(config::Compiled::new(c)));
-                true
-            }
-            None => false,
+        let Some(Config(c)) = load_config::<Config>("auth", raw.as_deref()) else {
+            return false;
+        };
+        let policies = Policies::new(c);
+        // Limit state must exist before traffic: CAS is ignored on absent keys.
+        if let Err(e) = limits::init(&HostStore, policies.all(), HostClock.unix_millis()) {
+            log::error!("auth: cannot initialise limit state in shared data: {e}");
+            return false;
         }
+        self.policies = Some(Rc::new(policies));
+        true
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        let config = self.config.clone()?;
-        Some(Box::new(Auth { config }))
+        let policies = self.policies.clone()?;
+        Some(Box::new(Auth {
+            policies,
+            metrics: self.metrics.clone(),
+            who: None,
+            admitted: None,
+            decided: false,
+            filter_models: false,
+            body_size: 0,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -57,51 +96,141 @@ impl RootContext for Root {
 }
 
 struct Auth {
-    config: Rc<config::Compiled>,
+    policies: Rc<Policies>,
+    metrics: Rc<HostMetrics>,
+    /// The authenticated policy.
+    who: Option<PolicyId>,
+    /// Limits taken for this request (released in `on_log`, however the stream ends).
+    admitted: Option<Admitted>,
+    /// A reply was sent or the request was let through: later body callbacks pass data on.
+    decided: bool,
+    /// `GET /v1/models` for a key with a partial allow-list: rewrite the answer.
+    filter_models: bool,
+    /// Request body bytes buffered so far.
+    body_size: usize,
 }
-
-/// Auth failures.
-#[derive(Debug, thiserror::Error)]
-enum AuthError {
-    /// Missing, unknown, expired or disabled: one answer so callers learn nothing.
-    #[error("Incorrect API key provided.")]
-    InvalidKey,
-}
-
-impl ErrorKind for AuthError {
-    fn status(&self) -> u16 {
-        401
-    }
-    fn code(&self) -> &'static str {
-        "invalid_api_key"
-    }
-}
-
-/// Credential headers clients use: OpenAI, Anthropic and Azure styles.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
 
 impl Context for Auth {}
 
 impl HttpContext for Auth {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         strip_internal_headers(self);
-        let presented = self.presented_key();
+        let who = self.identify();
         for h in CREDENTIAL_HEADERS {
             self.set_http_request_header(h, None);
         }
-        let Some(entry) = presented.and_then(|k| self.config.lookup(&k)) else {
-            send_error(self, &AuthError::InvalidKey);
-            return Action::Pause;
+        let Some(id) = who else {
+            return self.refuse(stat::INVALID_KEY, &AuthError::InvalidKey);
         };
-        self.set_http_request_header(headers::KEY_ID, Some(&entry.id));
-        if let Some(team) = &entry.team {
+        self.who = Some(id);
+        let Some(policy) = self.policies.get(id) else {
+            return self.refuse(stat::INVALID_KEY, &AuthError::InvalidKey);
+        };
+        self.set_http_request_header(headers::KEY_ID, Some(&policy.id));
+        // Filter state reaches access logs and later Wasm filters without a header.
+        aimesh_glue::host::set_property(&[STATE_KEY_ID], policy.id.as_bytes());
+        if let Some(team) = &policy.team {
             self.set_http_request_header(headers::TEAM, Some(team));
+            aimesh_glue::host::set_property(&[STATE_TEAM], team.as_bytes());
+        }
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        if !policy.models.allows_all() && self.is_model_list(&path) {
+            self.filter_models = true;
+            // The rewrite needs a plain body; a compressed one would pass unfiltered.
+            self.set_http_request_header("accept-encoding", None);
+        }
+        // Custom endpoints carry arbitrary (binary) bodies and no model: key and limits only.
+        if end_of_stream || is_proxy_path(&path) {
+            return self.admit();
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.decided {
+            return Action::Continue;
+        }
+        let limit = self.policies.max_body_bytes;
+        if body_size > limit {
+            return self.refuse(stat::BODY, &BodyError::TooLarge { limit });
+        }
+        self.body_size = body_size;
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.check_body()
+    }
+
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        if self.decided {
+            return Action::Continue;
+        }
+        self.check_body()
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if let Some((limit, remaining, reset)) = self.admitted.and_then(|a| a.rate) {
+            for (k, v) in limits::rate_headers(limit, remaining, reset) {
+                self.set_http_response_header(&k, Some(&v));
+            }
+        }
+        if self.filter_models {
+            if self.get_http_response_header(":status").as_deref() == Some("200") {
+                self.set_http_response_header("content-length", None);
+            } else {
+                self.filter_models = false;
+            }
         }
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.filter_models {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Some(policy) = self.who.and_then(|id| self.policies.get(id)) else {
+            return Action::Continue;
+        };
+        if let Some(body) = self.get_http_response_body(0, body_size) {
+            if let Some(filtered) = policy.models.filter_model_list(&body) {
+                self.set_http_response_body(0, body_size, &filtered);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Some(a) = self.admitted.take() {
+            if a.holds_slot {
+                if let Some(p) = self.who.and_then(|id| self.policies.get(id)) {
+                    limits::release(&HostStore, p);
+                }
+            }
+        }
     }
 }
 
 impl Auth {
+    /// The policy of the caller: a verified JWT's claims first (its token sits in
+    /// `Authorization` too), else the presented API key.
+    fn identify(&self) -> Option<PolicyId> {
+        if let Some(table) = &self.policies.jwt {
+            if let Some(claims) = jwt::read(table) {
+                let groups: Vec<&str> = claims.groups.iter().map(String::as_str).collect();
+                let id = table.lookup(claims.sub.as_deref(), &groups);
+                if id.is_some() {
+                    self.metrics.count(stat::JWT, 1);
+                }
+                return id;
+            }
+        }
+        let key = self.presented_key()?;
+        self.policies.by_key(&key, HostClock.unix_millis())
+    }
+
     fn presented_key(&self) -> Option<String> {
         if let Some(v) = self.get_http_request_header("authorization") {
             let (scheme, rest) = v.trim().split_once(' ')?;
@@ -112,5 +241,69 @@ impl Auth {
         self.get_http_request_header("x-api-key")
             .or_else(|| self.get_http_request_header("api-key"))
             .map(|v| v.trim().to_string())
+    }
+
+    fn is_model_list(&self, path: &str) -> bool {
+        let path = path.split('?').next().unwrap_or("");
+        path.trim_end_matches('/') == "/v1/models"
+            && self.get_http_request_header(":method").as_deref() == Some("GET")
+    }
+
+    /// Parses the complete body once, checks the model and publishes the facts.
+    fn check_body(&mut self) -> Action {
+        // An empty body (HTTP/2 can end a GET with an empty DATA frame) counts as none.
+        if self.body_size == 0 {
+            return self.admit();
+        }
+        let body = self
+            .get_http_request_body(0, self.body_size)
+            .unwrap_or_default();
+        let facts = match request_facts(&body) {
+            Ok(f) => f,
+            Err(e) => return self.refuse(stat::BODY, &e),
+        };
+        let allowed = self
+            .who
+            .and_then(|id| self.policies.get(id))
+            .is_some_and(|p| p.allows_model(&facts.model));
+        if !allowed {
+            return self.refuse(stat::MODEL, &AuthError::ModelNotAllowed(facts.model));
+        }
+        self.set_http_request_header(headers::MODEL, Some(&facts.model));
+        self.set_http_request_header(headers::STREAM, Some(bool_str(facts.stream)));
+        self.set_http_request_header(headers::INCLUDE_USAGE, Some(bool_str(facts.include_usage)));
+        self.admit()
+    }
+
+    /// Takes the policy's limits; the request goes on or gets 429.
+    fn admit(&mut self) -> Action {
+        let Some(policy) = self.who.and_then(|id| self.policies.get(id)) else {
+            return self.refuse(stat::INVALID_KEY, &AuthError::InvalidKey);
+        };
+        match limits::admit(&HostStore, policy, HostClock.unix_millis()) {
+            Ok(a) => {
+                self.admitted = Some(a);
+                self.decided = true;
+                self.metrics.count(stat::ALLOWED, 1);
+                Action::Continue
+            }
+            Err(l) => self.refuse(stat::RATE, &AuthError::RateLimited(l)),
+        }
+    }
+
+    fn refuse(&mut self, stat_name: &str, err: &dyn ErrorKind) -> Action {
+        self.decided = true;
+        self.filter_models = false;
+        self.metrics.count(stat_name, 1);
+        send_error(self, err);
+        Action::Pause
+    }
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
     }
 }

@@ -24,6 +24,12 @@ pub const BACKEND: &str = "x-aimesh-backend";
 /// Model name sent to the backend after virtual-model selection.
 pub const MODEL_SERVED: &str = "x-aimesh-model-served";
 
+/// Path prefix of custom endpoints (`/proxy-api/{account}/{endpoint}/{upstream-path}`), a
+/// transparent proxy for any HTTP service: bodies may be binary (audio) and are not OpenAI JSON.
+/// Filters that read request bodies must let these paths through without parsing them; only
+/// auth's identity and limits and the header-auth filter apply (`endpoints::path::is_proxy_path`).
+pub const PROXY_API_PREFIX: &str = "/proxy-api/";
+
 /// True for header names in the internal namespace (case-insensitive, as HTTP names are).
 pub fn is_internal(name: &str) -> bool {
     name.len() >= PREFIX.len()

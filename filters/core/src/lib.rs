@@ -4,10 +4,15 @@
 //! small traits in [`host`], so every decision is tested natively. The Wasm glue crate implements
 //! those traits over the proxy-wasm ABI.
 
+pub mod accounting;
+pub mod auth;
+pub mod endpoints;
 pub mod error;
 pub mod headers;
 pub mod host;
 pub mod limits;
 pub mod openai;
+pub mod pii;
+pub mod routing;
 
 pub use error::{ApiError, ErrorKind};

@@ -73,3 +73,18 @@ impl Metrics for HostMetrics {
         }
     }
 }
+
+/// Reads a host property (`["xds", "cluster_name"]`, metadata paths, ...).
+///
+/// proxy-wasm's `Context::get_property` unwraps the host's answer and so traps the VM when a
+/// property cannot be serialized; here any failure is just "absent".
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// Sets a property (Envoy stores it as filter state, readable in access logs as
+/// `%FILTER_STATE(wasm.<name>:PLAIN)%`). Failures are ignored rather than trapping the VM: a
+/// missing access-log field must not fail the request.
+pub fn set_property(path: &[&str], value: &[u8]) {
+    let _ = hostcalls::set_property(path.to_vec(), Some(value));
+}

@@ -1,8 +1,18 @@
-//! aimesh header-auth filter (skeleton: loads and validates its config and counts requests; the feature
-//! lands with its issue).
+//! Header-auth filter: the last filter before the router.
+//!
+//! Every request leaves with the provider credentials of the account that serves it and none of
+//! the client's: client credential headers and internal `x-aimesh-*` headers are removed (except
+//! `x-aimesh-cluster`, which the route still needs and removes with `request_headers_to_remove`).
+//! Requests to `/proxy-api/{account}/{endpoint}/...` are checked, access-controlled and rewritten
+//! to the endpoint's cluster, authority and base path. Only headers are touched; bodies stream
+//! through unbuffered. The decisions live in `aimesh_core::endpoints`.
 
+use std::rc::Rc;
+
+use aimesh_core::endpoints::{Config, EndpointError, Plan, Request, StdEnv};
+use aimesh_core::headers;
 use aimesh_core::host::Metrics;
-use aimesh_glue::{load_config, HostMetrics, Validate};
+use aimesh_glue::{load_config, send_error, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
@@ -18,20 +28,23 @@ mod start {
     }}
 }
 
-/// Filter configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+const NAME: &str = "header-auth";
 
-impl Validate for Config {
+/// Filter configuration: see `aimesh_core::endpoints::Config` and the README.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct FilterConfig(pub Config);
+
+impl Validate for FilterConfig {
     fn validate(&self) -> Result<(), String> {
-        Ok(())
+        self.0.check()
     }
 }
 
 #[derive(Default)]
 struct Root {
-    metrics: std::rc::Rc<HostMetrics>,
+    plan: Option<Rc<Plan>>,
+    metrics: Rc<HostMetrics>,
 }
 
 impl Context for Root {}
@@ -39,11 +52,28 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration();
-        load_config::<Config>("header-auth", raw.as_deref()).is_some()
+        let Some(FilterConfig(config)) = load_config::<FilterConfig>(NAME, raw.as_deref()) else {
+            return false;
+        };
+        // Secrets are read only now, from the VM's environment (vm_config.environment_variables).
+        match Plan::compile(&config, &StdEnv) {
+            Ok(plan) => {
+                for w in &plan.warnings {
+                    log::warn!("{NAME}: {w}");
+                }
+                self.plan = Some(Rc::new(plan));
+                true
+            }
+            Err(e) => {
+                log::error!("{NAME}: invalid configuration: {e}");
+                false
+            }
+        }
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter {
+            plan: self.plan.clone()?,
             metrics: self.metrics.clone(),
         }))
     }
@@ -54,7 +84,8 @@ impl RootContext for Root {
 }
 
 struct Filter {
-    metrics: std::rc::Rc<HostMetrics>,
+    plan: Rc<Plan>,
+    metrics: Rc<HostMetrics>,
 }
 
 impl Context for Filter {}
@@ -62,6 +93,91 @@ impl Context for Filter {}
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         self.metrics.count("aimesh.header_auth.requests", 1);
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let backend = self.get_http_request_header(headers::BACKEND);
+        let key_id = self.get_http_request_header(headers::KEY_ID);
+        let team = self.get_http_request_header(headers::TEAM);
+        let plan = Rc::clone(&self.plan);
+        let decision = plan.decide(&Request {
+            path: &path,
+            backend: backend.as_deref(),
+            key_id: key_id.as_deref(),
+            team: team.as_deref(),
+        });
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.count(metric_for(&e), 1);
+                send_error(self, &e);
+                return Action::Pause;
+            }
+        };
+        for (name, _) in self.get_http_request_headers() {
+            if plan.strips(&name, &decision) {
+                self.set_http_request_header(&name, None);
+            }
+        }
+        if let Some(h) = decision.headers {
+            for (k, v) in &h.set {
+                self.set_http_request_header(k, Some(v));
+            }
+            for (k, v) in &h.defaults {
+                if self.get_http_request_header(k).is_none() {
+                    self.set_http_request_header(k, Some(v));
+                }
+            }
+            if !h.set.is_empty() {
+                self.metrics.count("aimesh.header_auth.injected", 1);
+            }
+        }
+        if let Some(route) = decision.route {
+            // Changing request headers clears Envoy's route cache, so the router re-matches
+            // on the new path and picks the cluster through `cluster_header`.
+            self.set_http_request_header(headers::CLUSTER, Some(route.cluster));
+            self.set_http_request_header(":authority", Some(route.authority));
+            self.set_http_request_header(":path", Some(&route.path));
+            self.metrics.count("aimesh.header_auth.proxied", 1);
+        }
         Action::Continue
+    }
+}
+
+fn metric_for(e: &EndpointError) -> &'static str {
+    match e {
+        EndpointError::Path(_) => "aimesh.header_auth.rejected_path",
+        EndpointError::NotFound => "aimesh.header_auth.not_found",
+        EndpointError::Forbidden => "aimesh.header_auth.forbidden",
+        EndpointError::UnknownAccount => "aimesh.header_auth.unknown_backend",
+        EndpointError::Disabled => "aimesh.header_auth.account_unavailable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_the_core_config_and_validates_it() {
+        let ok: FilterConfig = serde_json::from_str(
+            r#"{"role":"upstream","accounts":{"openai-main":{"auth":{"type":"openai","api_key":"${env:UNSET_IN_TESTS}"}}}}"#,
+        )
+        .unwrap();
+        // Validation never reads the environment; on_configure resolves variables afterwards.
+        assert!(ok.validate().is_ok());
+        assert!(serde_json::from_str::<FilterConfig>(r#"{"acounts":{}}"#).is_err());
+        let bad: FilterConfig = serde_json::from_str(r#"{"accounts":{"ab":{}}}"#).unwrap();
+        assert!(bad.validate().unwrap_err().starts_with("accounts.ab:"));
+    }
+
+    #[test]
+    fn every_error_has_a_metric() {
+        for e in [
+            EndpointError::NotFound,
+            EndpointError::Forbidden,
+            EndpointError::UnknownAccount,
+            EndpointError::Disabled,
+        ] {
+            assert!(metric_for(&e).starts_with("aimesh.header_auth."));
+        }
     }
 }

@@ -1,8 +1,18 @@
-//! aimesh pii-redaction filter (skeleton: loads and validates its config and counts requests; the feature
-//! lands with its issue).
+//! PII redaction filter: finds personal data and secrets in the text of LLM requests and masks,
+//! hashes or blocks them before the request leaves; on the way back it masks PII the model
+//! produced and, when the policy says `restore`, puts the user's own values back in place of
+//! the placeholders the model echoes (streamed or not).
+//!
+//! All detection and rewriting lives in `aimesh_core::pii`; this crate only moves bytes between
+//! Envoy and core, and reports metrics and the access-log summary.
+
+use std::rc::Rc;
 
 use aimesh_core::host::Metrics;
-use aimesh_glue::{load_config, HostMetrics, Validate};
+use aimesh_core::pii::json::{redact_request, respond_body};
+use aimesh_core::pii::stream::SseRedactor;
+use aimesh_core::pii::{Engine, PiiConfig, PiiError, Session};
+use aimesh_glue::{load_config, send_error, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
@@ -18,20 +28,25 @@ mod start {
     }}
 }
 
-/// Filter configuration.
+/// Filter configuration: see `aimesh_core::pii::PiiConfig` and this crate's README.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+#[serde(transparent)]
+pub struct Config(pub PiiConfig);
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        Ok(())
+        self.0.validate()
     }
 }
 
+/// Filter-state key (`%FILTER_STATE(wasm.aimesh.pii:PLAIN)%`): `TYPE:count,...`, never values.
+const STATE: &str = "aimesh.pii";
+const STAT: &str = "aimesh.pii_redaction";
+
 #[derive(Default)]
 struct Root {
-    metrics: std::rc::Rc<HostMetrics>,
+    engine: Option<Rc<Engine>>,
+    metrics: Rc<HostMetrics>,
 }
 
 impl Context for Root {}
@@ -39,12 +54,31 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration();
-        load_config::<Config>("pii-redaction", raw.as_deref()).is_some()
+        let Some(Config(cfg)) = load_config::<Config>("pii-redaction", raw.as_deref()) else {
+            return false;
+        };
+        // Patterns compile once per VM here, never per request.
+        match Engine::new(&cfg) {
+            Ok(e) => {
+                self.engine = Some(Rc::new(e));
+                true
+            }
+            Err(e) => {
+                log::error!("pii-redaction: invalid configuration: {e}");
+                false
+            }
+        }
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter {
+            engine: self.engine.clone()?,
             metrics: self.metrics.clone(),
+            policy: 0,
+            session: Session::default(),
+            scanning: false,
+            done: false,
+            response: Response::Pass,
         }))
     }
 
@@ -53,15 +87,179 @@ impl RootContext for Root {
     }
 }
 
+enum Response {
+    Pass,
+    Json,
+    Sse(Box<SseRedactor>),
+}
+
 struct Filter {
-    metrics: std::rc::Rc<HostMetrics>,
+    engine: Rc<Engine>,
+    metrics: Rc<HostMetrics>,
+    policy: usize,
+    session: Session,
+    scanning: bool,
+    done: bool,
+    response: Response,
 }
 
 impl Context for Filter {}
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        self.metrics.count("aimesh.pii_redaction.requests", 1);
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        self.metrics.count(&format!("{STAT}.requests"), 1);
+        let route = self
+            .get_property(vec!["xds", "route_name"])
+            .and_then(|b| String::from_utf8(b).ok());
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let headers = |n: &str| self.get_http_request_header(n);
+        self.policy = self.engine.select(route.as_deref(), &path, &headers);
+        let json = self
+            .get_http_request_header("content-type")
+            .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
+        if self.responds() {
+            // Response text must be readable to be restored or redacted.
+            self.set_http_request_header("accept-encoding", None);
+        }
+        if end_of_stream || !json {
+            return Action::Continue;
+        }
+        self.scanning = true;
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.scanning || self.done {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.check_body(body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        if !self.scanning || self.done {
+            return Action::Continue;
+        }
+        let size = self
+            .get_http_request_body(0, usize::MAX)
+            .map_or(0, |b| b.len());
+        self.check_body(size)
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let p = self.engine.policy(self.policy);
+        // Restoring alone has nothing to do when no placeholder went out.
+        if !(p.redact_responses || p.restore && self.session.has_placeholders()) {
+            return Action::Continue;
+        }
+        let ct = self
+            .get_http_response_header("content-type")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let encoded = self
+            .get_http_response_header("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
+        if encoded {
+            return Action::Continue;
+        }
+        if ct.starts_with("text/event-stream") {
+            self.response = Response::Sse(Box::default());
+        } else if ct.contains("json") {
+            self.response = Response::Json;
+        } else {
+            return Action::Continue;
+        }
+        self.set_http_response_header("content-length", None);
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let policy = self.engine.policy(self.policy).clone();
+        let engine = self.engine.clone();
+        let mut response = std::mem::replace(&mut self.response, Response::Pass);
+        let action = match &mut response {
+            Response::Pass => Action::Continue,
+            Response::Json if !end_of_stream => Action::Pause,
+            Response::Json => {
+                let body = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                if let Some(new) = respond_body(&engine, &policy, &mut self.session, &body) {
+                    self.set_http_response_body(0, body_size, &new);
+                }
+                self.report();
+                Action::Continue
+            }
+            Response::Sse(sse) => {
+                let chunk = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                let out = sse.push(&chunk, end_of_stream, &engine, &policy, &mut self.session);
+                if out != chunk {
+                    self.set_http_response_body(0, body_size, &out);
+                }
+                if end_of_stream {
+                    self.report();
+                }
+                Action::Continue
+            }
+        };
+        self.response = response;
+        action
+    }
+}
+
+impl Filter {
+    /// True when responses need reading under the selected policy.
+    fn responds(&self) -> bool {
+        let p = self.engine.policy(self.policy);
+        p.restore || p.redact_responses
+    }
+
+    fn check_body(&mut self, size: usize) -> Action {
+        self.done = true;
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let policy = self.engine.policy(self.policy).clone();
+        let result = redact_request(&self.engine, &policy, &mut self.session, &body);
+        let blocked = self.engine.blocked_error(&self.session);
+        self.report();
+        match (result, blocked) {
+            (_, Some(err)) => self.refuse("blocked", &err),
+            (Err(err), None) => self.refuse("invalid_json", &err),
+            (Ok(None), None) => Action::Continue,
+            (Ok(Some(new)), None) => {
+                self.set_http_request_body(0, size, &new);
+                self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                self.metrics.count(&format!("{STAT}.redacted_requests"), 1);
+                Action::Continue
+            }
+        }
+    }
+
+    fn refuse(&self, stat: &str, err: &PiiError) -> Action {
+        self.metrics.count(&format!("{STAT}.{stat}"), 1);
+        send_error(self, err);
+        Action::Pause
+    }
+
+    /// Metrics for findings not reported yet, and the access-log summary.
+    fn report(&mut self) {
+        let counts = std::mem::take(&mut self.session.counts);
+        for ((label, action), n) in &counts {
+            let name = self.engine.label_name(*label).to_ascii_lowercase();
+            self.metrics.count(
+                &format!("{STAT}.found.{name}.{}", action.name()),
+                u64::from(*n),
+            );
+        }
+        for (k, n) in counts {
+            *self.session.reported.entry(k).or_insert(0) += n;
+        }
+        let summary = self.session.summary(&self.engine);
+        if !summary.is_empty() {
+            self.set_property(vec![STATE], Some(summary.as_bytes()));
+        }
     }
 }

@@ -1,11 +1,29 @@
-//! aimesh token-accounting filter (skeleton: loads and validates its config and counts requests; the feature
-//! lands with its issue).
+//! Token-accounting filter: usage, cost, metrics, audit fields, and per-key token and budget
+//! limits.
+//!
+//! Request: reads the facts the auth filter published (`x-aimesh-model`, `x-aimesh-stream`,
+//! `x-aimesh-include-usage`, `x-aimesh-key-id`); the body is read only to inject
+//! `stream_options.include_usage`, to estimate a prompt for limits, or when those headers are
+//! missing. Response: every chunk is forwarded as it arrives while an incremental SSE scanner
+//! reads usage; the usage-only chunk is removed when the client did not ask for it. At the end:
+//! metrics, filter state for the access log, and the exact charge against the limits.
 
-use aimesh_core::host::Metrics;
-use aimesh_glue::{load_config, HostMetrics, Validate};
+mod config;
+mod limit;
+mod metrics;
+mod request;
+mod response;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use aimesh_core::accounting::admission;
+use aimesh_core::host::Clock;
+use aimesh_glue::{load_config, HostClock, HostMetrics, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
-use serde::Deserialize;
+use proxy_wasm::types::{ContextType, LogLevel};
+
+pub use config::{Config, KeyLimits, LimitsConfig};
 
 // `proxy_wasm::main!` defines the undocumented `_start` export the host calls.
 #[allow(missing_docs)]
@@ -18,20 +36,25 @@ mod start {
     }}
 }
 
-/// Filter configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
+/// How often the limit keys of the next day are created ahead of use.
+const TICK: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Root {
-    metrics: std::rc::Rc<HostMetrics>,
+    config: Option<Rc<config::Compiled>>,
+    metrics: Rc<HostMetrics>,
+}
+
+impl Root {
+    fn init_limit_keys(&self) {
+        let Some(c) = &self.config else { return };
+        let now = HostClock.unix_millis();
+        for (key_id, l) in &c.limits {
+            if let Err(e) = admission::init_keys(&HostStore, key_id, l, now) {
+                log::warn!("token-accounting: cannot create limit keys: {e}");
+            }
+        }
+    }
 }
 
 impl Context for Root {}
@@ -39,29 +62,29 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration();
-        load_config::<Config>("token-accounting", raw.as_deref()).is_some()
+        let Some(c) = load_config::<Config>("token-accounting", raw.as_deref()) else {
+            return false;
+        };
+        let compiled = config::Compiled::new(c);
+        let has_limits = !compiled.limits.is_empty();
+        self.config = Some(Rc::new(compiled));
+        self.init_limit_keys();
+        if has_limits {
+            self.set_tick_period(TICK);
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.init_limit_keys();
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter {
-            metrics: self.metrics.clone(),
-        }))
+        let config = self.config.clone()?;
+        Some(Box::new(request::Filter::new(config, self.metrics.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-struct Filter {
-    metrics: std::rc::Rc<HostMetrics>,
-}
-
-impl Context for Filter {}
-
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        self.metrics.count("aimesh.token_accounting.requests", 1);
-        Action::Continue
     }
 }

@@ -1,11 +1,27 @@
-//! aimesh virtual-model filter (skeleton: loads and validates its config and counts requests; the feature
-//! lands with its issue).
+//! aimesh virtual-model filter: one logical model name, many backends.
+//!
+//! The same Wasm runs in two places (see README):
+//! - downstream (the listener's filter chain): reads the requested model, picks the primary
+//!   target (weighted, latency or priority; sticky sessions), routes through `x-aimesh-cluster`
+//!   and tells the client which target served it;
+//! - upstream (`role: upstream`, in the `http_filters` of a virtual model's aggregate cluster):
+//!   runs once per attempt, learns the attempt's target from the chosen endpoint's
+//!   `aimesh.cluster` metadata, rewrites the body's `model` for it and records its time per
+//!   output token. Envoy's router does the retrying and the fallback between targets.
+//!
+//! Without fallback clusters the downstream instance rewrites the body itself.
 
-use aimesh_core::host::Metrics;
-use aimesh_glue::{load_config, HostMetrics, Validate};
+mod downstream;
+mod shared;
+mod upstream;
+
+use std::rc::Rc;
+
+use aimesh_core::routing::config::Role;
+use aimesh_core::routing::{stats, RoutingConfig};
+use aimesh_glue::{load_config, HostStore, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
-use serde::Deserialize;
+use proxy_wasm::types::{ContextType, LogLevel};
 
 // `proxy_wasm::main!` defines the undocumented `_start` export the host calls.
 #[allow(missing_docs)]
@@ -18,20 +34,20 @@ mod start {
     }}
 }
 
-/// Filter configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+/// Filter configuration: the routing table of `aimesh_core::routing`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Config(pub RoutingConfig);
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        Ok(())
+        self.0.validate()
     }
 }
 
 #[derive(Default)]
 struct Root {
-    metrics: std::rc::Rc<HostMetrics>,
+    shared: Option<Rc<shared::Shared>>,
 }
 
 impl Context for Root {}
@@ -39,29 +55,28 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration();
-        load_config::<Config>("virtual-model", raw.as_deref()).is_some()
+        let Some(Config(cfg)) = load_config::<Config>("virtual-model", raw.as_deref()) else {
+            return false;
+        };
+        // Envoy ignores CAS on absent keys: create every sample key before traffic.
+        for vm in &cfg.virtual_models {
+            for t in &vm.targets {
+                let _ = stats::init(&HostStore, &t.target);
+            }
+        }
+        self.shared = Some(Rc::new(shared::Shared::new(cfg)));
+        true
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter {
-            metrics: self.metrics.clone(),
-        }))
+        let shared = self.shared.clone()?;
+        Some(match shared.config.role {
+            Role::Downstream => Box::new(downstream::Downstream::new(shared)),
+            Role::Upstream => Box::new(upstream::Upstream::new(shared)),
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-struct Filter {
-    metrics: std::rc::Rc<HostMetrics>,
-}
-
-impl Context for Filter {}
-
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        self.metrics.count("aimesh.virtual_model.requests", 1);
-        Action::Continue
     }
 }

@@ -1,0 +1,18 @@
+//! Token accounting: what a request cost, measured from the provider's `usage` or estimated.
+//!
+//! - [`sse`]: an incremental SSE scanner that never holds a byte back except the bytes of an
+//!   event that may be the injected usage-only chunk.
+//! - [`usage`]: `usage` from non-streaming bodies and stream chunks.
+//! - [`inject`]: sets `stream_options.include_usage` in a request body without reserializing it.
+//! - [`estimate`]: tiktoken counts when the provider reports no usage.
+//! - [`price`]: price table and per-request cost in micro-USD.
+//! - [`admission`]: tokens-per-minute and USD budgets across workers.
+
+pub mod admission;
+pub mod estimate;
+pub mod inject;
+pub mod price;
+pub mod sse;
+pub mod usage;
+
+pub use usage::Usage;

@@ -1,0 +1,77 @@
+//! Auth decisions: virtual keys, JWT claim policies, model allow-lists and per-key limits.
+//!
+//! The Wasm filter (`filters/auth`) only moves bytes between Envoy and these functions:
+//! [`AuthConfig`] is compiled once into a [`Policies`] table, each request is authenticated with
+//! [`Policies::by_key`] or [`Policies::by_claims`], its model is checked with
+//! [`Policy::allows_model`], and [`limits`] admits it against the per-key rate and concurrency
+//! limits kept in the shared store.
+
+pub mod config;
+pub mod limits;
+pub mod models;
+pub mod table;
+pub mod time;
+
+pub use config::{AuthConfig, JwtConfig, JwtRule, KeyEntry};
+pub use limits::Limited;
+pub use models::ModelAllow;
+pub use table::{Policies, Policy, PolicyId};
+
+use crate::error::ErrorKind;
+
+/// Why the auth filter refused a request (body errors use [`crate::openai::BodyError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Missing, unknown, expired or disabled key (or a JWT no rule maps): one answer for all,
+    /// so a caller cannot tell a revoked key from a typo.
+    #[error("Incorrect API key provided.")]
+    InvalidKey,
+    /// The key may not use this model.
+    #[error("The API key is not allowed to use model '{0}'.")]
+    ModelNotAllowed(String),
+    /// Per-key request rate or concurrency limit reached.
+    #[error("{0}")]
+    RateLimited(Limited),
+}
+
+impl ErrorKind for AuthError {
+    fn status(&self) -> u16 {
+        match self {
+            AuthError::InvalidKey => 401,
+            AuthError::ModelNotAllowed(_) => 403,
+            AuthError::RateLimited(_) => 429,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AuthError::InvalidKey => "invalid_api_key",
+            AuthError::ModelNotAllowed(_) => "model_not_allowed",
+            AuthError::RateLimited(_) => "rate_limit_exceeded",
+        }
+    }
+
+    fn headers(&self) -> Vec<(String, String)> {
+        match self {
+            AuthError::RateLimited(l) => l.headers(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ApiError;
+
+    #[test]
+    fn errors_have_stable_codes() {
+        let e = ApiError::from_kind(&AuthError::ModelNotAllowed("gpt-5".into()));
+        assert_eq!(e.status, 403);
+        let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_allowed");
+        assert_eq!(v["error"]["type"], "permission_error");
+        let e = ApiError::from_kind(&AuthError::InvalidKey);
+        assert_eq!((e.status, e.headers.len()), (401, 0));
+    }
+}

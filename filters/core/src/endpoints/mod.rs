@@ -1,0 +1,20 @@
+//! Provider credentials and custom endpoints (`/proxy-api/{account}/{endpoint}/...`).
+//!
+//! Pure logic of the header-auth filter: config ([`config`]), secret resolution and credential
+//! rendering ([`creds`]), path parsing and safety checks ([`path`]), base URLs ([`url`]), the
+//! egress allow-list ([`egress`]) and the per-request decision ([`plan`]).
+
+pub mod config;
+pub mod creds;
+pub mod egress;
+pub mod names;
+pub mod path;
+pub mod plan;
+pub mod url;
+
+pub use config::{AccountConfig, AllowConfig, Config, EndpointConfig, MissingEnv, Role};
+pub use creds::{AuthConfig, Env, StdEnv};
+pub use plan::{Decision, EndpointError, HeaderSet, Plan, Request, Route};
+
+#[cfg(test)]
+mod tests;

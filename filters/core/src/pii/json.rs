@@ -1,0 +1,487 @@
+//! JSON-aware redaction: finds the string values that carry user text and splices redacted
+//! versions into the original bytes, so keys, numbers, model names and formatting stay exactly
+//! as the client sent them, and a body with nothing to redact is returned untouched.
+
+use std::borrow::Cow;
+
+use super::engine::{Engine, Policy, Session};
+use super::PiiError;
+
+/// One step of the path to a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg<'a> {
+    /// Object member.
+    Key(Cow<'a, str>),
+    /// Array element.
+    Index(usize),
+}
+
+/// A string literal in the document: byte span including the quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Offset of the opening quote.
+    pub start: usize,
+    /// One past the closing quote.
+    pub end: usize,
+    /// The value of an `arguments` member (a JSON document in a string).
+    pub is_args: bool,
+}
+
+const MAX_DEPTH: usize = 128;
+
+/// The document is not valid JSON (or nests deeper than 128 levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not valid JSON")]
+pub struct NotJson;
+
+struct Walker<'a, 'f> {
+    b: &'a [u8],
+    i: usize,
+    path: Vec<Seg<'a>>,
+    select: &'f dyn Fn(&[Seg<'_>]) -> bool,
+    out: Vec<Span>,
+}
+
+impl<'a> Walker<'a, '_> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// Consumes a string literal; returns its span and whether it holds escapes.
+    fn string(&mut self) -> Result<(Span, bool), ()> {
+        let start = self.i;
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            let off = self.b[self.i..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .ok_or(())?;
+            self.i += off;
+            match self.b[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    let span = Span {
+                        start,
+                        end: self.i,
+                        is_args: false,
+                    };
+                    return Ok((span, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                    if self.i > self.b.len() {
+                        return Err(());
+                    }
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    fn value(&mut self) -> Result<(), ()> {
+        if self.path.len() > MAX_DEPTH {
+            return Err(());
+        }
+        self.ws();
+        match self.peek().ok_or(())? {
+            b'"' => {
+                let (mut span, _) = self.string()?;
+                if (self.select)(&self.path) {
+                    span.is_args = key_is(self.path.last(), &["arguments"]);
+                    self.out.push(span);
+                }
+            }
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if self.peek() != Some(b'"') {
+                        return Err(());
+                    }
+                    let (span, escaped) = self.string()?;
+                    let raw = &self.b[span.start + 1..span.end - 1];
+                    let key = if escaped {
+                        let lit =
+                            std::str::from_utf8(&self.b[span.start..span.end]).map_err(|_| ())?;
+                        Cow::Owned(serde_json::from_str::<String>(lit).map_err(|_| ())?)
+                    } else {
+                        Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| ())?)
+                    };
+                    self.ws();
+                    if self.peek() != Some(b':') {
+                        return Err(());
+                    }
+                    self.i += 1;
+                    self.path.push(Seg::Key(key));
+                    self.value()?;
+                    self.path.pop();
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                let mut k = 0;
+                loop {
+                    self.path.push(Seg::Index(k));
+                    self.value()?;
+                    self.path.pop();
+                    k += 1;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            _ => {
+                // Number, true, false, null: validated by serde on the literal.
+                let s = self.i;
+                self.i += self.b[s..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c))
+                    .count();
+                let lit = std::str::from_utf8(&self.b[s..self.i]).map_err(|_| ())?;
+                serde_json::from_str::<serde::de::IgnoredAny>(lit).map_err(|_| ())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Spans of the string values whose path `select` accepts; `Err` when `doc` is not JSON.
+pub fn strings(doc: &[u8], select: &dyn Fn(&[Seg<'_>]) -> bool) -> Result<Vec<Span>, NotJson> {
+    if std::str::from_utf8(doc).is_err() {
+        return Err(NotJson);
+    }
+    let mut w = Walker {
+        b: doc,
+        i: 0,
+        path: Vec::new(),
+        select,
+        out: Vec::new(),
+    };
+    w.value().map_err(|()| NotJson)?;
+    w.ws();
+    if w.i != doc.len() {
+        return Err(NotJson);
+    }
+    Ok(w.out)
+}
+
+fn key_is(seg: Option<&Seg<'_>>, names: &[&str]) -> bool {
+    matches!(seg, Some(Seg::Key(k)) if names.contains(&k.as_ref()))
+}
+
+/// Request fields holding user text: chat `messages[].content` (string or text parts), tool
+/// call `arguments`, legacy `prompt`, embeddings `input`, Responses/Anthropic-style `input`,
+/// `instructions` and `system`.
+pub fn request_text(path: &[Seg<'_>]) -> bool {
+    const TOP: &[&str] = &["messages", "prompt", "input", "instructions", "system"];
+    const LEAF: &[&str] = &[
+        "content",
+        "text",
+        "arguments",
+        "prompt",
+        "input",
+        "instructions",
+        "system",
+    ];
+    if !key_is(path.first(), TOP) {
+        return false;
+    }
+    match path.len() {
+        1 => true,
+        2 => matches!(path[1], Seg::Index(_)) || key_is(path.get(1), LEAF),
+        _ => {
+            key_is(path.last(), LEAF)
+                || matches!(path.last(), Some(Seg::Index(_)))
+                    && key_is(path.get(path.len() - 2), &["content", "input"])
+        }
+    }
+}
+
+/// Response fields holding model text: `choices[].message.content`, `choices[].text`, tool
+/// call arguments, and the streamed `choices[].delta.content`.
+pub fn response_text(path: &[Seg<'_>]) -> bool {
+    if !key_is(path.first(), &["choices"]) {
+        return false;
+    }
+    key_is(path.last(), &["content", "text", "arguments", "refusal"])
+}
+
+/// The decoded text of a string literal span.
+pub fn decode<'a>(doc: &'a [u8], span: Span) -> Option<Cow<'a, str>> {
+    let lit = std::str::from_utf8(doc.get(span.start..span.end)?).ok()?;
+    if lit.as_bytes()[1..lit.len() - 1].contains(&b'\\') {
+        serde_json::from_str::<String>(lit).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(&lit[1..lit.len() - 1]))
+    }
+}
+
+/// Rewrites the selected strings of `doc` with `f` (which returns `None` for "unchanged").
+/// Returns `None` when nothing changed, so the caller keeps the original bytes.
+pub fn rewrite(
+    doc: &[u8],
+    select: &dyn Fn(&[Seg<'_>]) -> bool,
+    f: &mut dyn FnMut(Span, &str) -> Option<String>,
+) -> Result<Option<Vec<u8>>, NotJson> {
+    let spans = strings(doc, select)?;
+    let mut out: Vec<u8> = Vec::new();
+    let mut last = 0;
+    for span in spans {
+        let text = decode(doc, span).ok_or(NotJson)?;
+        if let Some(new) = f(span, &text) {
+            if out.is_empty() {
+                out.reserve(doc.len() + 64);
+            }
+            out.extend_from_slice(&doc[last..span.start]);
+            out.extend_from_slice(serde_json::to_string(&new).map_err(|_| NotJson)?.as_bytes());
+            last = span.end;
+        }
+    }
+    if last == 0 {
+        return Ok(None);
+    }
+    out.extend_from_slice(&doc[last..]);
+    Ok(Some(out))
+}
+
+/// Redacts text that may itself be JSON (tool-call `arguments`): every string value inside it
+/// when it parses, the whole text otherwise. Keys and numbers inside stay untouched.
+fn redact_maybe_json(
+    engine: &Engine,
+    policy: &Policy,
+    session: &mut Session,
+    text: &str,
+) -> Option<String> {
+    let t = text.trim_start();
+    if t.starts_with('{') || t.starts_with('[') {
+        let mut f = |_: Span, s: &str| engine.redact(s, policy, session);
+        if let Ok(r) = rewrite(text.as_bytes(), &|_| true, &mut f) {
+            return r.and_then(|v| String::from_utf8(v).ok());
+        }
+    }
+    engine.redact(text, policy, session)
+}
+
+/// Redacts a request body. `Ok(None)`: nothing to change, forward the original bytes.
+/// Blocked types are left in the session; check [`Engine::blocked_error`] afterwards.
+pub fn redact_request(
+    engine: &Engine,
+    policy: &Policy,
+    session: &mut Session,
+    body: &[u8],
+) -> Result<Option<Vec<u8>>, PiiError> {
+    let spans = strings(body, &request_text).map_err(|_| PiiError::InvalidJson)?;
+    let mut out: Vec<u8> = Vec::new();
+    let mut last = 0;
+    for span in spans {
+        let text = decode(body, span).ok_or(PiiError::InvalidJson)?;
+        let new = if span.is_args {
+            redact_maybe_json(engine, policy, session, &text)
+        } else {
+            engine.redact(&text, policy, session)
+        };
+        if let Some(new) = new {
+            out.extend_from_slice(&body[last..span.start]);
+            let lit = serde_json::to_string(&new).map_err(|_| PiiError::InvalidJson)?;
+            out.extend_from_slice(lit.as_bytes());
+            last = span.end;
+        }
+    }
+    if last == 0 {
+        return Ok(None);
+    }
+    out.extend_from_slice(&body[last..]);
+    Ok(Some(out))
+}
+
+/// Transforms a non-streamed response body (restore and/or mask). `None`: unchanged or not JSON.
+pub fn respond_body(
+    engine: &Engine,
+    policy: &Policy,
+    session: &mut Session,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    let mut f = |span: Span, s: &str| {
+        if span.is_args {
+            // Restored values may hold quotes: transform inside the arguments document.
+            let mut inner = |_: Span, v: &str| engine.respond(v, policy, session);
+            if let Ok(r) = rewrite(s.as_bytes(), &|_| true, &mut inner) {
+                return r.and_then(|v| String::from_utf8(v).ok());
+            }
+        }
+        engine.respond(s, policy, session)
+    };
+    rewrite(body, &response_text, &mut f).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pii::PiiConfig;
+
+    fn engine(json: &str) -> Engine {
+        let cfg: PiiConfig = serde_json::from_str(json).unwrap();
+        Engine::new(&cfg).unwrap()
+    }
+
+    fn run(body: &str) -> Option<String> {
+        let e = engine("{}");
+        let p = e.policy(0).clone();
+        redact_request(&e, &p, &mut Session::default(), body.as_bytes())
+            .unwrap()
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn untouched_body_stays_byte_identical() {
+        let body = r#"{ "model" : "gpt-4o",  "messages":[{"role":"user","content":"hello 4111 1111"}], "seed": 4111111111111111 }"#;
+        assert_eq!(run(body), None);
+    }
+
+    #[test]
+    fn redacts_text_fields_only() {
+        let body = r#"{"model":"a@x.com","messages":[{"role":"user","content":"mail a@x.com"},{"role":"user","content":[{"type":"text","text":"é and b@x.com"},{"type":"image_url","image_url":{"url":"https://c@x.com"}}]}],"user":"a@x.com"}"#;
+        let out = run(body).unwrap();
+        assert_eq!(
+            out,
+            r#"{"model":"a@x.com","messages":[{"role":"user","content":"mail [EMAIL_1]"},{"role":"user","content":[{"type":"text","text":"é and [EMAIL_2]"},{"type":"image_url","image_url":{"url":"https://c@x.com"}}]}],"user":"a@x.com"}"#
+        );
+    }
+
+    #[test]
+    fn legacy_prompt_embeddings_input_and_escapes() {
+        let out = run(r#"{"model":"m","prompt":["x a@x.com","\"q\" \u00e9 b@y.io\n"]}"#).unwrap();
+        assert_eq!(
+            out,
+            r#"{"model":"m","prompt":["x [EMAIL_1]","\"q\" é [EMAIL_2]\n"]}"#
+        );
+        let out = run(r#"{"model":"m","input":"ip 10.1.2.3"}"#).unwrap();
+        assert_eq!(out, r#"{"model":"m","input":"ip [IP_ADDRESS_1]"}"#);
+    }
+
+    #[test]
+    fn tool_call_arguments_stay_valid_json() {
+        let args = r#"{"to":"a@x.com","note":"\nb@x.com","n":4111111111111111}"#;
+        let body = serde_json::json!({"model":"m","messages":[
+            {"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"send","arguments":args}}]},
+            {"role":"tool","tool_call_id":"c1","content":"sent to a@x.com"}]})
+        .to_string();
+        let out = run(&body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let a = v["messages"][0]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        let inner: serde_json::Value = serde_json::from_str(a).unwrap();
+        assert_eq!(inner["to"], "[EMAIL_1]");
+        assert_eq!(inner["note"], "\n[EMAIL_2]");
+        assert_eq!(inner["n"], 4111111111111111u64);
+        assert_eq!(v["messages"][1]["content"], "sent to [EMAIL_1]");
+    }
+
+    #[test]
+    fn invalid_json_is_refused() {
+        let e = engine("{}");
+        let p = e.policy(0).clone();
+        for bad in [
+            &b"{"[..],
+            b"{\"a\":}",
+            b"[1,]",
+            b"\"x",
+            b"{\"a\":1} x",
+            b"\xff",
+        ] {
+            assert!(
+                redact_request(&e, &p, &mut Session::default(), bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        let deep = "[".repeat(10_000);
+        assert!(redact_request(&e, &p, &mut Session::default(), deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn response_body_restores() {
+        let e = engine(r#"{"policies":{"default":{"restore":true}}}"#);
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        redact_request(
+            &e,
+            &p,
+            &mut s,
+            br#"{"model":"m","messages":[{"role":"user","content":"a@x.com"}]}"#,
+        )
+        .unwrap();
+        let out = respond_body(
+            &e,
+            &p,
+            &mut s,
+            br#"{"choices":[{"message":{"content":"hi [EMAIL_1]"}}],"model":"m"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            br#"{"choices":[{"message":{"content":"hi a@x.com"}}],"model":"m"}"#
+        );
+        let args = serde_json::json!({"to": "[EMAIL_1]", "n": 1}).to_string();
+        let body = serde_json::json!({"choices":[{"message":{"tool_calls":[{"function":{"arguments": args}}]}}]});
+        let out = respond_body(&e, &p, &mut s, body.to_string().as_bytes()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let a = v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        let inner: serde_json::Value = serde_json::from_str(a).unwrap();
+        assert_eq!(inner, serde_json::json!({"to": "a@x.com", "n": 1}));
+    }
+
+    #[test]
+    fn hashed_values_are_restored_too() {
+        let e = engine(
+            r#"{"hash_key":"0123456789abcdef","policies":{"default":{"default_action":"hash","restore":true}}}"#,
+        );
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        let body = redact_request(&e, &p, &mut s, br#"{"messages":[{"content":"a@x.com"}]}"#)
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let token = v["messages"][0]["content"].as_str().unwrap().to_string();
+        assert!(token.starts_with("[EMAIL_") && token != "[EMAIL_1]");
+        assert_eq!(
+            e.respond(&format!("hi {token}"), &p, &mut s).unwrap(),
+            "hi a@x.com"
+        );
+    }
+}

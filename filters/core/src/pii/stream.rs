@@ -1,0 +1,457 @@
+//! Streamed responses: the text of `choices[].delta.content` is redacted/restored as it
+//! arrives. Only the short tail that could still be the start of a value or placeholder is
+//! held back; everything before it is released at once. SSE events split anywhere by the
+//! transport are reassembled first.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::engine::{Engine, Policy, Session};
+use super::json::{self, Seg};
+
+/// Longest tail held while waiting for more text; a longer unbroken run is released as is.
+pub const MAX_HOLD: usize = 16 * 1024;
+/// Spaced values (`+44 20 7946 0958`, `GB82 WEST 1234 ...`) are held up to this many bytes.
+const SPACED_HOLD: usize = 64;
+/// Bytes of already released text kept as context for the next scan (context words,
+/// boundaries).
+const CONTEXT: usize = 64;
+
+fn numberish(c: u8) -> bool {
+    c.is_ascii_digit() || c.is_ascii_uppercase() || b"+()-.x/".contains(&c)
+}
+
+fn floor_boundary(t: &str, mut i: usize) -> usize {
+    while i > 0 && !t.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Start of the tail of `t` that could still grow into a value.
+pub fn hold_start(t: &str) -> usize {
+    let b = t.as_bytes();
+    let n = b.len();
+    let mut i = n;
+    while i > 0 && !b[i - 1].is_ascii_whitespace() {
+        i -= 1;
+    }
+    loop {
+        if i == 0 || b[i - 1] != b' ' {
+            break;
+        }
+        let after = b[i..]
+            .iter()
+            .take_while(|c| !c.is_ascii_whitespace())
+            .all(|&c| numberish(c));
+        if !after {
+            break;
+        }
+        let mut k = i - 1;
+        while k > 0 && numberish(b[k - 1]) {
+            k -= 1;
+        }
+        let whole_token = k == 0 || b[k - 1].is_ascii_whitespace();
+        if k == i - 1 || !whole_token || n - k > SPACED_HOLD {
+            break;
+        }
+        i = k;
+    }
+    if let Some(p) = t.rfind("-----BEGIN") {
+        if !t[p..].contains("-----END") {
+            i = i.min(p);
+        }
+    }
+    if n - i > MAX_HOLD {
+        i = floor_boundary(t, n - MAX_HOLD);
+    }
+    i
+}
+
+/// Redacts/restores one choice's streamed text.
+#[derive(Debug, Default, Clone)]
+pub struct TextStream {
+    context: String,
+    pending: String,
+}
+
+impl TextStream {
+    /// Adds text; returns what can be released now (possibly empty).
+    pub fn push(
+        &mut self,
+        text: &str,
+        engine: &Engine,
+        policy: &Policy,
+        session: &mut Session,
+    ) -> String {
+        self.pending.push_str(text);
+        let full = format!("{}{}", self.context, self.pending);
+        let ctx = self.context.len();
+        let mut cut = ctx + hold_start(&self.pending);
+        for (s, e) in engine.response_spans(&full, policy, session) {
+            if s < cut && cut < e && s >= ctx {
+                cut = s;
+            }
+        }
+        self.release(&full, ctx, cut, engine, policy, session)
+    }
+
+    /// Releases everything still held (end of the choice or of the stream).
+    pub fn finish(&mut self, engine: &Engine, policy: &Policy, session: &mut Session) -> String {
+        let full = format!("{}{}", self.context, self.pending);
+        let ctx = self.context.len();
+        self.release(&full, ctx, full.len(), engine, policy, session)
+    }
+
+    fn release(
+        &mut self,
+        full: &str,
+        ctx: usize,
+        cut: usize,
+        engine: &Engine,
+        policy: &Policy,
+        session: &mut Session,
+    ) -> String {
+        if cut <= ctx {
+            return String::new();
+        }
+        let out = engine.respond_from(&full[..cut], ctx, policy, session);
+        let keep_from = floor_boundary(full, cut.saturating_sub(CONTEXT));
+        self.context = full[keep_from..cut].to_string();
+        self.pending = full[cut..].to_string();
+        out
+    }
+
+    /// True while text is held.
+    pub fn holding(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+/// Redacts/restores an SSE (`text/event-stream`) chat completion stream.
+#[derive(Debug, Default)]
+pub struct SseRedactor {
+    buf: Vec<u8>,
+    searched: usize,
+    choices: BTreeMap<u64, TextStream>,
+    id: Option<Value>,
+    model: Option<Value>,
+    created: Option<Value>,
+}
+
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn delta_content(path: &[Seg<'_>]) -> bool {
+    matches!(path, [Seg::Key(c), Seg::Index(_), Seg::Key(d), Seg::Key(t)]
+        if c == "choices" && d == "delta" && t == "content")
+}
+
+impl SseRedactor {
+    /// Feeds response body bytes; returns the bytes to send on now.
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        eos: bool,
+        engine: &Engine,
+        policy: &Policy,
+        session: &mut Session,
+    ) -> Vec<u8> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        while let Some(end) = event_end(&self.buf, self.searched.saturating_sub(2)) {
+            let ev: Vec<u8> = self.buf.drain(..end).collect();
+            self.searched = 0;
+            self.event(&ev, engine, policy, session, &mut out);
+        }
+        self.searched = self.buf.len();
+        if eos {
+            let rest = std::mem::take(&mut self.buf);
+            if !rest.is_empty() {
+                self.event(&rest, engine, policy, session, &mut out);
+            }
+            self.flush_all(engine, policy, session, &mut out);
+        }
+        out
+    }
+
+    fn flush_all(
+        &mut self,
+        engine: &Engine,
+        policy: &Policy,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+    ) {
+        let idx: Vec<u64> = self.choices.keys().copied().collect();
+        for i in idx {
+            self.flush(i, engine, policy, session, out);
+        }
+    }
+
+    fn flush(
+        &mut self,
+        index: u64,
+        engine: &Engine,
+        policy: &Policy,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(s) = self.choices.get_mut(&index) else {
+            return;
+        };
+        let text = s.finish(engine, policy, session);
+        if !text.is_empty() {
+            out.extend_from_slice(&self.synthetic(index, &text));
+        }
+    }
+
+    /// A content-only chunk carrying released text that has no event of its own.
+    fn synthetic(&self, index: u64, text: &str) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "id": self.id.clone().unwrap_or(Value::Null),
+            "object": "chat.completion.chunk",
+            "model": self.model.clone().unwrap_or(Value::Null),
+            "choices": [{"index": index, "delta": {"content": text}, "finish_reason": null}],
+        });
+        if let Some(c) = &self.created {
+            v["created"] = c.clone();
+        }
+        format!("data: {v}\n\n").into_bytes()
+    }
+
+    fn event(
+        &mut self,
+        ev: &[u8],
+        engine: &Engine,
+        policy: &Policy,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+    ) {
+        let Ok(text) = std::str::from_utf8(ev) else {
+            out.extend_from_slice(ev);
+            return;
+        };
+        let data: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() {
+            out.extend_from_slice(ev);
+            return;
+        }
+        let data = data.join("\n");
+        if data.trim() == "[DONE]" {
+            self.flush_all(engine, policy, session, out);
+            out.extend_from_slice(ev);
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            out.extend_from_slice(ev);
+            return;
+        };
+        for (k, slot) in [
+            ("id", &mut self.id),
+            ("model", &mut self.model),
+            ("created", &mut self.created),
+        ] {
+            if let Some(x) = v.get(k) {
+                *slot = Some(x.clone());
+            }
+        }
+        let choices = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let index_of = |k: usize| {
+            choices
+                .get(k)
+                .and_then(|c| c.get("index"))
+                .and_then(Value::as_u64)
+                .unwrap_or(k as u64)
+        };
+        let finished: Vec<u64> = choices
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+            .map(|(k, _)| index_of(k))
+            .collect();
+        let Ok(spans) = json::strings(data.as_bytes(), &delta_content) else {
+            out.extend_from_slice(ev);
+            return;
+        };
+        // Which choice each content span belongs to, in document order.
+        let with_content: Vec<usize> = choices
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.pointer("/delta/content").is_some_and(Value::is_string))
+            .map(|(k, _)| k)
+            .collect();
+        let mut new = String::with_capacity(data.len());
+        let mut last = 0;
+        let mut changed = false;
+        let mut flushed_inline: Vec<u64> = Vec::new();
+        for (span, k) in spans.iter().zip(with_content.iter()) {
+            let index = index_of(*k);
+            let Some(t) = json::decode(data.as_bytes(), *span) else {
+                continue;
+            };
+            let stream = self.choices.entry(index).or_default();
+            let mut released = stream.push(&t, engine, policy, session);
+            if finished.contains(&index) {
+                released.push_str(&stream.finish(engine, policy, session));
+                flushed_inline.push(index);
+            }
+            if released != t {
+                new.push_str(&data[last..span.start]);
+                new.push_str(&serde_json::to_string(&released).unwrap_or_default());
+                last = span.end;
+                changed = true;
+            }
+        }
+        for index in finished {
+            if !flushed_inline.contains(&index) {
+                self.flush(index, engine, policy, session, out);
+            }
+        }
+        if !changed {
+            out.extend_from_slice(ev);
+            return;
+        }
+        new.push_str(&data[last..]);
+        for line in text.lines() {
+            if !line.starts_with("data:") && !line.is_empty() {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(new.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pii::PiiConfig;
+
+    fn engine(json: &str) -> Engine {
+        let cfg: PiiConfig = serde_json::from_str(json).unwrap();
+        Engine::new(&cfg).unwrap()
+    }
+
+    fn chunk(text: &str) -> String {
+        let v = serde_json::json!({"id":"c","object":"chat.completion.chunk","model":"m",
+            "choices":[{"index":0,"delta":{"content":text},"finish_reason":null}]});
+        format!("data: {v}\n\n")
+    }
+
+    fn sse_text(out: &[u8]) -> String {
+        let s = String::from_utf8(out.to_vec()).unwrap();
+        s.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    fn stream(deltas: &[&str], split: usize, e: &Engine, s: &mut Session) -> String {
+        let p = e.policy(0).clone();
+        let mut body: String = deltas.iter().map(|d| chunk(d)).collect();
+        body.push_str("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+        let mut r = SseRedactor::default();
+        let mut out = Vec::new();
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let j = (i + split).min(bytes.len());
+            out.extend(r.push(&bytes[i..j], j == bytes.len(), e, &p, s));
+            i = j;
+        }
+        sse_text(&out)
+    }
+
+    #[test]
+    fn value_split_at_every_byte_never_leaks() {
+        let e = engine("{}");
+        let text =
+            "Write to jane.doe@example.com or call +1 415 555 0123, card 4111 1111 1111 1111 ok é.";
+        for cut in 1..text.len() {
+            if !text.is_char_boundary(cut) {
+                continue;
+            }
+            for split in [1, 7, 1000] {
+                let out = stream(
+                    &[&text[..cut], &text[cut..]],
+                    split,
+                    &e,
+                    &mut Session::default(),
+                );
+                assert_eq!(
+                    out, "Write to [EMAIL_1] or call [PHONE_1], card [CREDIT_CARD_1] ok é.",
+                    "cut {cut} split {split}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn placeholder_split_at_every_byte_is_restored() {
+        let e = engine(r#"{"policies":{"default":{"restore":true}}}"#);
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        e.redact("me: jane@example.com", &p, &mut s).unwrap();
+        let reply = "Hello [EMAIL_1], noted [EMAIL_1].";
+        for cut in 1..reply.len() {
+            let out = stream(&[&reply[..cut], &reply[cut..]], 5, &e, &mut s);
+            assert_eq!(
+                out, "Hello jane@example.com, noted jane@example.com.",
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn releases_everything_but_a_short_tail() {
+        let e = engine("{}");
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        let mut t = TextStream::default();
+        assert_eq!(t.push("hello there friend", &e, &p, &mut s), "hello there ");
+        assert_eq!(t.push(" of mine ", &e, &p, &mut s), "friend of mine ");
+        assert!(!t.holding());
+        assert_eq!(t.push("call +1 415", &e, &p, &mut s), "call ");
+        assert_eq!(t.finish(&e, &p, &mut s), "+1 415");
+    }
+
+    #[test]
+    fn unchanged_events_pass_byte_identical() {
+        let e = engine("{}");
+        let p = e.policy(0).clone();
+        let body = format!("{}{}data: [DONE]\n\n", chunk("hello "), chunk("world. "));
+        let mut r = SseRedactor::default();
+        let out = r.push(body.as_bytes(), true, &e, &p, &mut Session::default());
+        assert_eq!(String::from_utf8(out).unwrap(), body);
+    }
+}

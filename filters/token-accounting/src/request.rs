@@ -1,0 +1,259 @@
+//! Per-request state and the request phase: facts, admission, include_usage injection.
+
+use std::rc::Rc;
+
+use aimesh_core::accounting::admission::{self, Limits, Reservation};
+use aimesh_core::accounting::estimate;
+use aimesh_core::accounting::sse::SseTap;
+use aimesh_core::accounting::{inject, Usage};
+use aimesh_core::headers;
+use aimesh_core::host::Clock;
+use aimesh_core::openai::request_facts;
+use aimesh_glue::{send_error, HostClock, HostMetrics, HostStore};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use crate::config::Compiled;
+use crate::limit::LimitError;
+use crate::metrics;
+
+/// One request.
+pub(crate) struct Filter {
+    pub(crate) config: Rc<Compiled>,
+    pub(crate) metrics: Rc<HostMetrics>,
+    pub(crate) start_ms: u64,
+    pub(crate) key_id: String,
+    pub(crate) team: String,
+    /// Model the client asked for; empty when unknown.
+    pub(crate) model: String,
+    pub(crate) model_served_header: Option<String>,
+    pub(crate) backend_header: Option<String>,
+    pub(crate) stream: bool,
+    /// The client set include_usage itself.
+    pub(crate) client_usage: bool,
+    /// The gateway set include_usage: the usage-only chunk is removed.
+    pub(crate) injected: bool,
+    pub(crate) limits: Limits,
+    pub(crate) reservation: Option<Reservation>,
+    /// The request body, kept when it was read, for a prompt estimate at the end.
+    pub(crate) request_body: Option<Vec<u8>>,
+    pub(crate) status: u16,
+    pub(crate) tap: Option<SseTap>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) body_truncated: bool,
+    pub(crate) first_token_ms: Option<u64>,
+    /// Accounting ran (it runs once, at end of stream or at the latest in `on_log`).
+    pub(crate) done: bool,
+    /// Nothing to account (refused locally, or not an LLM request).
+    pub(crate) skip: bool,
+    /// The request body is being buffered for [`Filter::on_body`].
+    reading_body: bool,
+}
+
+fn truthy(v: Option<String>) -> Option<bool> {
+    v.map(|s| s.trim().eq_ignore_ascii_case("true") || s.trim() == "1")
+}
+
+impl Filter {
+    pub(crate) fn new(config: Rc<Compiled>, metrics: Rc<HostMetrics>) -> Self {
+        Filter {
+            config,
+            metrics,
+            start_ms: 0,
+            key_id: String::new(),
+            team: String::new(),
+            model: String::new(),
+            model_served_header: None,
+            backend_header: None,
+            stream: false,
+            client_usage: false,
+            injected: false,
+            limits: Limits::default(),
+            reservation: None,
+            request_body: None,
+            status: 0,
+            tap: None,
+            body: Vec::new(),
+            body_truncated: false,
+            first_token_ms: None,
+            done: false,
+            skip: false,
+            reading_body: false,
+        }
+    }
+
+    /// Reads the body and acts on it; false when a local reply was sent.
+    fn on_body(&mut self, body: &[u8], size: usize) -> bool {
+        let mut max_tokens = None;
+        let need_facts = self.model.is_empty() || self.limits.any();
+        if need_facts {
+            match request_facts(body) {
+                Ok(f) => {
+                    if self.model.is_empty() {
+                        self.model = f.model;
+                        self.stream = f.stream;
+                        self.client_usage = f.include_usage;
+                    }
+                    max_tokens = f.max_tokens;
+                }
+                // Not an LLM request body: the auth filter owns refusing bad JSON.
+                Err(_) if self.model.is_empty() => {
+                    self.skip = true;
+                    return true;
+                }
+                Err(_) => {}
+            }
+        }
+        if self.limits.any() && !self.admit(body, max_tokens) {
+            return false;
+        }
+        if self.stream && !self.client_usage {
+            if let Some(new) = inject::include_usage(body) {
+                self.set_http_request_body(0, size, &new);
+                self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                self.injected = true;
+            }
+        }
+        self.request_body = Some(body.to_vec());
+        true
+    }
+
+    fn admit(&mut self, body: &[u8], max_tokens: Option<u64>) -> bool {
+        let enc = self.config.encoding(&self.model);
+        let prompt = estimate::prompt_tokens(enc, body).unwrap_or(0);
+        let completion = max_tokens.unwrap_or(0);
+        let cost = self.config.price(&self.model).map_or(0, |p| {
+            p.cost_micro_usd(&Usage {
+                input: prompt,
+                cached_input: 0,
+                output: completion,
+            })
+        });
+        let now = HostClock.unix_millis();
+        let store = HostStore;
+        if !self.config.limits.contains_key(&self.key_id) {
+            // Keys under `default` are created on first use (see limits::init_if_absent).
+            let _ = admission::init_keys(&store, &self.key_id, &self.limits, now);
+        }
+        match admission::admit(
+            &store,
+            &self.key_id,
+            &self.limits,
+            prompt + completion,
+            cost,
+            now,
+        ) {
+            Ok(Ok(r)) => {
+                self.reservation = Some(r);
+                true
+            }
+            Ok(Err(refusal)) => {
+                let remaining = self
+                    .limits
+                    .tpm
+                    .map(|_| remaining_tokens(&self.key_id, &self.limits, now));
+                let err = LimitError::from_refusal(refusal, remaining.flatten());
+                metrics::rejected(self.metrics.as_ref(), &self.key_id, err.reason());
+                self.publish_refusal();
+                self.skip = true;
+                send_error(self, &err);
+                false
+            }
+            Err(e) => {
+                // Fail open: a shared-data fault must not take the gateway down.
+                log::warn!("token-accounting: limits unavailable, admitting: {e}");
+                true
+            }
+        }
+    }
+}
+
+/// Tokens left in a key's TPM bucket (a zero-token acquisition reads the level).
+fn remaining_tokens(key_id: &str, limits: &Limits, now: u64) -> Option<u64> {
+    let r = admission::admit(
+        &HostStore,
+        key_id,
+        &Limits {
+            tpm: limits.tpm,
+            ..Limits::default()
+        },
+        0,
+        0,
+        now,
+    )
+    .ok()?
+    .ok()?;
+    r.remaining_tokens
+}
+
+impl Context for Filter {}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        self.start_ms = HostClock.unix_millis();
+        let h = |name: &str| self.get_http_request_header(name).filter(|v| !v.is_empty());
+        let (key_id, team, model) = (h(headers::KEY_ID), h(headers::TEAM), h(headers::MODEL));
+        let (stream, usage) = (
+            truthy(h(headers::STREAM)),
+            truthy(h(headers::INCLUDE_USAGE)),
+        );
+        let (served, backend) = (h(headers::MODEL_SERVED), h(headers::BACKEND));
+        self.key_id = key_id.unwrap_or_default();
+        self.team = team.unwrap_or_default();
+        self.model = model.unwrap_or_default();
+        self.stream = stream.unwrap_or(false);
+        self.client_usage = usage.unwrap_or(false);
+        self.model_served_header = served;
+        self.backend_header = backend;
+        if !self.key_id.is_empty() {
+            self.limits = self.config.limits_for(&self.key_id);
+        }
+        if eos {
+            // No body: not an LLM call this filter can account.
+            self.skip = self.model.is_empty();
+            return Action::Continue;
+        }
+        let need_body = self.model.is_empty()
+            || (self.stream && !self.client_usage)
+            || self.limits.any()
+            || self.config.config.estimate_prompt;
+        if need_body {
+            self.reading_body = true;
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if !self.reading_body {
+            return Action::Continue;
+        }
+        if !eos {
+            return Action::Pause;
+        }
+        self.reading_body = false;
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        if self.on_body(&body, size) {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        self.response_headers();
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        self.response_body(size, eos);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if !self.done && !self.skip {
+            self.finish();
+        }
+    }
+}

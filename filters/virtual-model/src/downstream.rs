@@ -1,0 +1,271 @@
+//! The listener-side instance: picks the target, routes, answers the client's questions.
+
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use aimesh_core::headers;
+use aimesh_core::host::Clock;
+use aimesh_core::openai::{request_facts, BodyError};
+use aimesh_core::routing::tokens::TokenCounter;
+use aimesh_core::routing::{retry, rewrite, sticky, RoutingError, VirtualModel};
+use aimesh_glue::{send_error, HostClock, HostStore};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use crate::shared::Shared;
+
+/// Response header naming the virtual model the client called.
+pub const VIRTUAL_MODEL: &str = "x-aimesh-virtual-model";
+/// Response header naming the target (`account/model`) that answered.
+pub const TARGET: &str = "x-aimesh-target";
+/// Internal response header from the upstream instance: the cluster of the answering target.
+pub const SERVED_CLUSTER: &str = "x-aimesh-served-cluster";
+
+/// Where the request stands.
+enum Phase {
+    /// Waiting for the body to learn the model (no `x-aimesh-model` header).
+    NeedModel,
+    /// Routed; the body still needs its `model` replaced by the target's.
+    NeedRewrite,
+    /// Nothing left to do on the request.
+    Done,
+}
+
+pub struct Downstream {
+    shared: Rc<Shared>,
+    phase: Phase,
+    vm: Option<usize>,
+    target: usize,
+    session: Option<String>,
+    /// Set when this instance measures latency (no upstream instance does it).
+    measure: Option<(SystemTime, TokenCounter)>,
+    ok_status: bool,
+}
+
+impl Downstream {
+    pub fn new(shared: Rc<Shared>) -> Self {
+        Self {
+            shared,
+            phase: Phase::Done,
+            vm: None,
+            target: 0,
+            session: None,
+            measure: None,
+            ok_status: false,
+        }
+    }
+
+    fn vm(&self) -> Option<&VirtualModel> {
+        self.shared.config.virtual_models.get(self.vm?)
+    }
+
+    /// Routes a request for `model`; `Err` means a reply was sent.
+    fn route(&mut self, model: &str) -> Result<(), ()> {
+        let cfg = &self.shared.config;
+        let Some(vi) = cfg.virtual_models.iter().position(|v| v.name == model) else {
+            if cfg.pass_through {
+                self.shared.count("aimesh.virtual_model.pass_through");
+                return Ok(());
+            }
+            self.shared.count("aimesh.virtual_model.not_found");
+            send_error(self, &RoutingError::ModelNotFound(model.to_string()));
+            return Err(());
+        };
+        let shared = self.shared.clone();
+        let vm = &shared.config.virtual_models[vi];
+        self.vm = Some(vi);
+        let now = shared.now_ms();
+        self.session = vm
+            .sticky
+            .as_ref()
+            .and_then(|s| self.get_http_request_header(&s.header))
+            .filter(|s| !s.is_empty());
+        let pinned = self
+            .session
+            .as_deref()
+            .and_then(|s| sticky::lookup(&HostStore, vm, s, now));
+        self.target = match pinned {
+            Some(i) => i,
+            None => {
+                let i = shared.pick(vm);
+                if let Some(s) = &self.session {
+                    let _ = sticky::pin(&HostStore, vm, s, i, now);
+                }
+                i
+            }
+        };
+        let t = &vm.targets[self.target];
+        self.set_http_request_header(headers::CLUSTER, Some(t.route_cluster()));
+        self.set_http_request_header(headers::BACKEND, Some(t.backend()));
+        self.set_http_request_header(headers::MODEL_SERVED, Some(t.model()));
+        self.set_http_request_header(VIRTUAL_MODEL, Some(&vm.name));
+        if t.fallback_cluster.is_some() {
+            for (k, v) in retry::envoy_headers(vm) {
+                self.set_http_request_header(k, Some(&v));
+            }
+        } else {
+            self.measure = Some((HostClock.now(), TokenCounter::default()));
+            self.phase = Phase::NeedRewrite;
+        }
+        shared.count("aimesh.virtual_model.routed");
+        Ok(())
+    }
+
+    fn body(&mut self, size: usize) -> Action {
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        if matches!(self.phase, Phase::NeedModel) {
+            self.phase = Phase::Done;
+            let model = match request_facts(&body) {
+                Ok(f) => f.model,
+                Err(e) => return self.reject(&e),
+            };
+            if self.route(&model).is_err() {
+                return Action::Pause;
+            }
+        }
+        if matches!(self.phase, Phase::NeedRewrite) {
+            self.phase = Phase::Done;
+            let Some(model) = self
+                .vm()
+                .map(|vm| vm.targets[self.target].model().to_string())
+            else {
+                return Action::Continue;
+            };
+            match rewrite::replace_model(&body, &model) {
+                Ok((new, _)) => {
+                    self.set_http_request_body(0, size, &new);
+                    self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                }
+                Err(e) => {
+                    return self.reject(&BodyError::InvalidField(e.to_string()));
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    fn reject(&self, e: &BodyError) -> Action {
+        send_error(self, e);
+        Action::Pause
+    }
+}
+
+impl Context for Downstream {}
+
+impl HttpContext for Downstream {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        self.shared.count("aimesh.virtual_model.requests");
+        // Custom endpoints carry arbitrary (often binary) bodies for header-auth to forward
+        // untouched; they are never LLM requests to route.
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        if aimesh_core::endpoints::path::is_proxy_path(&path) {
+            self.phase = Phase::Done;
+            return Action::Continue;
+        }
+        match self.get_http_request_header(headers::MODEL) {
+            Some(model) => {
+                if self.route(&model).is_err() {
+                    return Action::Pause;
+                }
+            }
+            // Requests without a body (GET /v1/models) have no model to route.
+            None if eos => return Action::Continue,
+            None => self.phase = Phase::NeedModel,
+        }
+        if eos {
+            self.phase = Phase::Done;
+            return Action::Continue;
+        }
+        match self.phase {
+            // Headers (content-length, x-aimesh-cluster) can still change in the body phase.
+            Phase::NeedModel | Phase::NeedRewrite => Action::Pause,
+            Phase::Done => Action::Continue,
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        match self.phase {
+            Phase::Done => Action::Continue,
+            _ if !eos => Action::Pause,
+            _ => self.body(size),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let served_cluster = self.get_http_response_header(SERVED_CLUSTER);
+        if served_cluster.is_some() {
+            self.set_http_response_header(SERVED_CLUSTER, None);
+        }
+        let shared = self.shared.clone();
+        let Some(vm) = self.vm.and_then(|i| shared.config.virtual_models.get(i)) else {
+            return Action::Continue;
+        };
+        let status: u16 = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.ok_status = (200..300).contains(&status);
+        self.set_http_response_header(VIRTUAL_MODEL, Some(&vm.name));
+        let served = match &served_cluster {
+            Some(c) => vm.target_by_cluster(c),
+            // Direct routing: the chosen target answered unless Envoy replied locally.
+            None if vm.targets[self.target].fallback_cluster.is_none()
+                && self
+                    .get_http_response_header("x-envoy-upstream-service-time")
+                    .is_some() =>
+            {
+                Some(self.target)
+            }
+            None => None,
+        };
+        if let Some(i) = served {
+            let t = &vm.targets[i];
+            self.set_http_response_header(TARGET, Some(&t.target));
+            self.set_http_response_header(headers::BACKEND, Some(t.backend()));
+            self.set_http_response_header(headers::MODEL_SERVED, Some(t.model()));
+            if i != self.target {
+                shared.count("aimesh.virtual_model.fallbacks");
+            }
+        }
+        if let Some(session) = &self.session {
+            let now = shared.now_ms();
+            match served {
+                // A session whose target failed over follows the target that answered.
+                Some(i) if self.ok_status && i != self.target => {
+                    let _ = sticky::pin(&HostStore, vm, session, i, now);
+                }
+                Some(_) if self.ok_status => {}
+                _ => {
+                    let _ = sticky::unpin(&HostStore, vm, session);
+                }
+            }
+        }
+        if !self.ok_status {
+            self.measure = None;
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        if self.measure.is_none() {
+            return Action::Continue;
+        }
+        let chunk = self.get_http_response_body(0, size).unwrap_or_default();
+        if let Some((_, counter)) = self.measure.as_mut() {
+            counter.feed(&chunk);
+        }
+        if eos {
+            if let (Some((start, mut counter)), Some(vm)) = (self.measure.take(), self.vm()) {
+                counter.finish();
+                let elapsed = HostClock
+                    .now()
+                    .duration_since(start)
+                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                    .unwrap_or(0);
+                self.shared
+                    .record(&vm.targets[self.target].target, elapsed, counter.tokens());
+            }
+        }
+        Action::Continue
+    }
+}

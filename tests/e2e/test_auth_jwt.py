@@ -1,0 +1,107 @@
+"""Identity from a JWT that Envoy's own `jwt_authn` filter verified (local JWKS, HS256)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+
+import openai
+import pytest
+
+from auth_support import CHAT, bearer, chat_body, entry, error_code, gateway, new_key, request
+
+SECRET = secrets.token_bytes(32)
+ISSUER = "https://issuer.aimesh.test"
+APIKEY = new_key()
+
+
+def b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def sign(claims: dict, secret: bytes = SECRET) -> str:
+    header = {"alg": "HS256", "typ": "JWT", "kid": "k1"}
+    now = int(time.time())
+    payload = {"iss": ISSUER, "aud": "aimesh", "iat": now, "exp": now + 600, **claims}
+    signing = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
+    sig = hmac.new(secret, signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{b64url(sig)}"
+
+
+def jwt_authn() -> dict:
+    jwks = {"keys": [{"kty": "oct", "alg": "HS256", "kid": "k1", "k": b64url(SECRET)}]}
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"local": {
+                "issuer": ISSUER,
+                "audiences": ["aimesh"],
+                "local_jwks": {"inline_string": json.dumps(jwks)},
+                "payload_in_metadata": "jwt_payload",
+            }},
+            # No token or a token that fails: let the request on; the auth filter then wants an
+            # API key, so a forged token is just an unknown key (401 from auth).
+            "rules": [{"match": {"prefix": "/"}, "requires": {"allow_missing_or_failed": {}}}],
+        },
+    }
+
+
+@pytest.fixture
+def envoy(mock):
+    auth = {
+        "keys": [entry("svc", APIKEY)],
+        "jwt": {"payload_key": "jwt_payload", "rules": [
+            {"id": "jwt-alice", "sub": "alice", "team": "research", "models": ["gpt-4o-mini"]},
+            {"id": "jwt-ml", "group": "ml-team", "team": "ml", "models": ["ml/*"],
+             "requests_per_minute": 2},
+        ]},
+    }
+    e = gateway(mock, auth, before=[jwt_authn()])
+    yield e
+    e.stop()
+
+
+def test_sub_claim_maps_to_policy(envoy, mock):
+    c = openai.OpenAI(base_url=f"{envoy.url}/v1", api_key=sign({"sub": "alice"}), max_retries=0)
+    c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    h = mock.records()[0]["headers"]
+    assert (h["x-aimesh-key-id"], h["x-aimesh-team"]) == ("jwt-alice", "research")
+    assert "authorization" not in h, "the token must not travel upstream"
+    with pytest.raises(openai.PermissionDeniedError):
+        c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_groups_claim_maps_to_policy_with_its_limits(envoy, mock):
+    token = sign({"sub": "bob", "groups": ["staff", "ml-team"]})
+    statuses = [request(envoy, "POST", CHAT, chat_body("ml/llama"), bearer(token))[0]
+                for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    h = mock.records()[0]["headers"]
+    assert (h["x-aimesh-key-id"], h["x-aimesh-team"], h["x-aimesh-model"]) == \
+        ("jwt-ml", "ml", "ml/llama")
+
+
+def test_single_string_group_claim(envoy, mock):
+    token = sign({"sub": "carol", "groups": "ml-team"})
+    assert request(envoy, "POST", CHAT, chat_body("ml/x"), bearer(token))[0] == 200
+    assert mock.records()[0]["headers"]["x-aimesh-key-id"] == "jwt-ml"
+
+
+@pytest.mark.parametrize("token", [
+    sign({"sub": "mallory"}),                      # valid, but no rule maps it
+    sign({"sub": "alice"}, secret=b"x" * 32),      # forged signature
+    sign({"sub": "alice", "exp": 1}),              # expired
+], ids=["unmapped", "forged", "expired"])
+def test_unmapped_or_invalid_tokens_are_401(envoy, mock, token):
+    status, _, body = request(envoy, "POST", CHAT, chat_body(), bearer(token))
+    assert (status, error_code(body)) == (401, "invalid_api_key")
+    assert mock.records() == []
+
+
+def test_api_keys_still_work_next_to_jwt(envoy, mock):
+    assert request(envoy, "POST", CHAT, chat_body("gpt-4o"), bearer(APIKEY))[0] == 200
+    assert mock.records()[0]["headers"]["x-aimesh-key-id"] == "svc"

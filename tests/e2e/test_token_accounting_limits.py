@@ -1,0 +1,98 @@
+"""Tokens-per-minute and daily budgets, enforced exactly across two Envoy workers."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from harness import tokens
+from token_accounting_env import KEYS, audit_lines, auth, gateway, post
+
+MESSAGES = [{"role": "user", "content": "one two three"}]
+MAX_TOKENS = 100
+BODY = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+# Admission reserves the prompt estimate plus max_tokens.
+EST = tokens.chat_prompt_tokens("o200k_base", MESSAGES) + MAX_TOKENS
+# What the fake upstream reports: one token per word, 8 completion words by default.
+ACTUAL = 3 + 8
+FIT = 4
+BURST = 16
+# One micro-USD per token, so the budget arithmetic is in tokens.
+PRICES = {"gpt-4o-mini": {"input": 1.0, "output": 1.0}}
+
+
+def burst(envoy, kid: str) -> list[tuple[int, dict, bytes]]:
+    """BURST concurrent requests, one connection each, spread over both workers."""
+    with ThreadPoolExecutor(BURST) as pool:
+        results = list(pool.map(lambda _: post(envoy.url, "/v1/chat/completions", BODY,
+                                               {**auth(kid), "x-mock-latency-ms": "700"}),
+                                range(BURST)))
+    per_worker = [v for k, v in envoy.stats("worker_").items() if k.endswith("downstream_cx_total")]
+    assert len(per_worker) == 2 and all(n > 0 for n in per_worker), per_worker
+    return results
+
+
+@pytest.fixture
+def envoy(mock, tmp_path):
+    limits = {"keys": {
+        "alpha": {"tpm": FIT * EST + EST // 2},
+        "beta": {"daily_usd": (FIT * EST + EST // 2) / 1e6},
+    }}
+    e = gateway(mock, {"prices": PRICES, "limits": limits}, tmp_path / "audit.jsonl", concurrency=2)
+    yield e
+    e.stop()
+
+
+def test_tpm_admits_exactly_what_fits_under_concurrency(envoy, mock, tmp_path):
+    results = burst(envoy, "alpha")
+    ok = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] != 200]
+    assert len(ok) == FIT, [r[0] for r in results]
+    assert len(mock.records()) == FIT
+    for status, headers, body in refused:
+        assert status == 429
+        err = json.loads(body)["error"]
+        assert err["code"] == "rate_limit_exceeded" and err["type"] == "tokens"
+        assert int(headers["retry-after"]) >= 1
+        assert 0 <= int(headers["x-ratelimit-remaining-tokens"]) < EST
+    for _, headers, _ in ok:
+        assert int(headers["x-ratelimit-remaining-tokens"]) >= 0
+    assert envoy.stats("token_accounting.rejected")[
+        "wasmcustom.aimesh.token_accounting.rejected.reason.tpm.key_id.alpha"] == BURST - FIT
+    envoy.stop()
+    lines = audit_lines(tmp_path / "audit.jsonl")
+    assert sorted(l["status"] for l in lines) == [200] * FIT + [429] * (BURST - FIT)
+    for l in lines:
+        assert l["key_id"] == "alpha" and l["team"] == "team-alpha" and l["model"] == "gpt-4o-mini"
+        assert (l["input_tokens"] is None) == (l["status"] == 429)
+
+
+def test_daily_budget_is_exact_under_concurrency_then_settles_exactly(envoy, mock):
+    budget = FIT * EST + EST // 2
+    results = burst(envoy, "beta")
+    assert sorted(r[0] for r in results) == [200] * FIT + [429] * (BURST - FIT)
+    for status, headers, body in results:
+        if status == 429:
+            assert json.loads(body)["error"]["code"] == "insufficient_quota"
+            assert 1 <= int(headers["retry-after"]) <= 86_400
+    # Each admitted request was settled at its exact cost, refunding the rest of its
+    # reservation; sequential requests now fit while spent + estimate <= budget.
+    spent = FIT * ACTUAL
+    expected_more = 0
+    while spent + EST <= budget:
+        spent += ACTUAL
+        expected_more += 1
+    more = 0
+    client = openai.OpenAI(base_url=f"{envoy.url}/v1", api_key=KEYS["beta"], max_retries=0)
+    while more <= expected_more:
+        try:
+            client.chat.completions.create(**BODY)
+        except openai.RateLimitError as e:
+            assert e.code == "insufficient_quota"
+            break
+        more += 1
+    assert more == expected_more > 0
+    costs = envoy.stats("gen_ai.client.cost_micro_usd")
+    assert sum(v for k, v in costs.items() if ".key_id.beta" in k) == (FIT + more) * ACTUAL

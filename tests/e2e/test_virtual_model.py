@@ -1,0 +1,172 @@
+"""Virtual-model selection through real Envoy: weighted split, latency strategy, sticky sessions,
+unknown models, and the byte-exact model rewrite. Upstream ids prove which backend answered."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import openai
+import pytest
+
+from harness import procs, virtual_model
+from harness.virtual_model import KeepAlive
+
+MSG = [{"role": "user", "content": "one two three"}]
+
+
+def targets(*specs):
+    """`("a", 80)` -> a target `acct-a/model-a` on cluster `t-a` with weight 80."""
+    return [{"target": f"acct-{i}/model-{i}", "cluster": f"t-{i}", "weight": w} for i, w in specs]
+
+
+@pytest.fixture
+def mocks():
+    ms = {i: procs.MockLLM(i) for i in ("a", "b")}
+    yield ms
+    for m in ms.values():
+        m.stop()
+
+
+def ports(mocks):
+    return {f"t-{i}": m.port for i, m in mocks.items()}
+
+
+def post(client, model="vm-chat", headers=None, body=None):
+    data = body if body is not None else json.dumps({"model": model, "messages": MSG})
+    return client.post("/v1/chat/completions", data,
+                       {"content-type": "application/json", **(headers or {})})
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["direct", "aggregate"])
+def test_weighted_split_80_20(mocks, fallback):
+    vm = {"name": "vm-chat", "strategy": "weighted", "targets": targets(("a", 80), ("b", 20))}
+    envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks), fallback=fallback))
+    n = 1000 if not fallback else 400
+    seen = Counter()
+    with KeepAlive(envoy.url) as c:
+        for _ in range(n):
+            r = post(c)
+            assert r.status_code == 200, r.text
+            up = r.headers["x-upstream-id"]
+            seen[up] += 1
+            assert r.headers["x-aimesh-target"] == f"acct-{up}/model-{up}"
+            assert r.headers["x-aimesh-virtual-model"] == "vm-chat"
+            assert r.headers["x-aimesh-backend"] == f"acct-{up}"
+            assert r.json()["model"] == f"model-{up}"
+    share = seen["a"] / n
+    tolerance = 0.04 if n == 1000 else 0.07
+    assert abs(share - 0.8) <= tolerance, seen
+    for i, m in mocks.items():
+        recs = m.records()
+        assert len(recs) == seen[i]
+        assert {json.loads(r["body"])["model"] for r in recs} == {f"model-{i}"}
+
+
+def test_rewrite_keeps_every_other_byte(mocks):
+    vm = {"name": "vm-chat", "targets": targets(("a", 1))}
+    envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks), fallback=False))
+    body = ('{ "messages" :[{"role":"user","content":"say \\"model\\": x"}],\n'
+            '  "temperature": 0.50, "model" : "vm-chat" , "metadata":{"model":"keep"} }')
+    with KeepAlive(envoy.url) as c:
+        r = post(c, body=body)
+    assert r.status_code == 200, r.text
+    [rec] = mocks["a"].records()
+    assert rec["body"] == body.replace('"vm-chat"', '"model-a"')
+
+
+def test_unknown_model_passes_through_or_404(mocks):
+    vm = {"name": "vm-chat", "targets": targets(("b", 1))}
+    envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks), default_cluster="t-a"))
+    body = '{"model":"gpt-4o-mini",  "messages":[{"role":"user","content":"hi"}]}'
+    with KeepAlive(envoy.url) as c:
+        r = post(c, body=body)
+    assert r.status_code == 200 and r.headers["x-upstream-id"] == "a"
+    assert "x-aimesh-virtual-model" not in r.headers
+    assert mocks["a"].records()[0]["body"] == body
+    envoy.stop()
+
+    strict = procs.Envoy(virtual_model.gateway([vm], ports(mocks), pass_through=False))
+    client = openai.OpenAI(base_url=f"{strict.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=MSG)
+    assert e.value.status_code == 404 and e.value.code == "model_not_found"
+    r = client.chat.completions.create(model="vm-chat", messages=MSG)
+    assert r.model == "model-b"
+    assert len(mocks["a"].records()) == 1
+
+
+def test_bad_body_is_400(mocks):
+    vm = {"name": "vm-chat", "targets": targets(("a", 1))}
+    envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks)))
+    with KeepAlive(envoy.url) as c:
+        r = post(c, body='{"model": ')
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        r = post(c, body='{"messages": []}')
+        assert r.status_code == 400 and r.json()["error"]["code"] == "missing_model"
+    assert mocks["a"].records() == []
+
+
+def test_latency_strategy_moves_to_the_faster_target(mocks):
+    vm = {"name": "vm-chat", "strategy": "latency", "targets": targets(("a", 1), ("b", 1)),
+          "latency": {"window_s": 6}}
+    envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks)))
+    mocks["a"].set_defaults(latency_ms=20)
+    mocks["b"].set_defaults(latency_ms=60)
+
+    def run(n):
+        seen = []
+        with KeepAlive(envoy.url) as c:
+            for _ in range(n):
+                r = post(c)
+                assert r.status_code == 200, r.text
+                seen.append(r.headers["x-upstream-id"])
+        return seen
+
+    first = run(80)
+    assert "b" in first, "the slower target must be measured too"
+    assert Counter(first[-30:])["a"] >= 27, Counter(first)
+    # Swap speeds; once the old samples leave the window the strategy follows.
+    mocks["a"].set_defaults(latency_ms=60)
+    mocks["b"].set_defaults(latency_ms=20)
+    time.sleep(6.5)
+    second = run(80)
+    assert Counter(second[-30:])["b"] >= 27, Counter(second)
+
+
+def test_sticky_sessions_hold_for_their_ttl(mocks):
+    vm = {"name": "vm-chat", "targets": targets(("a", 1), ("b", 1)),
+          "sticky": {"header": "x-session-id", "ttl_s": 4}}
+    envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks)))
+    sessions = [f"s{i}" for i in range(20)]
+    pinned = {}
+    with KeepAlive(envoy.url) as c:
+        for _ in range(4):
+            for s in sessions:
+                up = post(c, headers={"x-session-id": s}).headers["x-upstream-id"]
+                assert pinned.setdefault(s, up) == up, f"session {s} moved within its TTL"
+        assert set(pinned.values()) == {"a", "b"}, "sessions must spread over both targets"
+        # A session whose target fails follows the fallback that answered.
+        s = next(s for s in sessions if pinned[s] == "a")
+        r = post(c, headers={"x-session-id": s, "x-mock-status": "503", "x-mock-target": "a"})
+        assert r.status_code == 200 and r.headers["x-upstream-id"] == "b"
+        assert post(c, headers={"x-session-id": s}).headers["x-upstream-id"] == "b"
+        time.sleep(4.3)
+        after = {s: post(c, headers={"x-session-id": s}).headers["x-upstream-id"] for s in sessions}
+    # After the TTL each session is picked afresh (50/50): some must land elsewhere.
+    assert sum(after[s] != pinned[s] for s in sessions) >= 1, (pinned, after)
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["direct", "aggregate"])
+def test_model_header_from_auth_is_trusted_over_parsing(mocks, fallback):
+    """With `x-aimesh-model` published (auth does it, and strips client copies), the filter does
+    not parse the body: a body auth would have refused reaches the target unparsed here."""
+    vm = {"name": "vm-chat", "targets": targets(("a", 1))}
+    envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks), fallback=fallback))
+    body = '{"model":"vm-chat","stream":"not-a-bool","messages":[]}'
+    with KeepAlive(envoy.url) as c:
+        assert post(c, body=body).status_code == 400
+        r = post(c, body=body, headers={"x-aimesh-model": "vm-chat"})
+    assert r.status_code == 200 and r.headers["x-upstream-id"] == "a"
+    [rec] = mocks["a"].records()
+    assert rec["body"] == body.replace('"vm-chat"', '"model-a"')

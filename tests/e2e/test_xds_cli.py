@@ -1,0 +1,53 @@
+"""`aimesh-xds validate` and `diff`: what an operator sees before applying a gateway.yaml."""
+from __future__ import annotations
+
+import subprocess
+
+from harness import paths, xds
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(paths.XDS), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_shipped_example_validates():
+    r = run("validate", str(paths.REPO / "examples" / "gateway.yaml"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_validate_names_field_and_line(tmp_path):
+    f = tmp_path / "gateway.yaml"
+    f.write_text("providers:\n  - name: a\n    kind: openai\n    api_key: sk-live-secret\n"
+                 "virtual_models:\n  - name: v\n    targets:\n      - {provider: ghost, model: m}\n")
+    r = run("validate", str(f))
+    assert r.returncode != 0
+    assert "line 4: providers[0].api_key" in r.stderr
+    assert "line 8: virtual_models[0].targets[0].provider: no provider named 'ghost'" in r.stderr
+    assert "sk-live-secret" not in r.stderr, "an inlined secret is never echoed"
+
+
+def test_validate_unknown_field_has_line(tmp_path):
+    f = tmp_path / "gateway.yaml"
+    f.write_text("listener:\n  port: 10000\n  prot: 1\n")
+    r = run("validate", str(f))
+    assert r.returncode != 0
+    assert "line 3" in r.stderr and "prot" in r.stderr
+
+
+def test_diff_shows_added_changed_removed(tmp_path):
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    base = {"providers": [{"name": "pa1", "kind": "openai_compatible", "base_url": "http://10.0.0.1"},
+                          {"name": "pb1", "kind": "openai_compatible", "base_url": "http://10.0.0.2"}],
+            "keys": [{"id": "k1", "hash": "sha256:" + "a" * 64}]}
+    xds.write_gateway(old, base)
+    changed = {"providers": [{"name": "pa1", "kind": "openai_compatible", "base_url": "http://10.0.0.9"},
+                             {"name": "pc1", "kind": "openai_compatible", "base_url": "http://10.0.0.3"}],
+               "keys": [{"id": "k1", "hash": "sha256:" + "a" * 64}]}
+    xds.write_gateway(new, changed)
+    r = run("diff", str(old), str(new))
+    assert r.returncode == 0, r.stderr
+    lines = set(r.stdout.splitlines())
+    assert {"~ provider pa1", "- provider pb1", "+ provider pc1"} <= lines
+    assert {"~ envoy Cluster provider.pa1", "- envoy Cluster provider.pb1", "+ envoy Cluster provider.pc1"} <= lines
+    assert not any("key" in l or "aimesh.auth" in l for l in lines), "keys did not change"
+    assert run("diff", str(old), str(old)).stdout.strip() == "no changes"

@@ -1,0 +1,399 @@
+//! The `gateway.yaml` model: everything an operator declares about the gateway.
+//!
+//! Unknown fields are errors everywhere, so a typo never silently turns a feature off.
+//! Secrets are never inlined: fields of type [`SecretRef`] hold `${env:NAME}` or
+//! `${file:/path}` and are resolved when a snapshot is built.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Root of `gateway.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Where Envoy accepts client traffic.
+    #[serde(default)]
+    pub listener: Listener,
+    /// Provider accounts (hosted APIs) and self-hosted model servers.
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+    /// Provider that serves `/v1/*` requests no virtual model or provider model claimed.
+    #[serde(default)]
+    pub default_provider: Option<String>,
+    /// Plain HTTP APIs proxied under `/proxy-api/<account>/<name>/`.
+    #[serde(default)]
+    pub custom_endpoints: Vec<CustomEndpoint>,
+    /// MCP servers (Streamable HTTP) proxied under `/mcp/<name>`.
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServer>,
+    /// Model names clients ask for, mapped onto provider models.
+    #[serde(default)]
+    pub virtual_models: Vec<VirtualModel>,
+    /// Virtual API keys, by hash.
+    #[serde(default)]
+    pub keys: Vec<Key>,
+    /// Request and token rate limits.
+    #[serde(default)]
+    pub limits: Vec<Limit>,
+    /// Spend budgets per day or month.
+    #[serde(default)]
+    pub budgets: Vec<Budget>,
+    /// What to do with personal data in prompts.
+    #[serde(default)]
+    pub pii: Pii,
+    /// Hosts the gateway may connect to; when set, every upstream must match.
+    #[serde(default)]
+    pub egress: Egress,
+}
+
+/// The client-facing listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Bind address.
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// Bind port; 0 lets each Envoy pick a free one (tests).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Default upstream timeout for `/v1/*` routes, e.g. `120s`; `0s` disables it (long streams).
+    #[serde(default = "default_route_timeout")]
+    pub route_timeout: String,
+}
+
+fn default_address() -> String {
+    "0.0.0.0".into()
+}
+fn default_port() -> u16 {
+    10000
+}
+fn default_route_timeout() -> String {
+    "120s".into()
+}
+
+impl Default for Listener {
+    fn default() -> Self {
+        Self {
+            address: default_address(),
+            port: default_port(),
+            route_timeout: default_route_timeout(),
+        }
+    }
+}
+
+/// Kind of provider; decides defaults (base URL, auth header) and the cluster shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// api.openai.com.
+    Openai,
+    /// An Azure OpenAI resource (`base_url` required, `api_version` recommended).
+    AzureOpenai,
+    /// api.anthropic.com.
+    Anthropic,
+    /// Any OpenAI-compatible API (`base_url` required).
+    OpenaiCompatible,
+    /// Self-hosted vLLM servers (`endpoints` required).
+    Vllm,
+    /// Self-hosted Text Generation Inference servers (`endpoints` required).
+    Tgi,
+}
+
+impl ProviderKind {
+    /// Self-hosted kinds run on `endpoints` with active health checks.
+    pub fn self_hosted(self) -> bool {
+        matches!(self, Self::Vllm | Self::Tgi)
+    }
+
+    /// Default base URL of hosted kinds that have one.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Self::Openai => Some("https://api.openai.com"),
+            Self::Anthropic => Some("https://api.anthropic.com"),
+            _ => None,
+        }
+    }
+}
+
+/// A provider account or a self-hosted model server pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Unique name, 3-32 of `a-z 0-9 -`; the Envoy cluster is `provider.<name>`.
+    pub name: String,
+    /// What kind of API this is.
+    pub kind: ProviderKind,
+    /// Base URL of a hosted API (`https://host[:port][/path]`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Self-hosted servers, with locality and priority for regional failover.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Provider credential: `${env:NAME}` or `${file:/path}`, never the key itself.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    /// Azure OpenAI `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Model names this provider serves (requests naming one are routed here).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Connect timeout, e.g. `5s`.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Active health check of self-hosted endpoints.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One self-hosted server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `http://host:port`.
+    pub url: String,
+    /// Region or zone; endpoints are grouped by it.
+    #[serde(default)]
+    pub locality: Option<String>,
+    /// 0 is preferred; traffic moves to priority 1 only when priority 0 is unhealthy.
+    #[serde(default)]
+    pub priority: u32,
+    /// Relative load-balancing weight within its locality.
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// Active HTTP health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path probed with GET (`/health` for vLLM and TGI).
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes, e.g. `5s`.
+    #[serde(default = "default_health_interval")]
+    pub interval: String,
+    /// Probe timeout, e.g. `1s`.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: String,
+    /// Failed probes before an endpoint is taken out.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Passed probes before it is put back.
+    #[serde(default = "default_healthy")]
+    pub healthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_health_interval() -> String {
+    "5s".into()
+}
+fn default_health_timeout() -> String {
+    "1s".into()
+}
+fn default_threshold() -> u32 {
+    2
+}
+fn default_healthy() -> u32 {
+    1
+}
+
+/// A plain HTTP API behind the gateway's auth, under `/proxy-api/<account>/<name>/` where
+/// `<account>` is `provider` or, without one, `endpoints`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomEndpoint {
+    /// Name, unique per account (2-62 of `a-z 0-9 - _ .`, not starting with a digit).
+    pub name: String,
+    /// Provider whose credentials the endpoint uses; none: no credentials are sent.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Key ids allowed to call it (empty, with `allow_teams` empty: every caller).
+    #[serde(default)]
+    pub allow_keys: Vec<String>,
+    /// Teams allowed to call it.
+    #[serde(default)]
+    pub allow_teams: Vec<String>,
+    /// Upstream base URL; the prefix is replaced by its path.
+    pub url: String,
+}
+
+/// An MCP server (Streamable HTTP transport), under `/mcp/<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Unique name; the path is `/mcp/<name>`.
+    pub name: String,
+    /// The server's MCP endpoint URL, e.g. `https://mcp.example.com/mcp`.
+    pub url: String,
+    /// Credential sent to the server: `${env:NAME}` or `${file:/path}`.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+}
+
+/// A model name clients use, served by one or more provider models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualModel {
+    /// The name clients put in `model`.
+    pub name: String,
+    /// Weighted targets.
+    pub targets: Vec<Target>,
+    /// Tried in order when the chosen target fails.
+    #[serde(default)]
+    pub fallbacks: Vec<Target>,
+}
+
+/// One provider model behind a virtual model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// A provider's `name`.
+    pub provider: String,
+    /// Model name sent to that provider.
+    pub model: String,
+    /// Relative share of traffic.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A virtual API key (its hash only; mint keys with `aimesh-xds keys new`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    /// Stable, non-secret id (logs, metrics, limits).
+    pub id: String,
+    /// `sha256:` and 64 hex digits.
+    pub hash: String,
+    /// Team the key belongs to.
+    #[serde(default)]
+    pub team: Option<String>,
+}
+
+/// A rate limit; the most specific matching entry applies (key, then team, then default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Key id this limit applies to.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Team this limit applies to.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Prompt plus completion tokens per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// A spend budget over a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Key id the budget applies to.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Team the budget applies to.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Spend allowed per period, in USD (priced by the token-accounting filter).
+    pub usd: f64,
+    /// Period.
+    #[serde(default)]
+    pub period: BudgetPeriod,
+}
+
+/// Budget period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriod {
+    /// Calendar day (UTC).
+    #[default]
+    Day,
+    /// Calendar month (UTC).
+    Month,
+}
+
+/// Personal-data policy for prompts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pii {
+    /// `off`, `redact` (replace before the provider sees it) or `block` (refuse with 400).
+    #[serde(default)]
+    pub mode: PiiMode,
+    /// Kinds of data to look for; empty means all built-in kinds.
+    #[serde(default)]
+    pub entities: Vec<String>,
+}
+
+/// PII handling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiMode {
+    /// No scanning.
+    #[default]
+    Off,
+    /// Replace matches with placeholders.
+    Redact,
+    /// Refuse requests that contain any.
+    Block,
+}
+
+/// Egress allow-list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Egress {
+    /// Host names (`api.openai.com`), wildcards (`*.openai.azure.com`) or IPs; when non-empty
+    /// every provider, custom endpoint and MCP server host must match one.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A reference to a secret: `${env:NAME}` or `${file:/absolute/path}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SecretRef(pub String);
+
+/// Where a secret lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource<'a> {
+    /// An environment variable of the xDS server.
+    Env(&'a str),
+    /// A file (its content, trimmed).
+    File(&'a str),
+}
+
+impl SecretRef {
+    /// Parses the reference; `None` when it is not a reference (an inlined secret).
+    pub fn source(&self) -> Option<SecretSource<'_>> {
+        let inner = self.0.strip_prefix("${")?.strip_suffix('}')?;
+        if let Some(name) = inner.strip_prefix("env:") {
+            let ok =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            return ok.then_some(SecretSource::Env(name));
+        }
+        let path = inner.strip_prefix("file:")?;
+        path.starts_with('/').then_some(SecretSource::File(path))
+    }
+
+    /// Reads the secret's value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self.source() {
+            Some(SecretSource::Env(n)) => {
+                std::env::var(n).map_err(|_| format!("environment variable {n} is not set"))
+            }
+            Some(SecretSource::File(p)) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("cannot read {p}: {e}")),
+            None => Err("not a secret reference".into()),
+        }
+    }
+}

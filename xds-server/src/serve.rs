@@ -1,0 +1,265 @@
+//! `aimesh-xds serve`: watch gateway.yaml, publish snapshots over ADS, expose health and metrics.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::ads::{Ads, Metrics};
+use crate::snapshot::Snapshot;
+use crate::{resources, validate};
+
+/// Options of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// gateway.yaml to serve and watch.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// gRPC (ADS) listen address.
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    pub listen: SocketAddr,
+    /// Health and metrics HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    pub admin: SocketAddr,
+    /// Directory with the filters' .wasm files, as Envoy sees it.
+    #[arg(long)]
+    pub wasm_dir: PathBuf,
+    /// How often the file is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub poll_ms: u64,
+}
+
+/// Builds a snapshot from a file's text.
+pub fn snapshot_of(text: &str, wasm_dir: &Path) -> Result<Snapshot, Vec<String>> {
+    let gw = validate::load_str(text)
+        .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let res = resources::build(&gw, wasm_dir, true).map_err(|e| vec![e])?;
+    Ok(Snapshot::new(res))
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let text = std::fs::read(&args.config)
+        .map_err(|e| format!("cannot read {}: {e}", args.config.display()))?;
+    let first = snapshot_of(&String::from_utf8_lossy(&text), &args.wasm_dir)
+        .map_err(|es| format!("invalid {}:\n  {}", args.config.display(), es.join("\n  ")))?;
+    eprintln!(
+        "serving snapshot {} ({} resources)",
+        first.version,
+        first.len()
+    );
+    let metrics = Arc::new(Metrics::default());
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(first));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let grpc = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", args.listen))?;
+    let admin = TcpListener::bind(args.admin)
+        .await
+        .map_err(|e| format!("bind {}: {e}", args.admin))?;
+    let grpc_port = grpc.local_addr().map_err(|e| e.to_string())?.port();
+    let admin_port = admin.local_addr().map_err(|e| e.to_string())?.port();
+    // Tests and scripts read the ports from this line (both may have been 0).
+    println!("LISTENING {grpc_port} {admin_port}");
+
+    tokio::spawn(watch_file(
+        args.config.clone(),
+        args.wasm_dir.clone(),
+        args.poll_ms,
+        digest(&text),
+        snap_tx,
+        metrics.clone(),
+    ));
+    tokio::spawn(admin_http(admin, snap_rx.clone(), metrics.clone()));
+
+    let svc = AggregatedDiscoveryServiceServer::new(Ads::new(snap_rx, stop_rx.clone(), metrics))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(256 << 20);
+    let mut stop_signal = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                let _ = stop_signal.changed().await;
+            },
+        );
+    let signals = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok::<(), String>(())
+    };
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r.map_err(|e| e.to_string()),
+        r = signals => r?,
+    }
+    eprintln!("shutting down: closing ADS streams (Envoys keep their config)");
+    let _ = stop_tx.send(true);
+    // Streams end at once; give in-flight responses a moment, then stop regardless.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+async fn watch_file(
+    path: PathBuf,
+    wasm_dir: PathBuf,
+    poll_ms: u64,
+    mut last: [u8; 32],
+    tx: watch::Sender<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(poll_ms.max(10)));
+    loop {
+        tick.tick().await;
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        let d = digest(&bytes);
+        if d == last {
+            continue;
+        }
+        last = d;
+        match snapshot_of(&String::from_utf8_lossy(&bytes), &wasm_dir) {
+            Ok(s) => {
+                if s.version == tx.borrow().version {
+                    continue;
+                }
+                eprintln!("applying snapshot {} ({} resources)", s.version, s.len());
+                metrics.reloads.fetch_add(1, Ordering::Relaxed);
+                tx.send_replace(Arc::new(s));
+            }
+            Err(es) => {
+                metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "refusing {} (keeping snapshot {}):\n  {}",
+                    path.display(),
+                    tx.borrow().version,
+                    es.join("\n  ")
+                );
+            }
+        }
+    }
+}
+
+async fn admin_http(
+    listener: TcpListener,
+    snaps: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let snaps = snaps.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/healthz" | "/ready" => (
+                    "200 OK",
+                    "text/plain",
+                    format!("ok {}\n", snaps.borrow().version),
+                ),
+                "/metrics" => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    metrics_text(&metrics, &snaps.borrow()),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+fn metrics_text(m: &Metrics, s: &Snapshot) -> String {
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+    for (name, help, kind, v) in [
+        (
+            "aimesh_xds_streams",
+            "Open ADS streams.",
+            "gauge",
+            g(&m.streams),
+        ),
+        (
+            "aimesh_xds_responses_total",
+            "Discovery responses sent.",
+            "counter",
+            g(&m.responses),
+        ),
+        (
+            "aimesh_xds_acks_total",
+            "ACKs received.",
+            "counter",
+            g(&m.acks),
+        ),
+        (
+            "aimesh_xds_nacks_total",
+            "NACKs received (Envoy rejected a config).",
+            "counter",
+            g(&m.nacks),
+        ),
+        (
+            "aimesh_xds_reloads_total",
+            "Config changes applied.",
+            "counter",
+            g(&m.reloads),
+        ),
+        (
+            "aimesh_xds_rejected_total",
+            "Invalid config files refused.",
+            "counter",
+            g(&m.rejected),
+        ),
+        (
+            "aimesh_xds_resources",
+            "Resources in the current snapshot.",
+            "gauge",
+            s.len() as u64,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "aimesh_xds_snapshot_info{{version=\"{}\"}} 1\n",
+        s.version
+    ));
+    out
+}

@@ -1,0 +1,626 @@
+//! Loading and checking `gateway.yaml`: every error names the field and, where it can be found,
+//! the line.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use crate::model::{Gateway, SecretRef};
+
+/// A config error: field path, line (1-based) when known, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `virtual_models[1].targets[0].provider`.
+    pub field: String,
+    /// Line in the file, when it could be located.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// Parses and validates a gateway.yaml text.
+pub fn load_str(text: &str) -> Result<Gateway, Vec<ConfigError>> {
+    let gw: Gateway = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        // serde_yaml prefixes nested errors with the path (`providers[0]: unknown field ...`).
+        let msg = e.to_string();
+        let (field, message) = match msg.split_once(": ") {
+            Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
+            _ => ("(document)".to_string(), msg),
+        };
+        vec![ConfigError {
+            field,
+            line,
+            message,
+        }]
+    })?;
+    let errs = validate(&gw);
+    if errs.is_empty() {
+        Ok(gw)
+    } else {
+        Err(errs
+            .into_iter()
+            .map(|(field, message)| ConfigError {
+                line: locate(text, &field),
+                field,
+                message,
+            })
+            .collect())
+    }
+}
+
+/// Reads and validates a file.
+pub fn load_file(path: &std::path::Path) -> Result<Gateway, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            field: "(file)".into(),
+            line: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        }]
+    })?;
+    load_str(&text)
+}
+
+/// An upstream URL, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `https`.
+    pub tls: bool,
+    /// Host name or IP.
+    pub host: String,
+    /// Port (scheme default when absent).
+    pub port: u16,
+    /// Path without a trailing slash (`""` for the root).
+    pub path: String,
+}
+
+/// Parses `http(s)://host[:port][/path]`.
+pub fn parse_url(s: &str) -> Result<Url, String> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = s.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("'{s}' must start with http:// or https://"));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.contains('@') || path.contains('?') || path.contains('#') {
+        return Err(format!(
+            "'{s}' must not carry credentials, a query or a fragment"
+        ));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+            let port: u16 = p.parse().map_err(|_| format!("'{s}': bad port '{p}'"))?;
+            (h, port)
+        }
+        _ => (authority, if tls { 443 } else { 80 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b))
+    {
+        return Err(format!("'{s}': bad host"));
+    }
+    Ok(Url {
+        tls,
+        host: host.to_ascii_lowercase(),
+        port,
+        path: path.trim_end_matches('/').to_string(),
+    })
+}
+
+/// Parses `250ms`, `5s`, `2m` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return Err(format!("'{s}' must be a duration like 250ms, 5s or 2m"));
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("'{s}' must be a duration like 250ms, 5s or 2m"))
+}
+
+/// Account of custom endpoints that name no provider (no credentials).
+pub const CUSTOM_ACCOUNT: &str = "endpoints";
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+/// True when `host` matches an allow-list entry (exact, or `*.suffix` for subdomains).
+pub fn egress_allows(allow: &[String], host: &str) -> bool {
+    allow.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        match a.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => a == host,
+        }
+    })
+}
+
+/// Semantic checks; returns `(field, message)` pairs.
+pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
+    let mut v = Checker::default();
+    v.duration("listener.route_timeout", &gw.listener.route_timeout);
+    let mut model_owner: HashMap<&str, &str> = HashMap::new();
+    let mut providers = HashSet::new();
+    for (i, p) in gw.providers.iter().enumerate() {
+        let f = format!("providers[{i}]");
+        v.name(&format!("{f}.name"), &p.name, &mut providers);
+        // The header-auth filter keys provider accounts by this name and allows only these.
+        let account_ok = (3..=32).contains(&p.name.len())
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !account_ok || p.name == CUSTOM_ACCOUNT {
+            v.err(
+                format!("{f}.name"),
+                "must be 3-32 of a-z, 0-9, '-' (and not 'endpoints')",
+            );
+        }
+        if p.kind.self_hosted() {
+            if p.endpoints.is_empty() {
+                v.err(
+                    format!("{f}.endpoints"),
+                    "a self-hosted provider needs at least one endpoint",
+                );
+            }
+            if p.base_url.is_some() {
+                v.err(
+                    format!("{f}.base_url"),
+                    "self-hosted providers use endpoints, not base_url",
+                );
+            }
+            for (j, e) in p.endpoints.iter().enumerate() {
+                v.url(&format!("{f}.endpoints[{j}].url"), &e.url, &gw.egress.allow);
+                if e.weight == Some(0) {
+                    v.err(format!("{f}.endpoints[{j}].weight"), "must be at least 1");
+                }
+            }
+        } else {
+            if !p.endpoints.is_empty() {
+                v.err(
+                    format!("{f}.endpoints"),
+                    "only vllm and tgi providers have endpoints",
+                );
+            }
+            if p.health_check.is_some() {
+                v.err(
+                    format!("{f}.health_check"),
+                    "only vllm and tgi providers are health-checked",
+                );
+            }
+            match (&p.base_url, p.kind.default_base_url()) {
+                (Some(u), _) => v.url(&format!("{f}.base_url"), u, &gw.egress.allow),
+                (None, Some(u)) => v.url(&format!("{f}.base_url"), u, &gw.egress.allow),
+                (None, None) => v.err(format!("{f}.base_url"), "required for this kind"),
+            }
+        }
+        if let Some(k) = &p.api_key {
+            v.secret(&format!("{f}.api_key"), k);
+        }
+        if let Some(t) = &p.connect_timeout {
+            v.duration(&format!("{f}.connect_timeout"), t);
+        }
+        if let Some(h) = &p.health_check {
+            v.duration(&format!("{f}.health_check.interval"), &h.interval);
+            v.duration(&format!("{f}.health_check.timeout"), &h.timeout);
+            if !h.path.starts_with('/') {
+                v.err(format!("{f}.health_check.path"), "must start with /");
+            }
+        }
+        for (j, m) in p.models.iter().enumerate() {
+            if m.is_empty() {
+                v.err(format!("{f}.models[{j}]"), "must not be empty");
+            } else if let Some(other) = model_owner.insert(m, &p.name) {
+                v.err(
+                    format!("{f}.models[{j}]"),
+                    &format!("model '{m}' is already served by provider '{other}'"),
+                );
+            }
+        }
+    }
+    if let Some(d) = &gw.default_provider {
+        if !providers.contains(d.as_str()) {
+            v.err(
+                "default_provider".into(),
+                &format!("no provider named '{d}'"),
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    let mut scoped = Vec::new();
+    for c in &gw.custom_endpoints {
+        scoped.push(format!(
+            "{}/{}",
+            c.provider.as_deref().unwrap_or(CUSTOM_ACCOUNT),
+            c.name
+        ));
+    }
+    for (i, c) in gw.custom_endpoints.iter().enumerate() {
+        if !valid_name(&c.name) {
+            v.err(
+                format!("custom_endpoints[{i}].name"),
+                "must be 1-64 of a-z, 0-9, '-', '_', '.'",
+            );
+        } else if !names.insert(scoped[i].as_str()) {
+            v.err(
+                format!("custom_endpoints[{i}].name"),
+                &format!("duplicate endpoint '{}'", scoped[i]),
+            );
+        }
+        if c.name.len() < 2 || c.name.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
+            v.err(
+                format!("custom_endpoints[{i}].name"),
+                "must be 2-62 characters, not starting with a digit",
+            );
+        }
+        if let Some(p) = &c.provider {
+            if !providers.contains(p.as_str()) {
+                v.err(
+                    format!("custom_endpoints[{i}].provider"),
+                    &format!("no provider named '{p}'"),
+                );
+            }
+        }
+        for (j, k) in c.allow_keys.iter().enumerate() {
+            if !gw.keys.iter().any(|x| &x.id == k) {
+                v.err(
+                    format!("custom_endpoints[{i}].allow_keys[{j}]"),
+                    &format!("no key with id '{k}'"),
+                );
+            }
+        }
+        v.url(
+            &format!("custom_endpoints[{i}].url"),
+            &c.url,
+            &gw.egress.allow,
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, m) in gw.mcp_servers.iter().enumerate() {
+        v.name(&format!("mcp_servers[{i}].name"), &m.name, &mut names);
+        v.url(&format!("mcp_servers[{i}].url"), &m.url, &gw.egress.allow);
+        if let Some(k) = &m.api_key {
+            v.secret(&format!("mcp_servers[{i}].api_key"), k);
+        }
+    }
+    let mut vnames = HashSet::new();
+    for (i, vm) in gw.virtual_models.iter().enumerate() {
+        let f = format!("virtual_models[{i}]");
+        if vm.name.is_empty() {
+            v.err(format!("{f}.name"), "must not be empty");
+        } else if !vnames.insert(vm.name.as_str()) {
+            v.err(
+                format!("{f}.name"),
+                &format!("duplicate name '{}'", vm.name),
+            );
+        } else if let Some(p) = model_owner.get(vm.name.as_str()) {
+            v.err(
+                format!("{f}.name"),
+                &format!("'{}' is also a model of provider '{p}'", vm.name),
+            );
+        }
+        if vm.targets.is_empty() {
+            v.err(format!("{f}.targets"), "needs at least one target");
+        }
+        let all = vm.targets.iter().map(|t| ("targets", t));
+        let fb = vm.fallbacks.iter().map(|t| ("fallbacks", t));
+        let mut idx: HashMap<&str, usize> = HashMap::new();
+        for (list, t) in all.chain(fb) {
+            let j = idx.entry(list).or_default();
+            let tf = format!("{f}.{list}[{j}]");
+            *j += 1;
+            if !providers.contains(t.provider.as_str()) {
+                v.err(
+                    format!("{tf}.provider"),
+                    &format!("no provider named '{}'", t.provider),
+                );
+            }
+            if t.model.is_empty() {
+                v.err(format!("{tf}.model"), "must not be empty");
+            }
+            if list == "targets" && t.weight == 0 {
+                v.err(format!("{tf}.weight"), "must be at least 1");
+            }
+        }
+    }
+    let mut keys = HashSet::new();
+    for (i, k) in gw.keys.iter().enumerate() {
+        if k.id.is_empty() {
+            v.err(format!("keys[{i}].id"), "must not be empty");
+        } else if !keys.insert(k.id.as_str()) {
+            v.err(format!("keys[{i}].id"), &format!("duplicate id '{}'", k.id));
+        }
+        let ok = k
+            .hash
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            v.err(
+                format!("keys[{i}].hash"),
+                "must be 'sha256:' and 64 hex digits (a hash, never the key; see `aimesh-xds keys new`)",
+            );
+        }
+    }
+    for (i, l) in gw.limits.iter().enumerate() {
+        let f = format!("limits[{i}]");
+        v.scope(&f, l.key.as_deref(), l.team.as_deref(), &keys);
+        if l.requests_per_minute.is_none() && l.tokens_per_minute.is_none() {
+            v.err(f, "set requests_per_minute, tokens_per_minute or both");
+        }
+    }
+    for (i, b) in gw.budgets.iter().enumerate() {
+        let f = format!("budgets[{i}]");
+        v.scope(&f, b.key.as_deref(), b.team.as_deref(), &keys);
+        if !(b.usd.is_finite() && b.usd > 0.0) {
+            v.err(format!("{f}.usd"), "must be a positive amount");
+        }
+    }
+    for (i, e) in gw.pii.entities.iter().enumerate() {
+        if e.is_empty() {
+            v.err(format!("pii.entities[{i}]"), "must not be empty");
+        }
+    }
+    for (i, a) in gw.egress.allow.iter().enumerate() {
+        if a.is_empty() || a.contains('/') || a.contains(':') && !a.contains("::") {
+            v.err(
+                format!("egress.allow[{i}]"),
+                "must be a host name, *.domain or an IP",
+            );
+        }
+    }
+    v.errs
+}
+
+#[derive(Default)]
+struct Checker {
+    errs: Vec<(String, String)>,
+}
+
+impl Checker {
+    fn err(&mut self, field: String, msg: &str) {
+        self.errs.push((field, msg.to_string()));
+    }
+
+    fn name<'a>(&mut self, field: &str, name: &'a str, seen: &mut HashSet<&'a str>) {
+        if !valid_name(name) {
+            self.err(
+                field.into(),
+                "must be 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit",
+            );
+        } else if !seen.insert(name) {
+            self.err(field.into(), &format!("duplicate name '{name}'"));
+        }
+    }
+
+    fn duration(&mut self, field: &str, s: &str) {
+        if let Err(e) = parse_duration_ms(s) {
+            self.err(field.into(), &e);
+        }
+    }
+
+    fn url(&mut self, field: &str, s: &str, allow: &[String]) {
+        match parse_url(s) {
+            Err(e) => self.err(field.into(), &e),
+            Ok(u) if !allow.is_empty() && !egress_allows(allow, &u.host) => self.err(
+                field.into(),
+                &format!("host '{}' is not in egress.allow", u.host),
+            ),
+            Ok(_) => {}
+        }
+    }
+
+    fn secret(&mut self, field: &str, s: &SecretRef) {
+        if s.source().is_none() {
+            // Never echo the value: it may be the secret itself.
+            self.err(
+                field.into(),
+                "must reference a secret as ${env:NAME} or ${file:/absolute/path}; secrets are never inlined",
+            );
+        }
+    }
+
+    fn scope(&mut self, f: &str, key: Option<&str>, team: Option<&str>, keys: &HashSet<&str>) {
+        if key.is_some() && team.is_some() {
+            self.err(f.into(), "set key or team, not both");
+        }
+        if let Some(k) = key {
+            if !keys.contains(k) {
+                self.err(format!("{f}.key"), &format!("no key with id '{k}'"));
+            }
+        }
+    }
+}
+
+/// Best-effort line of a field path in block-style YAML (`a[1].b` -> the line of `b:`).
+pub fn locate(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut pos = 0usize; // next line to search from
+    let mut min_indent = 0usize;
+    let mut found = None;
+    for seg in path.split('.') {
+        let (key, idx) = match seg.find('[') {
+            Some(b) => (
+                &seg[..b],
+                seg[b + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
+            None => (seg, None),
+        };
+        let mut hit = None;
+        for (n, l) in lines.iter().enumerate().skip(pos) {
+            let body = l.trim_start();
+            let indent = l.len() - body.len();
+            let body_key = body.trim_start_matches("- ");
+            let indent = indent + (body.len() - body_key.len());
+            if indent < min_indent && !body.is_empty() && !body.starts_with('#') && n > pos {
+                return found;
+            }
+            if indent >= min_indent && body_key.starts_with(&format!("{key}:")) {
+                hit = Some((n, indent));
+                break;
+            }
+        }
+        let Some((n, indent)) = hit else {
+            return found;
+        };
+        found = Some(n + 1);
+        pos = n + 1;
+        min_indent = indent + 1;
+        if let Some(i) = idx {
+            let mut count = 0usize;
+            let mut item = None;
+            let mut list_indent = None;
+            for (m, l) in lines.iter().enumerate().skip(pos) {
+                let body = l.trim_start();
+                let ind = l.len() - body.len();
+                if body.starts_with("- ") || body == "-" {
+                    let li = *list_indent.get_or_insert(ind);
+                    if ind != li {
+                        continue;
+                    }
+                    if count == i {
+                        item = Some((m, ind));
+                        break;
+                    }
+                    count += 1;
+                } else if !body.is_empty() && !body.starts_with('#') && ind < indent {
+                    break;
+                }
+            }
+            let Some((m, ind)) = item else {
+                return found;
+            };
+            found = Some(m + 1);
+            pos = m;
+            min_indent = ind;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(yaml: &str) -> Vec<ConfigError> {
+        match load_str(yaml) {
+            Ok(_) => vec![],
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let text = include_str!("../../examples/gateway.yaml");
+        assert_eq!(errs(text), vec![]);
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let e = errs("providers:\n  - name: pa1\n    kind: openai\n    colour: blue\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].line, Some(4));
+        assert_eq!(e[0].field, "providers[0]");
+        assert!(e[0].message.contains("unknown field `colour`"), "{}", e[0]);
+    }
+
+    #[test]
+    fn bad_reference_names_field_and_line() {
+        let yaml = "providers:\n  - name: pa1\n    kind: openai\nvirtual_models:\n  - name: v\n    targets:\n      - provider: pa1\n        model: m\n      - provider: nope\n        model: m\n";
+        let e = errs(yaml);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "virtual_models[0].targets[1].provider");
+        assert_eq!(e[0].line, Some(9));
+        assert!(e[0].to_string().starts_with(
+            "line 9: virtual_models[0].targets[1].provider: no provider named 'nope'"
+        ));
+    }
+
+    #[test]
+    fn inlined_secret_is_refused_without_echoing_it() {
+        let e = errs("providers:\n- name: pa1\n  kind: openai\n  api_key: sk-live-123\n");
+        assert_eq!(e[0].field, "providers[0].api_key");
+        assert_eq!(e[0].line, Some(4));
+        assert!(!e[0].to_string().contains("sk-live-123"));
+        assert!(
+            errs("providers:\n- {name: pa1, kind: openai, api_key: '${env:OPENAI_KEY}'}\n")
+                .is_empty()
+        );
+        assert!(
+            errs("providers:\n- {name: pa1, kind: openai, api_key: '${file:/run/k}'}\n").is_empty()
+        );
+        assert!(
+            !errs("providers:\n- {name: pa1, kind: openai, api_key: '${file:rel}'}\n").is_empty()
+        );
+    }
+
+    #[test]
+    fn egress_allow_list_is_enforced() {
+        let yaml = "egress: {allow: ['*.example.com']}\nproviders:\n- {name: pa1, kind: openai_compatible, base_url: 'https://api.example.com'}\n- {name: pb1, kind: openai}\n";
+        let e = errs(yaml);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "providers[1].base_url");
+        assert!(e[0].message.contains("api.openai.com"));
+    }
+
+    #[test]
+    fn semantic_checks() {
+        let cases = [
+            ("providers:\n- {name: A, kind: openai}\n", "providers[0].name"),
+            ("providers:\n- {name: pa1, kind: openai}\n- {name: pa1, kind: anthropic}\n", "providers[1].name"),
+            ("providers:\n- {name: pa1, kind: vllm}\n", "providers[0].endpoints"),
+            ("providers:\n- {name: pa1, kind: openai_compatible}\n", "providers[0].base_url"),
+            ("providers:\n- {name: pa1, kind: openai, models: [m]}\n- {name: pb1, kind: anthropic, models: [m]}\n", "providers[1].models[0]"),
+            ("default_provider: x\n", "default_provider"),
+            ("keys:\n- {id: a, hash: 'sk-plain'}\n", "keys[0].hash"),
+            ("limits:\n- {key: ghost, requests_per_minute: 1}\n", "limits[0].key"),
+            ("listener: {route_timeout: soon}\n", "listener.route_timeout"),
+            ("mcp_servers:\n- {name: m, url: 'ftp://x'}\n", "mcp_servers[0].url"),
+        ];
+        for (yaml, field) in cases {
+            let e = errs(yaml);
+            assert!(e.iter().any(|e| e.field == field), "{yaml}: {e:?}");
+            assert!(e.iter().all(|e| e.line.is_some()), "{yaml}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn urls_and_durations() {
+        let u = parse_url("https://Host.example.com/openai/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "host.example.com", 443, "/openai")
+        );
+        let u = parse_url("http://127.0.0.1:8000").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((u.port, u.path.as_str()), (8000, ""));
+        assert!(parse_url("http://user:pw@h").is_err());
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert!(egress_allows(&["*.a.com".into()], "x.a.com"));
+        assert!(!egress_allows(&["*.a.com".into()], "a.com"));
+    }
+}
