@@ -34,6 +34,10 @@ pub enum BodyError {
     /// No `model` field.
     #[error("you must provide a model parameter")]
     MissingModel,
+    /// A `model` that cannot be a model id: control characters or too long. It would otherwise
+    /// travel on as the `x-aimesh-model` header.
+    #[error("invalid model name: {0}")]
+    InvalidModel(&'static str),
     /// Body larger than the configured limit.
     #[error("request body exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -55,6 +59,7 @@ impl ErrorKind for BodyError {
             BodyError::InvalidJson(_) => "invalid_json",
             BodyError::InvalidField(_) => "invalid_request_body",
             BodyError::MissingModel => "missing_model",
+            BodyError::InvalidModel(_) => "invalid_model",
             BodyError::TooLarge { .. } => "request_too_large",
         }
     }
@@ -80,6 +85,10 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+/// Longest accepted `model` (OpenAI's ids are far shorter; 256 leaves room for
+/// `account/org/model:tag` names of self-hosted servers).
+pub const MAX_MODEL_LEN: usize = 256;
+
 /// Extracts [`RequestFacts`] from a request body, validating it as JSON on the way.
 pub fn request_facts(body: &[u8]) -> Result<RequestFacts, BodyError> {
     // A UTF-8 BOM is not JSON (RFC 8259 §8.1 says parsers MAY ignore it); OpenAI's API rejects
@@ -93,6 +102,12 @@ pub fn request_facts(body: &[u8]) -> Result<RequestFacts, BodyError> {
     let model = wire.model.ok_or(BodyError::MissingModel)?;
     if model.is_empty() {
         return Err(BodyError::MissingModel);
+    }
+    if model.len() > MAX_MODEL_LEN {
+        return Err(BodyError::InvalidModel("longer than 256 bytes"));
+    }
+    if model.chars().any(char::is_control) {
+        return Err(BodyError::InvalidModel("contains control characters"));
     }
     Ok(RequestFacts {
         model: model.into_owned(),
@@ -158,6 +173,11 @@ mod tests {
         assert_eq!(code(br#"{"messages":[]}"#), "missing_model");
         assert_eq!(code(br#"{"model":""}"#), "missing_model");
         assert_eq!(code(b"{\"model\":\"\xff\"}"), "invalid_json");
+        assert_eq!(code(br#"{"model":"gpt\r\nx-injected: 1"}"#), "invalid_model");
+        assert_eq!(code(br#"{"model":"gpt\u0000"}"#), "invalid_model");
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_LEN + 1));
+        assert_eq!(code(long.as_bytes()), "invalid_model");
+        assert_eq!(request_facts("{\"model\":\"модель-🚀\"}".as_bytes()).unwrap().model, "модель-🚀");
         // Ignored fields are skipped without recursion: deep nesting there is no stack risk.
         let deep = format!(
             "{{\"model\":\"m\",\"x\":{}{}}}",
