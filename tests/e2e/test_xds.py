@@ -230,8 +230,6 @@ def test_mcp_server_is_proxied_under_its_name(mcp_gateway):
     assert requests.get(f"{e.url}/mcp/docs", timeout=10).status_code == 401
 
 
-@pytest.mark.xfail(strict=True, reason="the auth filter answers 400 missing_model to any JSON body "
-                   "without `model`, also on /mcp/* (JSON-RPC) and /proxy-api/*")
 def test_mcp_json_rpc_post_reaches_the_server(mcp_gateway):
     e, mcp = mcp_gateway
     r = requests.post(f"{e.url}/mcp/docs", headers={"authorization": f"Bearer {KEY_A}"}, timeout=10,

@@ -71,8 +71,22 @@ fn auth(gw: &Gateway) -> Value {
             if let Some(t) = &k.team {
                 e["team"] = json!(t);
             }
-            if let Some(rpm) = pick(&gw.limits, Some(k), limit_scope, |l| l.requests_per_minute) {
+            let rpm = k
+                .requests_per_minute
+                .or_else(|| pick(&gw.limits, Some(k), limit_scope, |l| l.requests_per_minute));
+            if let Some(rpm) = rpm {
                 e["requests_per_minute"] = json!(rpm);
+            }
+            for (field, v) in [
+                ("owner", k.owner.as_ref().map(|v| json!(v))),
+                ("models", k.models.as_ref().map(|v| json!(v))),
+                ("expires_at", k.expires_at.as_ref().map(|v| json!(v))),
+                ("max_concurrent", k.max_concurrent.map(|v| json!(v))),
+                ("disabled", k.disabled.then_some(json!(true))),
+            ] {
+                if let Some(v) = v {
+                    e[field] = v;
+                }
             }
             e
         })
@@ -243,5 +257,25 @@ mod tests {
             serde_json::json!({"tpm": 200, "monthly_usd": 3.5})
         );
         assert!(ta["limits"]["keys"].get("c").is_none());
+    }
+
+    #[test]
+    fn keys_new_output_is_a_valid_entry_and_reaches_auth() {
+        // What `aimesh-xds keys new --id bob --team t --models gpt-4o-mini --rpm 5` prints.
+        let entry = format!(
+            "{{\"hash\":\"sha256:{}\",\"id\":\"bob\",\"models\":[\"gpt-4o-mini\"],\"requests_per_minute\":5,\"team\":\"t\"}}",
+            "b".repeat(64)
+        );
+        let gw = load_str(&format!(
+            "keys:\n- {entry}\nlimits:\n- {{requests_per_minute: 100}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let auth = super::auth(&gw);
+        assert_eq!(
+            auth["keys"][0]["models"],
+            serde_json::json!(["gpt-4o-mini"])
+        );
+        assert_eq!(auth["keys"][0]["requests_per_minute"], serde_json::json!(5));
+        assert!(auth["keys"][0].get("disabled").is_none());
     }
 }

@@ -274,6 +274,24 @@ pub struct Key {
     /// Team the key belongs to.
     #[serde(default)]
     pub team: Option<String>,
+    /// Person or service the key is issued to.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Models the key may use (`gpt-4o-mini`, `team-a/*`); all when absent.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// RFC 3339 expiry, e.g. `2026-12-31T23:59:59Z`.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Requests per minute of this key (overrides `limits`).
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub max_concurrent: Option<u64>,
+    /// Refuse the key without deleting it.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// A rate limit; the most specific matching entry applies (key, then team, then default).

@@ -13,9 +13,8 @@ use std::rc::Rc;
 
 use aimesh_core::auth::limits::{self, Admitted};
 use aimesh_core::auth::{AuthError, Policies, PolicyId};
-use aimesh_core::endpoints::path::is_proxy_path;
 use aimesh_core::host::{Clock, Metrics};
-use aimesh_core::openai::{request_facts, BodyError};
+use aimesh_core::openai::{carries_model, request_facts, BodyError};
 use aimesh_core::{headers, ErrorKind};
 use aimesh_glue::{
     load_config, send_error, strip_internal_headers, HostClock, HostMetrics, HostStore,
@@ -139,8 +138,9 @@ impl HttpContext for Auth {
             // The rewrite needs a plain body; a compressed one would pass unfiltered.
             self.set_http_request_header("accept-encoding", None);
         }
-        // Custom endpoints carry arbitrary (binary) bodies and no model: key and limits only.
-        if end_of_stream || is_proxy_path(&path) {
+        // MCP and custom endpoints carry arbitrary (even binary) bodies and no model: key and
+        // limits only.
+        if end_of_stream || !carries_model(&path) {
             return self.admit();
         }
         Action::Pause

@@ -85,6 +85,13 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+/// True for paths whose JSON body names the `model` the gateway routes and governs: the OpenAI
+/// API surface under `/v1/`. Other traffic through the gateway (MCP JSON-RPC under `/mcp/`,
+/// custom endpoints under `/proxy-api/`) has no model and is governed by its key alone.
+pub fn carries_model(path: &str) -> bool {
+    path.starts_with("/v1/")
+}
+
 /// Longest accepted `model` (OpenAI's ids are far shorter; 256 leaves room for
 /// `account/org/model:tag` names of self-hosted servers).
 pub const MAX_MODEL_LEN: usize = 256;
@@ -151,6 +158,14 @@ mod tests {
     }
 
     #[test]
+    fn only_the_openai_surface_carries_a_model() {
+        assert!(carries_model("/v1/chat/completions"));
+        assert!(!carries_model("/mcp/tools"));
+        assert!(!carries_model("/proxy-api/acct/ep/v1/x"));
+        assert!(!carries_model("/v1"));
+    }
+
+    #[test]
     fn escaped_model_names_are_decoded() {
         assert_eq!(request_facts(br#"{"model":"a\/b"}"#).unwrap().model, "a/b");
     }
@@ -173,11 +188,19 @@ mod tests {
         assert_eq!(code(br#"{"messages":[]}"#), "missing_model");
         assert_eq!(code(br#"{"model":""}"#), "missing_model");
         assert_eq!(code(b"{\"model\":\"\xff\"}"), "invalid_json");
-        assert_eq!(code(br#"{"model":"gpt\r\nx-injected: 1"}"#), "invalid_model");
+        assert_eq!(
+            code(br#"{"model":"gpt\r\nx-injected: 1"}"#),
+            "invalid_model"
+        );
         assert_eq!(code(br#"{"model":"gpt\u0000"}"#), "invalid_model");
         let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_LEN + 1));
         assert_eq!(code(long.as_bytes()), "invalid_model");
-        assert_eq!(request_facts("{\"model\":\"модель-🚀\"}".as_bytes()).unwrap().model, "модель-🚀");
+        assert_eq!(
+            request_facts("{\"model\":\"модель-🚀\"}".as_bytes())
+                .unwrap()
+                .model,
+            "модель-🚀"
+        );
         // Ignored fields are skipped without recursion: deep nesting there is no stack risk.
         let deep = format!(
             "{{\"model\":\"m\",\"x\":{}{}}}",

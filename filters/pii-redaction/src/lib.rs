@@ -108,8 +108,7 @@ impl Context for Filter {}
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.metrics.count(&format!("{STAT}.requests"), 1);
-        let route = self
-            .get_property(vec!["xds", "route_name"])
+        let route = aimesh_glue::host::property(&["xds", "route_name"])
             .and_then(|b| String::from_utf8(b).ok());
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let headers = |n: &str| self.get_http_request_header(n);
@@ -259,7 +258,7 @@ impl Filter {
         }
         let summary = self.session.summary(&self.engine);
         if !summary.is_empty() {
-            self.set_property(vec![STATE], Some(summary.as_bytes()));
+            aimesh_glue::host::set_property(&[STATE], summary.as_bytes());
         }
     }
 }

@@ -155,10 +155,10 @@ impl Context for Downstream {}
 impl HttpContext for Downstream {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         self.shared.count("aimesh.virtual_model.requests");
-        // Custom endpoints carry arbitrary (often binary) bodies for header-auth to forward
-        // untouched; they are never LLM requests to route.
+        // MCP and custom endpoints carry arbitrary (often binary) bodies to forward untouched;
+        // they are never LLM requests to route.
         let path = self.get_http_request_header(":path").unwrap_or_default();
-        if aimesh_core::endpoints::path::is_proxy_path(&path) {
+        if !aimesh_core::openai::carries_model(&path) {
             self.phase = Phase::Done;
             return Action::Continue;
         }

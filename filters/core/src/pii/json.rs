@@ -25,6 +25,9 @@ pub struct Span {
     pub end: usize,
     /// The value of an `arguments` member (a JSON document in a string).
     pub is_args: bool,
+    /// The first two array indexes on the path (`choices[k]...tool_calls[j]`); `usize::MAX`
+    /// where the path has fewer.
+    pub idx: [usize; 2],
 }
 
 const MAX_DEPTH: usize = 128;
@@ -71,6 +74,7 @@ impl<'a> Walker<'a, '_> {
                         start,
                         end: self.i,
                         is_args: false,
+                        idx: [usize::MAX; 2],
                     };
                     return Ok((span, escaped));
                 }
@@ -96,6 +100,14 @@ impl<'a> Walker<'a, '_> {
                 let (mut span, _) = self.string()?;
                 if (self.select)(&self.path) {
                     span.is_args = key_is(self.path.last(), &["arguments"]);
+                    let mut idx = self.path.iter().filter_map(|p| match p {
+                        Seg::Index(i) => Some(*i),
+                        Seg::Key(_) => None,
+                    });
+                    span.idx = [
+                        idx.next().unwrap_or(usize::MAX),
+                        idx.next().unwrap_or(usize::MAX),
+                    ];
                     self.out.push(span);
                 }
             }

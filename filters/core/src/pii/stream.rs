@@ -134,7 +134,8 @@ impl TextStream {
 pub struct SseRedactor {
     buf: Vec<u8>,
     searched: usize,
-    choices: BTreeMap<u64, TextStream>,
+    /// Per (choice index, tool-call index): `None` is the choice's `content`.
+    choices: BTreeMap<(u64, Option<u64>), TextStream>,
     id: Option<Value>,
     model: Option<Value>,
     created: Option<Value>,
@@ -156,9 +157,20 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-fn delta_content(path: &[Seg<'_>]) -> bool {
-    matches!(path, [Seg::Key(c), Seg::Index(_), Seg::Key(d), Seg::Key(t)]
-        if c == "choices" && d == "delta" && t == "content")
+/// `choices[k].delta.content` and `choices[k].delta.tool_calls[j].function.arguments`.
+fn delta_text(path: &[Seg<'_>]) -> bool {
+    let key = |s: &Seg<'_>, n: &str| matches!(s, Seg::Key(k) if k == n);
+    match path {
+        [c, Seg::Index(_), d, t] => key(c, "choices") && key(d, "delta") && key(t, "content"),
+        [c, Seg::Index(_), d, tc, Seg::Index(_), f, a] => {
+            key(c, "choices")
+                && key(d, "delta")
+                && key(tc, "tool_calls")
+                && key(f, "function")
+                && key(a, "arguments")
+        }
+        _ => false,
+    }
 }
 
 impl SseRedactor {
@@ -196,36 +208,42 @@ impl SseRedactor {
         session: &mut Session,
         out: &mut Vec<u8>,
     ) {
-        let idx: Vec<u64> = self.choices.keys().copied().collect();
-        for i in idx {
-            self.flush(i, engine, policy, session, out);
+        let keys: Vec<(u64, Option<u64>)> = self.choices.keys().copied().collect();
+        for k in keys {
+            self.flush(k, engine, policy, session, out);
         }
     }
 
     fn flush(
         &mut self,
-        index: u64,
+        key: (u64, Option<u64>),
         engine: &Engine,
         policy: &Policy,
         session: &mut Session,
         out: &mut Vec<u8>,
     ) {
-        let Some(s) = self.choices.get_mut(&index) else {
+        let Some(s) = self.choices.get_mut(&key) else {
             return;
         };
         let text = s.finish(engine, policy, session);
         if !text.is_empty() {
-            out.extend_from_slice(&self.synthetic(index, &text));
+            out.extend_from_slice(&self.synthetic(key, &text));
         }
     }
 
     /// A content-only chunk carrying released text that has no event of its own.
-    fn synthetic(&self, index: u64, text: &str) -> Vec<u8> {
+    fn synthetic(&self, (index, tool): (u64, Option<u64>), text: &str) -> Vec<u8> {
+        let delta = match tool {
+            None => serde_json::json!({"content": text}),
+            Some(t) => {
+                serde_json::json!({"tool_calls": [{"index": t, "function": {"arguments": text}}]})
+            }
+        };
         let mut v = serde_json::json!({
             "id": self.id.clone().unwrap_or(Value::Null),
             "object": "chat.completion.chunk",
             "model": self.model.clone().unwrap_or(Value::Null),
-            "choices": [{"index": index, "delta": {"content": text}, "finish_reason": null}],
+            "choices": [{"index": index, "delta": delta, "finish_reason": null}],
         });
         if let Some(c) = &self.created {
             v["created"] = c.clone();
@@ -291,31 +309,37 @@ impl SseRedactor {
             .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
             .map(|(k, _)| index_of(k))
             .collect();
-        let Ok(spans) = json::strings(data.as_bytes(), &delta_content) else {
+        let Ok(spans) = json::strings(data.as_bytes(), &delta_text) else {
             out.extend_from_slice(ev);
             return;
         };
-        // Which choice each content span belongs to, in document order.
-        let with_content: Vec<usize> = choices
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.pointer("/delta/content").is_some_and(Value::is_string))
-            .map(|(k, _)| k)
-            .collect();
+        let tool_index = |k: usize, j: usize| {
+            choices
+                .get(k)
+                .and_then(|c| c.pointer("/delta/tool_calls"))
+                .and_then(|t| t.get(j))
+                .and_then(|t| t.get("index"))
+                .and_then(Value::as_u64)
+                .unwrap_or(j as u64)
+        };
         let mut new = String::with_capacity(data.len());
         let mut last = 0;
         let mut changed = false;
-        let mut flushed_inline: Vec<u64> = Vec::new();
-        for (span, k) in spans.iter().zip(with_content.iter()) {
-            let index = index_of(*k);
+        let mut flushed_inline: Vec<(u64, Option<u64>)> = Vec::new();
+        for span in &spans {
+            let index = index_of(span.idx[0]);
+            let key = (
+                index,
+                (span.idx[1] != usize::MAX).then(|| tool_index(span.idx[0], span.idx[1])),
+            );
             let Some(t) = json::decode(data.as_bytes(), *span) else {
                 continue;
             };
-            let stream = self.choices.entry(index).or_default();
+            let stream = self.choices.entry(key).or_default();
             let mut released = stream.push(&t, engine, policy, session);
             if finished.contains(&index) {
                 released.push_str(&stream.finish(engine, policy, session));
-                flushed_inline.push(index);
+                flushed_inline.push(key);
             }
             if released != t {
                 new.push_str(&data[last..span.start]);
@@ -324,10 +348,14 @@ impl SseRedactor {
                 changed = true;
             }
         }
-        for index in finished {
-            if !flushed_inline.contains(&index) {
-                self.flush(index, engine, policy, session, out);
-            }
+        let ended: Vec<(u64, Option<u64>)> = self
+            .choices
+            .keys()
+            .filter(|k| finished.contains(&k.0) && !flushed_inline.contains(k))
+            .copied()
+            .collect();
+        for key in ended {
+            self.flush(key, engine, policy, session, out);
         }
         if !changed {
             out.extend_from_slice(ev);
@@ -443,6 +471,40 @@ mod tests {
         assert!(!t.holding());
         assert_eq!(t.push("call +1 415", &e, &p, &mut s), "call ");
         assert_eq!(t.finish(&e, &p, &mut s), "+1 415");
+    }
+
+    #[test]
+    fn streamed_tool_call_arguments_are_restored() {
+        let e = engine(r#"{"policies":{"default":{"restore":true}}}"#);
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        e.redact("me: jane@example.com", &p, &mut s).unwrap();
+        let args = r#"{"to": "[EMAIL_1]", "n": 1}"#;
+        let ev = |frag: &str| {
+            let v = serde_json::json!({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[
+                {"index":0,"function":{"arguments":frag}}]},"finish_reason":null}]});
+            format!("data: {v}\n\n")
+        };
+        for cut in 1..args.len() {
+            let body = format!(
+                "{}{}data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"tool_calls\"}}]}}\n\ndata: [DONE]\n\n",
+                ev(&args[..cut]),
+                ev(&args[cut..])
+            );
+            let out = SseRedactor::default().push(body.as_bytes(), true, &e, &p, &mut s);
+            let got: String = String::from_utf8(out)
+                .unwrap()
+                .split("\n\n")
+                .filter_map(|x| x.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|v| {
+                    v.pointer("/choices/0/delta/tool_calls/0/function/arguments")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .collect();
+            assert_eq!(got, r#"{"to": "jane@example.com", "n": 1}"#, "cut {cut}");
+        }
     }
 
     #[test]
