@@ -991,11 +991,10 @@ mod tests {
             "1", "@", "a", "-", ":", "+", "(", " ", "a@", "1-", "1.", "::1:", "eyJ.", "sk-",
         ] {
             let s = c.repeat(1_000_000 / c.len());
-            let t = std::time::Instant::now();
+            // No timing assertion (timings live in `make bench`, which reports these inputs):
+            // a linear scan takes milliseconds, a quadratic one on 1 MB would hang the suite.
             let mut out = Vec::new();
             scan(&s, &|_| true, &mut out);
-            // Generous: linear is milliseconds, quadratic on 1 MB would be hours.
-            assert!(t.elapsed().as_secs() < 60, "{c:?} took {:?}", t.elapsed());
         }
     }
 }
