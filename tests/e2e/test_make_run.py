@@ -1,6 +1,7 @@
 """`make run`'s entry point: starts the gateway, prints a working key, stops cleanly on Ctrl-C."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,8 +10,9 @@ import sys
 import time
 
 import openai
+import yaml
 
-from harness import paths, procs
+from harness import paths, procs, xds
 
 
 def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
@@ -29,7 +31,7 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
         key = (tmp_path / "demo.env").read_text().strip().split("=", 1)[1]
         assert key.startswith("sk-aimesh-") and key in banner
         assert f"127.0.0.1:{env['AIMESH_PORT']}" in banner
-        envoy_pid = int(re.search(r"Envoy pid: (\d+)", banner).group(1))
+        pids = [int(re.search(rf"{name} pid: (\d+)", banner).group(1)) for name in ("Envoy", "xDS server")]
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{env['AIMESH_PORT']}/v1", api_key=key, max_retries=0)
         r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
@@ -38,11 +40,41 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
+        # The gateway runs from the state dir's gateway.yaml over xDS: a model added to the file
+        # is served without a restart.
+        gw_path = tmp_path / "gateway.yaml"
+        assert "apply live" in banner and str(gw_path) in banner
+        gw = yaml.safe_load(gw_path.read_text())
+        assert [v["name"] for v in gw["virtual_models"]] == ["vm-demo"]
+        gw["virtual_models"].append({"name": "vm-added", "targets": [
+            {"provider": "local-mock", "model": "gpt-4o"}]})
+        xds.write_gateway(gw_path, gw)
+
+        def served() -> bool:
+            try:
+                return client.chat.completions.create(
+                    model="vm-added", messages=[{"role": "user", "content": "hi"}]).model == "gpt-4o"
+            except openai.APIError:
+                return False
+        deadline = time.time() + 20
+        while not served():
+            assert time.time() < deadline, "the model added to gateway.yaml was never served"
+            time.sleep(0.1)
+        r = client.chat.completions.with_raw_response.create(
+            model="vm-demo", messages=[{"role": "user", "content": "hi"}])
+        assert r.headers["x-aimesh-virtual-model"] == "vm-demo"
+
         p.send_signal(signal.SIGINT)
         out, _ = p.communicate(timeout=30)
         assert p.returncode == 0, out
         assert "aimesh stopped" in out
-        assert not os.path.exists(f"/proc/{envoy_pid}") or "zombie" in open(f"/proc/{envoy_pid}/status").read().lower()
+        audit = [json.loads(l) for l in (tmp_path / "access.log").read_text().splitlines()]
+        assert {"gpt-4o-mini", "gpt-4o"} <= {a["model_served"] for a in audit}
+        assert all(a["key_id"] == "demo" for a in audit)
+        assert any(int(a["cost_micro_usd"]) > 0 for a in audit if a["model_served"] == "gpt-4o"), \
+            "the demo's prices reach token-accounting"
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
     finally:
         if p.poll() is None:
             p.kill()

@@ -235,3 +235,95 @@ def test_mcp_json_rpc_post_reaches_the_server(mcp_gateway):
     r = requests.post(f"{e.url}/mcp/docs", headers={"authorization": f"Bearer {KEY_A}"}, timeout=10,
                       json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert r.headers.get("x-upstream-id") == "mcp-docs"
+
+
+PII_PROMPT = "mail me at jane.doe@example.com or call +1 415 555 0100"
+
+
+def chat_text(envoy: procs.Envoy, text: str) -> requests.Response:
+    return requests.post(f"{envoy.url}/v1/chat/completions", timeout=10,
+                         headers={"authorization": f"Bearer {KEY_A}"},
+                         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+
+
+def test_pii_policy_from_gateway_yaml_applies_live(server, envoys, mock):
+    e = envoys[0]
+    assert chat_text(e, PII_PROMPT).status_code == 200
+    assert "jane.doe@example.com" in mock.records()[-1]["body"], "pii.mode off (default) changes nothing"
+    server.write(base_gateway(mock, pii={"mode": "redact", "entities": ["email"]}))
+
+    def masked() -> bool:
+        assert chat_text(e, PII_PROMPT).status_code == 200
+        return "jane.doe@example.com" not in mock.records()[-1]["body"]
+    wait_until(masked)
+    body = json.loads(mock.records()[-1]["body"])["messages"][0]["content"]
+    assert "[EMAIL_1]" in body and "415 555 0100" in body, "only the listed entity is masked"
+    server.write(base_gateway(mock, pii={"mode": "block"}))
+    wait_until(lambda: chat_text(e, PII_PROMPT).status_code == 400)
+    before = len(mock.records())
+    r = chat_text(e, PII_PROMPT)
+    assert r.json()["error"]["code"] == "pii_detected"
+    assert len(mock.records()) == before, "a blocked prompt never reaches the provider"
+    assert chat_text(e, "nothing personal here").status_code == 200
+
+
+def test_priced_request_cost_is_in_the_audit_log(mock, tmp_path):
+    log = tmp_path / "audit.log"
+    gw = base_gateway(mock, prices={"gpt-4o-mini*": {"input": 10, "output": 20}, "other": {"input": 1, "output": 1}})
+    gw["listener"]["access_log"] = str(log)
+    s = xds.XdsServer(gw)
+    e = procs.Envoy(xds.ads_bootstrap(s.port))
+    c = openai.OpenAI(base_url=f"{e.url}/v1", api_key=KEY_A, max_retries=0)
+    r = c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "one two three"}])
+    e.stop()  # the file access log is flushed on exit
+    s.stop()
+    [line] = [json.loads(l) for l in log.read_text().splitlines()]
+    assert line["key_id"] == "alice" and line["team"] == "a" and line["model_served"] == "gpt-4o-mini"
+    assert int(line["input_tokens"]) == r.usage.prompt_tokens
+    assert int(line["output_tokens"]) == r.usage.completion_tokens
+    # USD per million tokens = micro-USD per token.
+    assert int(line["cost_micro_usd"]) == 10 * r.usage.prompt_tokens + 20 * r.usage.completion_tokens
+    assert "one two three" not in log.read_text(), "no prompt text in the audit log"
+
+
+def test_env_secret_reaches_header_auth_through_host_env_keys(mock):
+    gw = base_gateway(mock)
+    gw["providers"][0]["api_key"] = "${env:AIMESH_TEST_PROVIDER_KEY}"
+    s = xds.XdsServer(gw)
+    e = procs.Envoy(xds.ads_bootstrap(s.port), env={"AIMESH_TEST_PROVIDER_KEY": "sk-provider-secret"})
+    assert chat(e, KEY_A).status_code == 200
+    assert mock.records()[-1]["headers"]["authorization"] == "Bearer sk-provider-secret"
+    e.stop()
+    s.stop()
+
+
+def test_virtual_model_falls_back_to_the_next_provider_with_its_own_credentials(mock):
+    bad, good = procs.MockLLM("bad"), procs.MockLLM("good")
+    bad.set_defaults(status=503)
+    gw = base_gateway(mock, providers=[
+        {**xds.mock_provider("bad", bad), "api_key": "${env:AIMESH_TEST_KEY_BAD}"},
+        {**xds.mock_provider("good", good), "api_key": "${env:AIMESH_TEST_KEY_GOOD}"},
+        xds.mock_provider("local", mock)])
+    gw["virtual_models"] = [{"name": "smart", "targets": [{"provider": "bad", "model": "m-bad"}],
+                             "fallbacks": [{"provider": "good", "model": "m-good"}]}]
+    s = xds.XdsServer(gw)
+    e = procs.Envoy(xds.ads_bootstrap(s.port),
+                    env={"AIMESH_TEST_KEY_BAD": "sk-bad-secret", "AIMESH_TEST_KEY_GOOD": "sk-good-secret"})
+    c = openai.OpenAI(base_url=f"{e.url}/v1", api_key=KEY_A, max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(
+        model="smart", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-upstream-id"] == "good"
+    assert raw.parse().model == "m-good"
+    [b], [g] = bad.records(), good.records()
+    assert json.loads(b["body"])["model"] == "m-bad" and json.loads(g["body"])["model"] == "m-good"
+    assert b["headers"]["authorization"] == "Bearer sk-bad-secret"
+    assert g["headers"]["authorization"] == "Bearer sk-good-secret", "each attempt is re-keyed"
+    assert not [h for h in g["headers"] if h.startswith("x-aimesh-")]
+    assert mock.records() == []
+    # Without a failure the primary answers; plain models are unaffected.
+    bad.set_defaults(status=200)
+    assert c.chat.completions.with_raw_response.create(
+        model="smart", messages=[{"role": "user", "content": "hi"}]).headers["x-upstream-id"] == "bad"
+    assert chat(e, KEY_A).headers["x-upstream-id"] == "mock"
+    e.stop()
+    s.stop()

@@ -1,4 +1,9 @@
-"""`make run`: the demo gateway in the foreground until Ctrl-C."""
+"""`make run`: the demo gateway in the foreground until Ctrl-C.
+
+Envoy boots from `envoy/ads-bootstrap.yaml` and gets everything else from `aimesh-xds serve`,
+which watches `.aimesh/gateway.yaml` (written from the demo on first run): edit the file while
+the gateway runs and valid changes apply live.
+"""
 from __future__ import annotations
 
 import os
@@ -6,29 +11,47 @@ import signal
 import sys
 import threading
 
-from . import demo, procs
+from . import demo, procs, xds
 
 
 def main() -> int:
     port = demo.env_port("AIMESH_PORT", 10000)
     admin_port = demo.env_port("AIMESH_ADMIN_PORT", 9901)
+    xds_port = demo.env_port("AIMESH_XDS_PORT", 0)
     key = demo.demo_key()
     openai_key = os.environ.get("OPENAI_API_KEY") or None
-    mock = procs.MockLLM("local-mock", record=False)
+    gw_path = demo.STATE_DIR / "gateway.yaml"
+    audit = demo.STATE_DIR / "access.log"
+    started: list[procs._Proc] = []
     try:
-        cfg = demo.demo_config(key, mock.port, port=port, admin_port=admin_port, openai_key=openai_key,
-                               access_log=str(demo.STATE_DIR / "access.log"))
-        envoy = procs.Envoy(cfg, concurrency=2)
+        mock = procs.MockLLM("local-mock", record=False)
+        started.append(mock)
+        gw = xds.demo_state(gw_path.resolve(), key, mock.url, port=port, openai=bool(openai_key),
+                            access_log=str(audit.resolve()))
+        server = xds.XdsServer(config_path=gw_path.resolve(), port=xds_port, poll_ms=200)
+        started.append(server)
+        # Envoy gets OPENAI_API_KEY by inheritance; header-auth reads it (host_env_keys).
+        envoy = procs.Envoy(xds.shipped_bootstrap(server.port, admin_port=admin_port), concurrency=2)
+        started.append(envoy)
     except Exception as e:  # noqa: BLE001 - report and clean up whatever failed to start
-        mock.stop()
+        for p in reversed(started):
+            p.stop()
         print(f"aimesh failed to start: {e}", file=sys.stderr)
         return 1
     base = f"http://127.0.0.1:{envoy.port}/v1"
+    vms = [v.get("name") for v in gw.get("virtual_models") or []]
+    has_openai = any(p.get("kind") == "openai" for p in gw.get("providers") or [])
+    openai_note = ""
+    if has_openai:
+        openai_note = ("; openai/<model> go to OpenAI (key injected by the gateway from OPENAI_API_KEY"
+                       + ("" if openai_key else ", which is NOT set: those requests will fail") + ")")
     print(f"""
-aimesh is running: gateway http://127.0.0.1:{envoy.port}  admin {envoy.admin}
-Demo key (also in .aimesh/demo.env): {key}
-Models: vm-demo (a virtual model) and any other name go to a local fake OpenAI provider{"; " + ", ".join("openai/" + m for m in demo.OPENAI_MODELS) + " go to OpenAI (key injected by the gateway)" if openai_key else ""}.
-Audit log: {demo.STATE_DIR / "access.log"}
+aimesh is running: gateway http://127.0.0.1:{envoy.port}  admin {envoy.admin}  xDS {server.admin}/healthz
+Demo key (also in {demo.DEMO_ENV}): {key}
+Models: {", ".join(vms) or "none"} (virtual) and any other name go to a local fake OpenAI provider{openai_note}.
+Config: {gw_path} - edit it while the gateway runs: valid changes apply live (invalid ones are
+refused and logged in {server.log_path}; `aimesh-xds validate` checks a file first).
+Audit log: {audit}
 
   curl -s {base}/chat/completions -H "Authorization: Bearer {key}" \\
        -H 'content-type: application/json' \\
@@ -37,21 +60,23 @@ Audit log: {demo.STATE_DIR / "access.log"}
   python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}", api_key="{key}"); \\
 print(c.chat.completions.create(model="vm-demo", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
 
-Envoy log: {envoy.log_path}   Envoy pid: {envoy.proc.pid}   Press Ctrl-C to stop.
+Envoy log: {envoy.log_path}   Envoy pid: {envoy.proc.pid}   xDS server pid: {server.proc.pid}
+Press Ctrl-C to stop.
 """, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         while not stop.is_set():
-            if not envoy.alive() or not mock.alive():
-                print("a gateway process exited; stopping", file=sys.stderr)
-                print(envoy.log()[-4000:], file=sys.stderr)
+            dead = [p for p in started if not p.alive()]
+            if dead:
+                print(f"a gateway process exited ({dead[0].name}); stopping", file=sys.stderr)
+                print(dead[0].log()[-4000:], file=sys.stderr)
                 break
             stop.wait(0.5)
     finally:
-        envoy.stop()
-        mock.stop()
+        for p in reversed(started):
+            p.stop()
         print("aimesh stopped", flush=True)
     return 0
 

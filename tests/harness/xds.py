@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from . import paths, procs
+from . import demo, paths, procs
 
 
 def write_gateway(path: Path, gateway: dict | str) -> None:
@@ -42,8 +42,10 @@ class XdsServer(procs._Proc):
                "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
                "--wasm-dir", str(paths.WASM_DIR), "--poll-ms", str(poll_ms)]
         log = open(self.log_path, "ab")
+        # Own session, like the other processes: a terminal Ctrl-C reaches `make run`, which
+        # stops its children in order.
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
         procs._LIVE.append(self)
         line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
         if not line.startswith("LISTENING "):
@@ -83,6 +85,8 @@ def ads_bootstrap(server_port: int, *, node_id: str = "gw-1", delta: bool = Fals
     """Envoy bootstrap that takes everything from the xDS server on `server_port`."""
     return {
         "node": {"id": node_id, "cluster": "aimesh"},
+        # The audit stats' tags (model, backend, key id, ...), as in envoy/token-accounting.yaml.
+        "stats_config": demo.shipped_accounting()["stats_config"],
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "dynamic_resources": {
             "ads_config": {
@@ -117,17 +121,68 @@ def mock_provider(name: str, mock: procs.MockLLM, models: list[str] | None = Non
     return {"name": name, "kind": "openai_compatible", "base_url": mock.url, "models": models or []}
 
 
-def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: bool = False) -> dict:
+def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: bool = False,
+                 access_log: str = "/dev/stdout") -> dict:
     """The gateway.yaml equivalent of `demo.demo_config` (for `make run` over xDS): the fake
-    upstream as default provider, the demo key, and optionally api.openai.com with the key
-    from Envoy's `OPENAI_API_KEY` (header-auth resolves it in Envoy's environment)."""
+    upstream as default provider with the virtual model `vm-demo`, the demo key, prices, limits,
+    the audit log, and optionally OpenAI's models as `openai/<model>` with the key from Envoy's
+    `OPENAI_API_KEY` (header-auth resolves it in Envoy's environment)."""
+    ta = demo.filter_configs("", openai=False)["token-accounting"]
+    limits = ta["limits"]["default"]
     gw: dict = {
-        "listener": {"address": "127.0.0.1", "port": port, "route_timeout": "120s"},
+        "listener": {"address": "127.0.0.1", "port": port, "route_timeout": "120s",
+                     "access_log": access_log},
         "providers": [{"name": "local-mock", "kind": "openai_compatible", "base_url": mock_url}],
         "default_provider": "local-mock",
-        "keys": [{"id": "demo", "team": "demo", "hash": key_hash}],
+        "virtual_models": [{"name": "vm-demo", "targets": [{"provider": "local-mock", "model": "gpt-4o-mini"}]}],
+        "keys": [{"id": "demo", "team": "demo", "hash": key_hash, "requests_per_minute": 6000}],
+        "limits": [{"tokens_per_minute": limits["tpm"]}],
+        "budgets": [{"usd": limits["daily_usd"], "period": "day"}],
+        "prices": ta["prices"],
+        "pii": {"mode": "redact"},
     }
     if openai:
-        gw["providers"].append({"name": "openai", "kind": "openai",
-                                "api_key": "${env:OPENAI_API_KEY}", "models": ["gpt-4o", "gpt-4o-mini"]})
+        gw["providers"].append({"name": "openai", "kind": "openai", "api_key": "${env:OPENAI_API_KEY}"})
+        gw["virtual_models"] += [{"name": f"openai/{m}", "targets": [{"provider": "openai", "model": m}]}
+                                 for m in demo.OPENAI_MODELS]
+    return gw
+
+
+def shipped_bootstrap(server_port: int, *, admin_port: int = 0) -> dict:
+    """`envoy/ads-bootstrap.yaml` (what `make run` boots from), pointed at `server_port`."""
+    boot = yaml.safe_load((paths.ENVOY_DIR / "ads-bootstrap.yaml").read_text())
+    boot["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    [cluster] = boot["static_resources"]["clusters"]
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"]["port_value"] = server_port
+    return boot
+
+
+def demo_state(path: Path, key: str, mock_url: str, *, port: int, openai: bool,
+               access_log: str) -> dict:
+    """`make run`'s gateway.yaml at `path`: written on first run; later runs keep the user's
+    file and only make sure the demo key is in it and the fake provider's (new) address is."""
+    key_h = demo.key_hash(key)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = ("# aimesh `make run`: edit this file while the gateway runs; valid changes apply live\n"
+                "# (reference: docs/gateway-yaml.md). Delete it to start over from the demo.\n"
+                + yaml.safe_dump(demo_gateway(key_h, mock_url, port=port, openai=openai,
+                                              access_log=access_log), sort_keys=False))
+        write_gateway(path, text)
+    text = path.read_text()
+    gw = yaml.safe_load(text) or {}
+    # The fake provider listens on a new port each run: swap its address in the text, so the
+    # user's comments and layout survive.
+    for p in gw.get("providers") or []:
+        if p.get("name") == "local-mock" and p.get("base_url") and p["base_url"] != mock_url:
+            text = text.replace(p["base_url"], mock_url)
+    gw = yaml.safe_load(text) or {}
+    keys = gw.setdefault("keys", []) or []
+    if not any(k.get("hash") == key_h for k in keys):
+        gw["keys"] = [k for k in keys if k.get("id") != "demo"] + [
+            {"id": "demo", "team": "demo", "hash": key_h, "requests_per_minute": 6000}]
+        text = yaml.safe_dump(gw, sort_keys=False)
+    if text != path.read_text():
+        write_gateway(path, text)
     return gw

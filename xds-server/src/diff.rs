@@ -45,6 +45,13 @@ fn sections(gw: &Gateway) -> Vec<(&'static str, BTreeMap<String, String>)> {
             one(serde_json::to_string(&gw.budgets).unwrap_or_default()),
         ),
         (
+            "price",
+            gw.prices
+                .iter()
+                .map(|(m, p)| (m.clone(), serde_json::to_string(p).unwrap_or_default()))
+                .collect(),
+        ),
+        (
             "pii",
             one(serde_json::to_string(&gw.pii).unwrap_or_default()),
         ),

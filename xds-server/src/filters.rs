@@ -2,13 +2,15 @@
 //!
 //! This is the one place that knows the filters' config formats (`filters/*/src` config
 //! structs, all `deny_unknown_fields`): when a filter's format changes, change it here.
-//! pii-redaction is not mapped yet and gets `{}`, which it accepts.
 
 use serde_json::{json, Map, Value};
 
 use std::net::IpAddr;
 
-use crate::model::{BudgetPeriod, Gateway, Key, ProviderKind, SecretRef, SecretSource};
+use crate::model::{
+    BudgetPeriod, Gateway, Key, PiiMode, ProviderKind, SecretRef, SecretSource, Target,
+    VirtualModel,
+};
 use crate::resources::{custom_cluster, provider_cluster};
 use crate::validate::{parse_url, CUSTOM_ACCOUNT};
 
@@ -31,11 +33,60 @@ pub fn extension_name(filter: &str) -> String {
 pub fn configs(gw: &Gateway, resolve_files: bool) -> Result<Vec<(&'static str, String)>, String> {
     Ok(vec![
         ("auth", auth(gw).to_string()),
-        ("pii-redaction", json!({}).to_string()),
+        ("pii-redaction", pii(gw).to_string()),
         ("virtual-model", virtual_model(gw).to_string()),
         ("token-accounting", token_accounting(gw).to_string()),
         ("header-auth", header_auth(gw, resolve_files)?.to_string()),
     ])
+}
+
+/// `pii.entities` names, as gateway.yaml spells them (the filter's types, lower case).
+pub const PII_ENTITIES: [&str; 7] = [
+    "email",
+    "phone",
+    "credit_card",
+    "us_ssn",
+    "iban",
+    "ip_address",
+    "secret",
+];
+
+/// Environment variables of Envoy that header-auth reads (`${env:NAME}` provider keys); the
+/// VM sees only the variables listed in its `host_env_keys`.
+pub fn header_auth_env(gw: &Gateway) -> Vec<String> {
+    let mut names: Vec<String> = gw
+        .providers
+        .iter()
+        .filter_map(|p| match p.api_key.as_ref()?.source()? {
+            SecretSource::Env(n) => Some(n.to_string()),
+            SecretSource::File(_) => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `filters/pii-redaction` config: one `default` policy. Other data types (operator patterns,
+/// deny words) are not declared in gateway.yaml, so everything not listed is allowed.
+fn pii(gw: &Gateway) -> Value {
+    let action = match gw.pii.mode {
+        PiiMode::Off => {
+            return json!({"policies": {"default": {"default_action": "allow", "redact_responses": false}}})
+        }
+        PiiMode::Redact => "mask",
+        PiiMode::Block => "block",
+    };
+    let listed: Vec<&str> = if gw.pii.entities.is_empty() {
+        PII_ENTITIES.to_vec()
+    } else {
+        gw.pii.entities.iter().map(String::as_str).collect()
+    };
+    let actions: Map<String, Value> = listed
+        .iter()
+        .map(|e| (e.to_ascii_uppercase(), json!(action)))
+        .collect();
+    json!({"policies": {"default": {"default_action": "allow", "actions": actions}}})
 }
 
 /// A setting for a key from the most specific entry that sets it: the key's own, else its
@@ -94,27 +145,78 @@ fn auth(gw: &Gateway) -> Value {
     json!({ "keys": keys })
 }
 
-/// `filters/core/src/routing/config.rs::RoutingConfig` (downstream role, weighted targets).
-fn virtual_model(gw: &Gateway) -> Value {
-    let vms: Vec<Value> = gw
-        .virtual_models
+/// Aggregate cluster of a virtual model's entry `i` (targets, then fallbacks): that entry's
+/// cluster first, then the others in order.
+pub fn fallback_cluster(vm: &VirtualModel, i: usize) -> String {
+    let safe: String = vm
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{FALLBACK_PREFIX}{safe}.{i}")
+}
+
+/// Prefix of the aggregate clusters of virtual models with fallbacks (the route that carries
+/// the retry policy matches `x-aimesh-cluster` on it).
+pub const FALLBACK_PREFIX: &str = "fallback.";
+
+/// Targets and then fallbacks of a virtual model, as `(target, is_fallback)`.
+pub fn entries(vm: &VirtualModel) -> impl Iterator<Item = (&Target, bool)> {
+    vm.targets
+        .iter()
+        .map(|t| (t, false))
+        .chain(vm.fallbacks.iter().map(|t| (t, true)))
+}
+
+/// `filters/core/src/routing/config.rs::RoutingConfig`: weighted targets. A virtual model with
+/// `fallbacks` runs in the filter's fallback mode: every entry gets an aggregate
+/// `fallback_cluster`, and fallbacks join the targets with weight 0 (never the primary, but known
+/// to the upstream instance, which rewrites the body for whichever one an attempt reaches).
+fn virtual_model_models(gw: &Gateway) -> Vec<Value> {
+    gw.virtual_models
         .iter()
         .map(|vm| {
-            let targets: Vec<Value> = vm
-                .targets
-                .iter()
-                .map(|t| {
-                    json!({
+            let fallback = !vm.fallbacks.is_empty();
+            let targets: Vec<Value> = entries(vm)
+                .enumerate()
+                .map(|(i, (t, is_fallback))| {
+                    let mut e = json!({
                         "target": format!("{}/{}", t.provider, t.model),
                         "cluster": provider_cluster(&t.provider),
-                        "weight": t.weight,
-                    })
+                        "weight": if is_fallback { 0 } else { t.weight },
+                    });
+                    if fallback {
+                        e["fallback_cluster"] = json!(fallback_cluster(vm, i));
+                    }
+                    e
                 })
                 .collect();
             json!({ "name": vm.name, "strategy": "weighted", "targets": targets })
         })
-        .collect();
-    json!({ "virtual_models": vms, "pass_through": true })
+        .collect()
+}
+
+fn virtual_model(gw: &Gateway) -> Value {
+    json!({ "virtual_models": virtual_model_models(gw), "pass_through": true })
+}
+
+/// The virtual-model filter's upstream instance (in the aggregate clusters).
+pub fn virtual_model_upstream(gw: &Gateway) -> String {
+    json!({ "role": "upstream", "virtual_models": virtual_model_models(gw) }).to_string()
+}
+
+/// header-auth's upstream instance (in the aggregate clusters): re-keys each attempt for the
+/// provider it reached.
+pub fn header_auth_upstream(gw: &Gateway, resolve_files: bool) -> Result<String, String> {
+    let mut cfg = header_auth(gw, resolve_files)?;
+    cfg["role"] = json!("upstream");
+    Ok(cfg.to_string())
 }
 
 /// `filters/token-accounting/src/config.rs::Config` (limits by key id; teams expanded).
@@ -152,7 +254,18 @@ fn token_accounting(gw: &Gateway) -> Value {
     if !default.is_empty() {
         limits["default"] = Value::Object(default);
     }
-    json!({ "limits": limits })
+    let prices: Map<String, Value> = gw
+        .prices
+        .iter()
+        .map(|(model, p)| {
+            let mut v = json!({ "input": p.input, "output": p.output });
+            if let Some(c) = p.cached_input {
+                v["cached_input"] = json!(c);
+            }
+            (model.clone(), v)
+        })
+        .collect();
+    json!({ "limits": limits, "prices": prices })
 }
 
 fn secret(r: &SecretRef, resolve_files: bool) -> Result<String, String> {
@@ -257,6 +370,83 @@ mod tests {
             serde_json::json!({"tpm": 200, "monthly_usd": 3.5})
         );
         assert!(ta["limits"]["keys"].get("c").is_none());
+    }
+
+    #[test]
+    fn pii_modes_and_prices_reach_their_filters() {
+        use serde_json::json;
+        let load = |t: &str| load_str(t).unwrap_or_else(|e| panic!("{e:?}"));
+        let off = super::pii(&load("{}"));
+        assert_eq!(
+            off,
+            json!({"policies":{"default":{"default_action":"allow","redact_responses":false}}})
+        );
+        let redact = super::pii(&load("pii: {mode: redact, entities: [email, us_ssn]}\n"));
+        assert_eq!(
+            redact["policies"]["default"],
+            json!({"default_action":"allow","actions":{"EMAIL":"mask","US_SSN":"mask"}})
+        );
+        let block = super::pii(&load("pii: {mode: block}\n"));
+        let actions = &block["policies"]["default"]["actions"];
+        assert_eq!(actions.as_object().map(|m| m.len()), Some(7));
+        assert_eq!(actions["CREDIT_CARD"], json!("block"));
+        let ta = super::token_accounting(&load(
+            "prices:\n  gpt-4o*: {input: 2.5, cached_input: 1.25, output: 10}\n  m: {input: 1, output: 2}\n",
+        ));
+        assert_eq!(
+            ta["prices"],
+            json!({"gpt-4o*":{"input":2.5,"cached_input":1.25,"output":10.0},"m":{"input":1.0,"output":2.0}})
+        );
+    }
+
+    #[test]
+    fn fallbacks_get_aggregate_clusters_in_order() {
+        use crate::resources::{build, CLUSTER};
+        use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+        use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig;
+        use prost::Message;
+        let gw = load_str(
+            "providers:\n- {name: aaa, kind: openai}\n- {name: bbb, kind: anthropic}\n- {name: ccc, kind: openai_compatible, base_url: 'http://10.0.0.1:8000'}\n\
+             virtual_models:\n- {name: v/1, targets: [{provider: aaa, model: m1}, {provider: bbb, model: m2}], fallbacks: [{provider: ccc, model: m3}]}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let vm = super::virtual_model(&gw);
+        let weights: Vec<_> = vm["virtual_models"][0]["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| (t["weight"].clone(), t["fallback_cluster"].clone()))
+            .collect();
+        assert_eq!(
+            weights,
+            [
+                (serde_json::json!(1), serde_json::json!("fallback.v_1.0")),
+                (serde_json::json!(1), serde_json::json!("fallback.v_1.1")),
+                (serde_json::json!(0), serde_json::json!("fallback.v_1.2")),
+            ]
+        );
+        let res = build(&gw, std::path::Path::new("/w"), false).unwrap_or_else(|e| panic!("{e}"));
+        let any = &res[CLUSTER]["fallback.v_1.1"];
+        let c = Cluster::decode(any.value.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+        let Some(cluster::ClusterDiscoveryType::ClusterType(t)) = c.cluster_discovery_type else {
+            panic!("not an aggregate")
+        };
+        let cfg = t
+            .typed_config
+            .map(|a| ClusterConfig::decode(a.value.as_slice()))
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        assert_eq!(
+            cfg.clusters,
+            ["provider.bbb", "provider.aaa", "provider.ccc"]
+        );
+        let twice = load_str(
+            "providers:\n- {name: aaa, kind: openai}\nvirtual_models:\n- {name: v, targets: [{provider: aaa, model: m1}], fallbacks: [{provider: aaa, model: m2}]}\n",
+        );
+        assert!(
+            twice.is_err(),
+            "one provider twice in a virtual model is refused"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `aimesh-xds`: the aimesh control plane and operator CLI.
 
+mod access_log;
 mod ads;
 mod diff;
 mod filters;

@@ -4,6 +4,8 @@
 //! Secrets are never inlined: fields of type [`SecretRef`] hold `${env:NAME}` or
 //! `${file:/path}` and are resolved when a snapshot is built.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,10 @@ pub struct Gateway {
     /// Spend budgets per day or month.
     #[serde(default)]
     pub budgets: Vec<Budget>,
+    /// Token prices in USD per million tokens, by model name or `prefix*` (longest prefix wins);
+    /// they price the audit log's `cost_micro_usd` and the `budgets`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
     /// What to do with personal data in prompts.
     #[serde(default)]
     pub pii: Pii,
@@ -59,6 +65,14 @@ pub struct Listener {
     /// Default upstream timeout for `/v1/*` routes, e.g. `120s`; `0s` disables it (long streams).
     #[serde(default = "default_route_timeout")]
     pub route_timeout: String,
+    /// Path of the audit log (one JSON line per request: key, model, tokens, cost, timings; never
+    /// prompt text), as Envoy sees it; `""` turns it off.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+}
+
+fn default_access_log() -> String {
+    "/dev/stdout".into()
 }
 
 fn default_address() -> String {
@@ -77,6 +91,7 @@ impl Default for Listener {
             address: default_address(),
             port: default_port(),
             route_timeout: default_route_timeout(),
+            access_log: default_access_log(),
         }
     }
 }
@@ -340,6 +355,19 @@ pub enum BudgetPeriod {
     Month,
 }
 
+/// Price of a model's tokens, USD per million.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Uncached input tokens.
+    pub input: f64,
+    /// Input tokens served from the provider's prompt cache; `input` when absent.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Output tokens (reasoning included).
+    pub output: f64,
+}
+
 /// Personal-data policy for prompts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -347,7 +375,8 @@ pub struct Pii {
     /// `off`, `redact` (replace before the provider sees it) or `block` (refuse with 400).
     #[serde(default)]
     pub mode: PiiMode,
-    /// Kinds of data to look for; empty means all built-in kinds.
+    /// Kinds of data to act on (`email`, `phone`, `credit_card`, `us_ssn`, `iban`, `ip_address`,
+    /// `secret`); empty means all of them.
     #[serde(default)]
     pub entities: Vec<String>,
 }

@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, StringValue, UInt32Value};
 use prost::Message;
 
+use crate::access_log;
 use crate::filters;
 use crate::model::{Gateway, Provider};
 use crate::validate::{parse_duration_ms, parse_url, Url};
@@ -120,6 +121,44 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         let c = hosted_cluster(&custom_cluster(e), &u, 5000);
         clusters.insert(c.name.clone(), any(CLUSTER, &c));
     }
+    let header_auth_env = filters::header_auth_env(gw);
+    if gw.virtual_models.iter().any(|vm| !vm.fallbacks.is_empty()) {
+        let upstream = [
+            wasm_filter(
+                "virtual-model",
+                &filters::virtual_model_upstream(gw),
+                wasm_dir,
+                &[],
+            ),
+            wasm_filter(
+                "header-auth",
+                &filters::header_auth_upstream(gw, resolve_files)?,
+                wasm_dir,
+                &header_auth_env,
+            ),
+        ];
+        for vm in gw
+            .virtual_models
+            .iter()
+            .filter(|vm| !vm.fallbacks.is_empty())
+        {
+            let chain: Vec<String> = filters::entries(vm)
+                .map(|(t, _)| provider_cluster(&t.provider))
+                .collect();
+            for i in 0..chain.len() {
+                let mut order = vec![chain[i].clone()];
+                order.extend(
+                    chain
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, c)| c.clone()),
+                );
+                let c = aggregate_cluster(&filters::fallback_cluster(vm, i), order, &upstream);
+                clusters.insert(c.name.clone(), any(CLUSTER, &c));
+            }
+        }
+    }
     out.insert(CLUSTER, clusters);
     out.insert(ENDPOINT, endpoints);
     out.insert(
@@ -132,7 +171,12 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
     );
     let mut ext = BTreeMap::new();
     for (name, json) in filters::configs(gw, resolve_files)? {
-        let cfg = wasm_extension(name, &json, wasm_dir);
+        let env: &[String] = if name == "header-auth" {
+            &header_auth_env
+        } else {
+            &[]
+        };
+        let cfg = wasm_extension(name, &json, wasm_dir, env);
         ext.insert(cfg.name.clone(), any(EXTENSION, &cfg));
     }
     out.insert(EXTENSION, ext);
@@ -201,8 +245,24 @@ fn tls_socket(host: &str) -> core::TransportSocket {
     }
 }
 
-fn lb_endpoint(host: &str, port: u16, weight: Option<u32>) -> ep::LbEndpoint {
+/// `cluster`: the endpoint's `aimesh.cluster` metadata, which virtual-model's upstream instance
+/// reads to learn which target an attempt reached.
+fn lb_endpoint(host: &str, port: u16, weight: Option<u32>, cluster: &str) -> ep::LbEndpoint {
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    let meta = Struct {
+        fields: [(
+            "cluster".to_string(),
+            Value {
+                kind: Some(Kind::StringValue(cluster.to_string())),
+            },
+        )]
+        .into(),
+    };
     ep::LbEndpoint {
+        metadata: Some(core::Metadata {
+            filter_metadata: [("aimesh".to_string(), meta)].into(),
+            ..Default::default()
+        }),
         host_identifier: Some(ep::lb_endpoint::HostIdentifier::Endpoint(ep::Endpoint {
             address: Some(socket(host, port)),
             ..Default::default()
@@ -228,7 +288,7 @@ fn hosted_cluster(name: &str, u: &Url, connect_ms: u64) -> Cluster {
         load_assignment: Some(ep::ClusterLoadAssignment {
             cluster_name: name.to_string(),
             endpoints: vec![ep::LocalityLbEndpoints {
-                lb_endpoints: vec![lb_endpoint(&u.host, u.port, None)],
+                lb_endpoints: vec![lb_endpoint(&u.host, u.port, None, name)],
                 ..Default::default()
             }],
             ..Default::default()
@@ -267,7 +327,7 @@ fn provider(p: &Provider) -> Result<(Cluster, Option<ep::ClusterLoadAssignment>)
         groups
             .entry((e.priority, e.locality.clone().unwrap_or_default()))
             .or_default()
-            .push(lb_endpoint(&u.host, u.port, e.weight));
+            .push(lb_endpoint(&u.host, u.port, e.weight, &name));
     }
     let cla = ep::ClusterLoadAssignment {
         cluster_name: name.clone(),
@@ -441,6 +501,35 @@ fn routes(gw: &Gateway) -> Result<rt::RouteConfiguration, String> {
         );
         routes.push(rewrite(r, &u.path, &u.host));
     }
+    // Virtual models with fallbacks: their aggregate clusters, with the retry policy.
+    if gw.virtual_models.iter().any(|vm| !vm.fallbacks.is_empty()) {
+        let mut r = to_cluster(
+            "fallback",
+            prefix_match(
+                "/",
+                vec![rt::HeaderMatcher {
+                    name: "x-aimesh-cluster".into(),
+                    header_match_specifier: Some(
+                        rt::header_matcher::HeaderMatchSpecifier::StringMatch(
+                            matcher::StringMatcher {
+                                match_pattern: Some(matcher::string_matcher::MatchPattern::Prefix(
+                                    filters::FALLBACK_PREFIX.into(),
+                                )),
+                                ..Default::default()
+                            },
+                        ),
+                    ),
+                    ..Default::default()
+                }],
+            ),
+            C::ClusterHeader("x-aimesh-cluster".into()),
+            timeout,
+        );
+        if let Some(rt::route::Action::Route(a)) = r.action.as_mut() {
+            a.retry_policy = Some(fallback_retry_policy());
+        }
+        routes.push(r);
+    }
     // Set by virtual-model (chosen target) and header-auth (custom endpoint, path rewritten).
     routes.push(to_cluster(
         "cluster-header",
@@ -513,6 +602,7 @@ fn listener(gw: &Gateway) -> lis::Listener {
             },
         )),
         http_filters,
+        access_log: access_log::audit(&gw.listener.access_log),
         ..Default::default()
     };
     lis::Listener {
@@ -533,7 +623,13 @@ fn listener(gw: &Gateway) -> lis::Listener {
 }
 
 /// The ECDS resource of one filter: the whole Wasm filter config, code from `wasm_dir`.
-fn wasm_extension(filter: &str, json: &str, wasm_dir: &Path) -> core::TypedExtensionConfig {
+/// `env`: Envoy environment variables the VM may read.
+fn wasm_extension(
+    filter: &str,
+    json: &str,
+    wasm_dir: &Path,
+    env: &[String],
+) -> core::TypedExtensionConfig {
     let name = filters::extension_name(filter);
     let file = wasm_dir.join(format!("aimesh_{}.wasm", filter.replace('-', "_")));
     let plugin = wasm::PluginConfig {
@@ -562,6 +658,10 @@ fn wasm_extension(filter: &str, json: &str, wasm_dir: &Path) -> core::TypedExten
                     },
                 )),
             }),
+            environment_variables: (!env.is_empty()).then(|| wasm::EnvironmentVariables {
+                host_env_keys: env.to_vec(),
+                ..Default::default()
+            }),
             ..Default::default()
         })),
         ..Default::default()
@@ -574,5 +674,96 @@ fn wasm_extension(filter: &str, json: &str, wasm_dir: &Path) -> core::TypedExten
                 config: Some(plugin),
             },
         )),
+    }
+}
+
+/// The same Wasm filter inline, for a cluster's `http_filters` (same `vm_id`: the upstream
+/// instance shares the downstream one's VM and shared data).
+fn wasm_filter(filter: &str, json: &str, wasm_dir: &Path, env: &[String]) -> hcm::HttpFilter {
+    let ext = wasm_extension(filter, json, wasm_dir, env);
+    hcm::HttpFilter {
+        name: ext.name,
+        config_type: ext
+            .typed_config
+            .map(hcm::http_filter::ConfigType::TypedConfig),
+        ..Default::default()
+    }
+}
+
+/// An aggregate cluster over `clusters` (one priority each, in order) whose upstream filters
+/// run once per attempt: Envoy's router retries and `previous_priorities` move each retry to the
+/// next cluster (virtual-model fallback mode).
+fn aggregate_cluster(name: &str, clusters: Vec<String>, upstream: &[hcm::HttpFilter]) -> Cluster {
+    use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, CircuitBreakers};
+    use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig;
+    use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
+    let mut c = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(dur(5000)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::ClusterType(
+            cluster::CustomClusterType {
+                name: "envoy.clusters.aggregate".into(),
+                typed_config: Some(any(
+                    "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                    &ClusterConfig { clusters },
+                )),
+            },
+        )),
+        // Envoy's default of 3 concurrent retries per cluster would turn fallbacks into 503s
+        // under load.
+        circuit_breakers: Some(CircuitBreakers {
+            thresholds: vec![circuit_breakers::Thresholds {
+                max_retries: Some(UInt32Value { value: 10_000 }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    http1_options(&mut c);
+    let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let mut opts = c
+        .typed_extension_protocol_options
+        .get(key)
+        .and_then(|a| up::HttpProtocolOptions::decode(a.value.as_slice()).ok())
+        .unwrap_or_default();
+    opts.http_filters = upstream.to_vec();
+    opts.http_filters.push(hcm::HttpFilter {
+        name: "envoy.filters.http.upstream_codec".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec",
+            &UpstreamCodec::default(),
+        ))),
+        ..Default::default()
+    });
+    c.typed_extension_protocol_options.insert(
+        key.into(),
+        any(&format!("type.googleapis.com/{key}"), &opts),
+    );
+    c
+}
+
+/// Retries of virtual models with fallbacks: the filter sets `x-envoy-max-retries` and the
+/// statuses per request; this policy adds `previous_priorities`, so each retry goes to the next
+/// cluster of the aggregate (`update_frequency` = the filter's `attempts_per_target`, 1).
+fn fallback_retry_policy() -> rt::RetryPolicy {
+    use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+    rt::RetryPolicy {
+        retry_on: "retriable-status-codes,connect-failure,reset".into(),
+        num_retries: Some(UInt32Value { value: 1 }),
+        retriable_status_codes: vec![429, 500, 502, 503],
+        retry_back_off: Some(rt::retry_policy::RetryBackOff {
+            base_interval: Some(dur(1)),
+            max_interval: Some(dur(10)),
+        }),
+        retry_priority: Some(rt::retry_policy::RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".into(),
+            config_type: Some(rt::retry_policy::retry_priority::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                &PreviousPrioritiesConfig { update_frequency: 1 },
+            ))),
+        }),
+        ..Default::default()
     }
 }

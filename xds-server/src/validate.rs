@@ -327,6 +327,24 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         if vm.targets.is_empty() {
             v.err(format!("{f}.targets"), "needs at least one target");
         }
+        // The filter tells a virtual model's targets apart by their provider's cluster.
+        let mut seen = HashSet::new();
+        for (list, t) in vm
+            .targets
+            .iter()
+            .map(|t| ("targets", t))
+            .chain(vm.fallbacks.iter().map(|t| ("fallbacks", t)))
+        {
+            if !seen.insert(t.provider.as_str()) {
+                v.err(
+                    format!("{f}.{list}"),
+                    &format!(
+                        "provider '{}' appears twice in one virtual model (targets and fallbacks)",
+                        t.provider
+                    ),
+                );
+            }
+        }
         let all = vm.targets.iter().map(|t| ("targets", t));
         let fb = vm.fallbacks.iter().map(|t| ("fallbacks", t));
         let mut idx: HashMap<&str, usize> = HashMap::new();
@@ -346,6 +364,16 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
             if list == "targets" && t.weight == 0 {
                 v.err(format!("{tf}.weight"), "must be at least 1");
             }
+        }
+    }
+    let mut aggregates = HashSet::new();
+    for (i, vm) in gw.virtual_models.iter().enumerate() {
+        // Names differing only in characters a cluster name drops would share clusters.
+        if !vm.fallbacks.is_empty() && !aggregates.insert(crate::filters::fallback_cluster(vm, 0)) {
+            v.err(
+                format!("virtual_models[{i}].name"),
+                "too similar to another virtual model with fallbacks (same cluster name)",
+            );
         }
     }
     let mut keys = HashSet::new();
@@ -381,8 +409,30 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         }
     }
     for (i, e) in gw.pii.entities.iter().enumerate() {
-        if e.is_empty() {
-            v.err(format!("pii.entities[{i}]"), "must not be empty");
+        if !crate::filters::PII_ENTITIES.contains(&e.as_str()) {
+            v.err(
+                format!("pii.entities[{i}]"),
+                &format!(
+                    "unknown entity '{e}'; known: {}",
+                    crate::filters::PII_ENTITIES.join(", ")
+                ),
+            );
+        }
+    }
+    for (model, p) in &gw.prices {
+        let f = format!("prices.{model}");
+        let star = model.find('*');
+        if model.is_empty() || star.is_some_and(|i| i != model.len() - 1) {
+            v.err(f.clone(), "must be a model name or 'prefix*'");
+        }
+        for (field, x) in [
+            ("input", Some(p.input)),
+            ("cached_input", p.cached_input),
+            ("output", Some(p.output)),
+        ] {
+            if x.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+                v.err(format!("{f}.{field}"), "must be a non-negative amount");
+            }
         }
     }
     for (i, a) in gw.egress.allow.iter().enumerate() {
