@@ -1,18 +1,6 @@
 //! `aimesh-xds`: the aimesh control plane and operator CLI.
 
-mod access_log;
-mod ads;
-mod diff;
-mod filters;
-mod keys;
-mod model;
-mod protocol;
-mod resources;
-mod schema;
-mod serve;
-mod sim;
-mod snapshot;
-mod validate;
+use aimesh_xds::{diff, keys, schema, serve, sim, validate};
 
 use std::path::PathBuf;
 
