@@ -82,6 +82,11 @@ impl Snapshot {
         self.types.values().map(BTreeMap::len).sum()
     }
 
+    /// True when the snapshot holds no resource at all.
+    pub fn is_empty(&self) -> bool {
+        self.types.values().all(BTreeMap::is_empty)
+    }
+
     /// Version of a set of resources of one type (`None` names = all of them).
     pub fn type_version(
         &self,
