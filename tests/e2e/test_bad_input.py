@@ -8,12 +8,15 @@ under FAIL_CLOSED would show itself.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from harness import demo, procs
 from harness.rawhttp import h2c, http1
 
+# Set to a file path to get one JSON line per case with what it returned (for reports).
+CASE_LOG = os.environ.get("AIMESH_CASE_LOG")
 KEY = "sk-aimesh-badinput-" + "1" * 40
 CHAT = "/v1/chat/completions"
 VALID = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -89,6 +92,15 @@ def gateway():
 
 
 def check(reply, expect: str, case: str) -> None:
+    if CASE_LOG:
+        code = ""
+        if reply.status >= 400:
+            try:
+                code = json.loads(reply.body)["error"]["code"]
+            except (ValueError, KeyError, TypeError):
+                code = "(not json)"
+        with open(CASE_LOG, "a") as f:
+            f.write(json.dumps({"case": case, "status": reply.status, "code": code}) + "\n")
     assert reply.status != 0, f"{case}: connection closed without a response"
     assert reply.status < 500, f"{case}: {reply.status} {reply.body[:300]!r}"
     if expect == "ok":
@@ -112,7 +124,7 @@ def post(port: int, payload: bytes, headers: dict | None = None) -> bytes:
 @pytest.mark.parametrize("case,payload,expect", BODIES, ids=[b[0] for b in BODIES])
 def test_body_http1(gateway, case, payload, expect):
     envoy, _ = gateway
-    check(http1(envoy.port, post(envoy.port, payload), timeout=30), expect, case)
+    check(http1(envoy.port, post(envoy.port, payload), timeout=30), expect, f"h1 {case}")
 
 
 @pytest.mark.parametrize("case,payload,expect", [b for b in BODIES if len(b[1]) < 1_000_000],
@@ -121,7 +133,7 @@ def test_body_http2(gateway, case, payload, expect):
     envoy, _ = gateway
     reply = h2c(envoy.port, "POST", CHAT, [("authorization", f"Bearer {KEY}"),
                                            ("content-type", "application/json")], payload, timeout=30)
-    check(reply, expect, case)
+    check(reply, expect, f"h2 {case}")
 
 
 def chunked(parts: list[bytes], ext: str = "") -> bytes:
@@ -163,7 +175,7 @@ RAW = [
 @pytest.mark.parametrize("case,raw,expect", RAW, ids=[r[0] for r in RAW])
 def test_raw_http1(gateway, case, raw, expect):
     envoy, _ = gateway
-    check(http1(envoy.port, raw, timeout=30), expect, case)
+    check(http1(envoy.port, raw, timeout=30), expect, f"raw {case}")
 
 
 def test_bare_cr_in_a_header_never_reaches_the_provider(gateway):

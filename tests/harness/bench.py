@@ -34,15 +34,20 @@ class Result:
     errors: int
 
 
+# The demo's virtual model: every gateway in the benchmarks routes it to the fake upstream's
+# gpt-4o-mini (aimesh's virtual-model filter rewrites the body; LiteLLM maps a model alias).
+MODEL = "vm-demo"
+
+
 def chat_body(size: int = 1024) -> str:
     """An OpenAI chat request of about `size` bytes."""
     words, text = [], ""
     i = 0
-    while len(json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})) < size:
+    while len(json.dumps({"model": MODEL, "messages": [{"role": "user", "content": text}]})) < size:
         words.append(f"word{i}")
         text = " ".join(words)
         i += 1
-    return json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+    return json.dumps({"model": MODEL, "messages": [{"role": "user", "content": text}]})
 
 
 def _us(value: str) -> float:
@@ -79,14 +84,14 @@ def measure(url: str, script: Path) -> Result:
 
 def rows(key: str, mock_port: int, failing_port: int | None = None) -> dict[str, dict | None]:
     """Row name -> Envoy config (None: the upstream called directly)."""
-    cfgs = demo.filter_configs(key)
+    cfgs = demo.filter_configs(key, unlimited=True)
     mock = config.cluster("local-mock", mock_port)
     out: dict[str, dict | None] = {"upstream direct": None, "envoy (no filters)": config.gateway([], [mock])}
     for name in paths.FILTERS:
         out[f"envoy + {name}"] = config.gateway([config.wasm_filter(name, cfgs[name])], [mock])
     if failing_port:
         out.update(virtual_model.bench_rows(mock_port, failing_port))
-    out["envoy + full chain (make run)"] = demo.demo_config(key, mock_port)
+    out["envoy + full chain (make run)"] = demo.demo_config(key, mock_port, unlimited=True)
     return out
 
 
@@ -130,6 +135,8 @@ def main() -> int:
         report += "\n" + bench_token_accounting.run()
         from . import bench_xds  # issue 8: config propagation through the xDS server
         report += "\n" + bench_xds.run()
+        from . import bench_chain  # where the full chain's time goes (ablation)
+        report += "\n" + bench_chain.run()
     print(report)
     out = paths.REPO / "target" / "bench" / "report.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,13 +40,15 @@ def demo_key(path: Path = DEMO_ENV) -> str:
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"]
 
 
-def filter_configs(key: str, *, openai: bool = False) -> dict[str, dict]:
+def filter_configs(key: str, *, openai: bool = False, unlimited: bool = False) -> dict[str, dict]:
     """Per-filter configuration of the demo chain.
 
     `vm-demo` is a virtual model served by the local fake provider; with `openai`, the OpenAI
     models are reachable as `openai/<model>` and header-auth signs them with the key it reads
-    from the VM's environment (`OPENAI_API_KEY`), which the client never sees.
+    from the VM's environment (`OPENAI_API_KEY`), which the client never sees. `unlimited`
+    (benchmarks) keeps every limit check running but with limits no load reaches.
     """
+    rpm, tpm, daily = (10**9, 10**12, 10**9) if unlimited else (6000, 1_000_000, 25)
     virtual = [{"name": "vm-demo", "targets": [{"target": "local/gpt-4o-mini", "cluster": "local-mock"}]}]
     accounts: dict = {"local": {}}
     if openai:
@@ -54,7 +56,7 @@ def filter_configs(key: str, *, openai: bool = False) -> dict[str, dict]:
                     for m in OPENAI_MODELS]
         accounts["openai"] = {"auth": {"type": "openai", "api_key": "${env:OPENAI_API_KEY}"}}
     return {
-        "auth": {"keys": [{"id": "demo", "hash": key_hash(key), "team": "demo", "requests_per_minute": 6000}]},
+        "auth": {"keys": [{"id": "demo", "hash": key_hash(key), "team": "demo", "requests_per_minute": rpm}]},
         "pii-redaction": {},
         "virtual-model": {"virtual_models": virtual},
         "token-accounting": {
@@ -62,16 +64,17 @@ def filter_configs(key: str, *, openai: bool = False) -> dict[str, dict]:
                        "gpt-4o*": {"input": 2.5, "cached_input": 1.25, "output": 10.0},
                        "gpt-4.1-mini*": {"input": 0.4, "cached_input": 0.1, "output": 1.6},
                        "gpt-4.1*": {"input": 2.0, "cached_input": 0.5, "output": 8.0}},
-            "limits": {"default": {"tpm": 1_000_000, "daily_usd": 25}},
+            "limits": {"default": {"tpm": tpm, "daily_usd": daily}},
         },
         "header-auth": {"accounts": accounts, "default_account": "local"},
     }
 
 
 def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
-                openai_key: str | None = None, access_log: str | None = None) -> dict:
+                openai_key: str | None = None, access_log: str | None = None,
+                unlimited: bool = False) -> dict:
     """Envoy bootstrap of the demo gateway."""
-    cfgs = filter_configs(key, openai=bool(openai_key))
+    cfgs = filter_configs(key, openai=bool(openai_key), unlimited=unlimited)
     env = {"header-auth": ["OPENAI_API_KEY"]} if openai_key else {}
     filters = [config.wasm_filter(name, cfgs[name], env_keys=env.get(name)) for name in paths.FILTERS]
     clusters = [config.cluster("local-mock", mock_port)]

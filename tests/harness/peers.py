@@ -98,7 +98,7 @@ def start_envoy(name: str, does: str, cfg: dict) -> System:
 def start_litellm(mock_port: int, tmp: Path) -> System:
     cfg = tmp / "litellm.yaml"
     cfg.write_text(json.dumps({
-        "model_list": [{"model_name": "gpt-4o-mini", "litellm_params": {
+        "model_list": [{"model_name": bench.MODEL, "litellm_params": {
             "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{mock_port}/v1", "api_key": "unused"}}],
         "general_settings": {"master_key": KEY},
     }))
@@ -110,7 +110,7 @@ def start_litellm(mock_port: int, tmp: Path) -> System:
     url = f"http://127.0.0.1:{port}"
     headers = {"authorization": f"Bearer {KEY}"}
     wait_http(url, headers=headers)
-    return System(f"LiteLLM {LITELLM_VERSION}", "master-key check, route to one OpenAI-compatible model",
+    return System(f"LiteLLM {LITELLM_VERSION}", "master-key check, model alias routed to one OpenAI-compatible backend",
                   url, headers, [p.pid], lambda: (p.terminate(), p.wait()))
 
 
@@ -131,7 +131,7 @@ def start_portkey(mock_port: int, tmp: Path) -> System:
 
 def systems(mock: procs.MockLLM, tmp: Path) -> list[System]:
     only = [s.strip() for s in os.environ.get("PEERS_ONLY", "").split(",") if s.strip()]
-    cfgs = demo.filter_configs(KEY)
+    cfgs = demo.filter_configs(KEY, unlimited=True)
     cluster = config.cluster("local-mock", mock.port)
     plans = [
         ("envoy (no filters)", "proxy only", lambda: config.gateway([], [cluster])),
@@ -140,8 +140,8 @@ def systems(mock: procs.MockLLM, tmp: Path) -> list[System]:
     ]
     plans += [(f"envoy + {f}", f"aimesh {f} alone", (lambda f=f: config.gateway(
         [config.wasm_filter(f, cfgs[f])], [cluster]))) for f in paths.FILTERS]
-    plans.append(("aimesh full chain", "all five filters as `make run` configures them",
-                  lambda: demo.demo_config(KEY, mock.port)))
+    plans.append(("aimesh full chain", "all five filters as `make run` configures them (limits never reached)",
+                  lambda: demo.demo_config(KEY, mock.port, unlimited=True)))
     out = [System("upstream direct", "baseline: the fake upstream itself", mock.url, {}, [mock.proc.pid])]
     for name, does, make in plans:
         if not only or name in only:
