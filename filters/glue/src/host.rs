@@ -37,38 +37,42 @@ impl SharedStore for HostStore {
 }
 
 /// Envoy stats, defined lazily and cached per VM (defining a metric is a host call).
+///
+/// One map per metric type, keyed by name, so the per-request lookup borrows the name instead of
+/// allocating a key.
 #[derive(Debug, Default)]
 pub struct HostMetrics {
-    ids: RefCell<HashMap<(MetricType, String), u32>>,
+    counters: RefCell<HashMap<String, u32>>,
+    histograms: RefCell<HashMap<String, u32>>,
+    gauges: RefCell<HashMap<String, u32>>,
 }
 
 impl HostMetrics {
-    fn id(&self, kind: MetricType, name: &str) -> Option<u32> {
-        let key = (kind, name.to_string());
-        if let Some(id) = self.ids.borrow().get(&key) {
+    fn id(ids: &RefCell<HashMap<String, u32>>, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(id) = ids.borrow().get(name) {
             return Some(*id);
         }
         let id = hostcalls::define_metric(kind, name).ok()?;
-        self.ids.borrow_mut().insert(key, id);
+        ids.borrow_mut().insert(name.to_string(), id);
         Some(id)
     }
 }
 
 impl Metrics for HostMetrics {
     fn count(&self, name: &str, delta: u64) {
-        if let Some(id) = self.id(MetricType::Counter, name) {
+        if let Some(id) = Self::id(&self.counters, MetricType::Counter, name) {
             let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
         }
     }
 
     fn record(&self, name: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name) {
+        if let Some(id) = Self::id(&self.histograms, MetricType::Histogram, name) {
             let _ = hostcalls::record_metric(id, value);
         }
     }
 
     fn gauge(&self, name: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Gauge, name) {
+        if let Some(id) = Self::id(&self.gauges, MetricType::Gauge, name) {
             let _ = hostcalls::record_metric(id, value);
         }
     }
