@@ -327,3 +327,17 @@ def test_virtual_model_falls_back_to_the_next_provider_with_its_own_credentials(
     assert chat(e, KEY_A).headers["x-upstream-id"] == "mock"
     e.stop()
     s.stop()
+
+
+def test_no_internal_header_reaches_a_provider_through_xds_routes(mock):
+    """Every route the server builds strips `x-aimesh-cluster` after picking the cluster: a
+    plain virtual model (no fallback, so no upstream header-auth) must not leak it."""
+    gw = base_gateway(mock)
+    gw["virtual_models"] = [{"name": "plain", "targets": [{"provider": "local", "model": "m-local"}]}]
+    s = xds.XdsServer(gw)
+    e = procs.Envoy(xds.ads_bootstrap(s.port))
+    c = openai.OpenAI(base_url=f"{e.url}/v1", api_key=KEY_A, max_retries=0)
+    c.chat.completions.create(model="plain", messages=[{"role": "user", "content": "hi"}])
+    [rec] = mock.records()
+    assert json.loads(rec["body"])["model"] == "m-local"
+    assert not [h for h in rec["headers"] if h.startswith("x-aimesh-")], rec["headers"]

@@ -441,6 +441,9 @@ fn to_cluster(
             timeout: Some(timeout),
             ..Default::default()
         })),
+        // The router drops it after choosing the cluster: it steers routing, never reaches a
+        // provider (header-auth's upstream role only runs on fallback clusters).
+        request_headers_to_remove: vec!["x-aimesh-cluster".into()],
         ..Default::default()
     }
 }
