@@ -341,3 +341,18 @@ def test_no_internal_header_reaches_a_provider_through_xds_routes(mock):
     [rec] = mock.records()
     assert json.loads(rec["body"])["model"] == "m-local"
     assert not [h for h in rec["headers"] if h.startswith("x-aimesh-")], rec["headers"]
+
+
+def test_envoy_errors_are_openai_shaped_through_xds(mock):
+    """The listener the server builds has the same local-reply mapping as the static configs."""
+    gw = base_gateway(mock)
+    gw["listener"]["route_timeout"] = "1s"
+    s = xds.XdsServer(gw)
+    e = procs.Envoy(xds.ads_bootstrap(s.port))
+    slow = chat(e, KEY_A, **{"x-mock-latency-ms": "2500"})
+    assert slow.status_code == 504
+    assert slow.json()["error"]["code"] == "response_timeout"
+    assert slow.headers["content-type"] == "application/json"
+    # A filter's own reply keeps its code.
+    denied = chat(e, "sk-not-a-key")
+    assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"

@@ -122,7 +122,8 @@ def openai_local_replies() -> dict:
     return {"mappers": [
         {"filter": cel("response.code_details == 'route_not_found'"),
          "body_format_override": body("no route for this path")},
-        {"filter": cel("response.code_details != ''"), "body_format_override": body("%LOCAL_REPLY_BODY%")},
+        {"filter": cel("response.code_details != '' && response.code_details != 'direct_response'"),
+         "body_format_override": body("%LOCAL_REPLY_BODY%")},
     ]}
 
 

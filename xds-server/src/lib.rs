@@ -6,6 +6,7 @@ pub mod ads;
 pub mod diff;
 pub mod filters;
 pub mod keys;
+pub mod local_reply;
 pub mod model;
 pub mod protocol;
 pub mod resources;

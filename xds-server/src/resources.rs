@@ -21,6 +21,7 @@ use prost::Message;
 
 use crate::access_log;
 use crate::filters;
+use crate::local_reply;
 use crate::model::{Gateway, Provider};
 use crate::validate::{parse_duration_ms, parse_url, Url};
 
@@ -606,6 +607,7 @@ fn listener(gw: &Gateway) -> lis::Listener {
         )),
         http_filters,
         access_log: access_log::audit(&gw.listener.access_log),
+        local_reply_config: Some(local_reply::openai_shaped()),
         ..Default::default()
     };
     lis::Listener {

@@ -1,0 +1,72 @@
+//! The listener's `local_reply_config`: Envoy's own local replies (no route, codec errors, body
+//! too large, upstream timeout or reset) in the OpenAI error shape the SDKs parse, as in the
+//! static configs (`envoy/demo.yaml`). The filters' replies carry no response code details, and
+//! routes' own `direct_response`s are deliberate answers: both pass unchanged.
+
+use envoy_types::pb::envoy::config::accesslog::v3 as al;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+
+fn cel(expression: &str) -> al::AccessLogFilter {
+    let config = Any {
+        type_url:
+            "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+                .into(),
+        value: ExpressionFilter {
+            expression: expression.into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    al::AccessLogFilter {
+        filter_specifier: Some(al::access_log_filter::FilterSpecifier::ExtensionFilter(
+            al::ExtensionFilter {
+                name: "envoy.access_loggers.extension_filters.cel".into(),
+                config_type: Some(al::extension_filter::ConfigType::TypedConfig(config)),
+            },
+        )),
+    }
+}
+
+/// A text template rather than `json_format`: a `Struct` is a HashMap in envoy-types and would
+/// make the listener's content-hash version change on every build. Envoy's local-reply bodies
+/// and code details hold no quotes or backslashes, so the template stays valid JSON.
+fn body(message: &str) -> core::SubstitutionFormatString {
+    let text = format!(
+        "{{\"error\":{{\"message\":\"{message}\",\"type\":\"gateway_error\",\"param\":null,\"code\":\"%RESPONSE_CODE_DETAILS%\"}}}}\n"
+    );
+    core::SubstitutionFormatString {
+        format: Some(core::substitution_format_string::Format::TextFormatSource(
+            core::DataSource {
+                specifier: Some(core::data_source::Specifier::InlineString(text)),
+                ..Default::default()
+            },
+        )),
+        content_type: "application/json".into(),
+        ..Default::default()
+    }
+}
+
+/// The mappers: a useful message for "no route", Envoy's own text for everything else.
+pub fn openai_shaped() -> hcm::LocalReplyConfig {
+    hcm::LocalReplyConfig {
+        mappers: vec![
+            hcm::ResponseMapper {
+                filter: Some(cel("response.code_details == 'route_not_found'")),
+                body_format_override: Some(body("no route for this path")),
+                ..Default::default()
+            },
+            hcm::ResponseMapper {
+                filter: Some(cel(
+                    "response.code_details != '' && response.code_details != 'direct_response'",
+                )),
+                body_format_override: Some(body("%LOCAL_REPLY_BODY%")),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+}
