@@ -44,6 +44,7 @@ def test_valid_key_reaches_upstream_with_identity_and_facts(envoy, mock):
     assert h["x-aimesh-model"] == "gpt-4o-mini"
     assert h["x-aimesh-stream"] == "false"
     assert h["x-aimesh-include-usage"] == "false"
+    assert "x-aimesh-max-tokens" not in h  # the body set no limit
     # The body is forwarded byte for byte.
     assert json.loads(rec["body"])["messages"][0]["content"] == "one two"
 
@@ -51,11 +52,13 @@ def test_valid_key_reaches_upstream_with_identity_and_facts(envoy, mock):
 def test_streaming_facts_are_published(envoy, mock):
     chunks = list(sdk(envoy, ALICE).chat.completions.create(
         model="team-a/fast", messages=[{"role": "user", "content": "hi"}], stream=True,
-        stream_options={"include_usage": True}))
+        stream_options={"include_usage": True}, max_completion_tokens=42, max_tokens=7))
     assert chunks[-1].usage.completion_tokens > 0
     h = mock.records()[0]["headers"]
     assert (h["x-aimesh-model"], h["x-aimesh-stream"], h["x-aimesh-include-usage"]) == \
         ("team-a/fast", "true", "true")
+    # max_completion_tokens wins over the legacy max_tokens (token-accounting admits on it).
+    assert h["x-aimesh-max-tokens"] == "42"
 
 
 @pytest.mark.parametrize("key", [None, "sk-wrong", OLD, OFF, ""],

@@ -7,20 +7,35 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from harness import tokens
 from token_accounting_env import KEYS, audit_lines, auth, gateway, post
 
 MESSAGES = [{"role": "user", "content": "one two three"}]
 MAX_TOKENS = 100
 BODY = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
-# Admission reserves the prompt estimate plus max_tokens.
-EST = tokens.chat_prompt_tokens("o200k_base", MESSAGES) + MAX_TOKENS
+
+
+def est(body_bytes: int) -> int:
+    """What admission reserves: a quarter of the body's bytes, rounded up, plus max_tokens."""
+    return -(-body_bytes // 4) + MAX_TOKENS
+
+
+# `post` sends json.dumps(BODY); the SDK serializes its own way (measured in the test).
+EST = est(len(json.dumps(BODY).encode()))
 # What the fake upstream reports: one token per word, 8 completion words by default.
 ACTUAL = 3 + 8
 FIT = 4
 BURST = 16
 # One micro-USD per token, so the budget arithmetic is in tokens.
 PRICES = {"gpt-4o-mini": {"input": 1.0, "output": 1.0}}
+
+
+def sdk_body_bytes(mock) -> int:
+    """Bytes of BODY as the OpenAI SDK sends it (asked of the fake upstream directly)."""
+    openai.OpenAI(base_url=f"{mock.url}/v1", api_key="sk-direct", max_retries=0) \
+        .chat.completions.create(**BODY)
+    [rec] = mock.records()
+    mock.clear()
+    return int(rec["headers"]["content-length"])
 
 
 def burst(envoy, kid: str) -> list[tuple[int, dict, bytes]]:
@@ -71,6 +86,7 @@ def test_tpm_admits_exactly_what_fits_under_concurrency(envoy, mock, tmp_path):
 
 def test_daily_budget_is_exact_under_concurrency_then_settles_exactly(envoy, mock):
     budget = FIT * EST + EST // 2
+    sdk_est = est(sdk_body_bytes(mock))
     results = burst(envoy, "beta")
     assert sorted(r[0] for r in results) == [200] * FIT + [429] * (BURST - FIT)
     for status, headers, body in results:
@@ -81,7 +97,7 @@ def test_daily_budget_is_exact_under_concurrency_then_settles_exactly(envoy, moc
     # reservation; sequential requests now fit while spent + estimate <= budget.
     spent = FIT * ACTUAL
     expected_more = 0
-    while spent + EST <= budget:
+    while spent + sdk_est <= budget:
         spent += ACTUAL
         expected_more += 1
     more = 0

@@ -272,6 +272,9 @@ impl Auth {
         self.set_http_request_header(headers::MODEL, Some(&facts.model));
         self.set_http_request_header(headers::STREAM, Some(bool_str(facts.stream)));
         self.set_http_request_header(headers::INCLUDE_USAGE, Some(bool_str(facts.include_usage)));
+        if let Some(n) = facts.max_tokens {
+            self.set_http_request_header(headers::MAX_TOKENS, Some(&n.to_string()));
+        }
         self.admit()
     }
 

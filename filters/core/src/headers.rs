@@ -17,6 +17,9 @@ pub const MODEL: &str = "x-aimesh-model";
 pub const STREAM: &str = "x-aimesh-stream";
 /// `true` when the body set `stream_options.include_usage`.
 pub const INCLUDE_USAGE: &str = "x-aimesh-include-usage";
+/// The body's `max_completion_tokens` (else `max_tokens`), absent when the body set neither;
+/// with it, token-accounting admits a request without reading its body.
+pub const MAX_TOKENS: &str = "x-aimesh-max-tokens";
 /// Envoy cluster chosen for the request; routes use it through `cluster_header`.
 pub const CLUSTER: &str = "x-aimesh-cluster";
 /// Provider account / backend that serves the request.

@@ -34,6 +34,10 @@ pub(crate) struct Filter {
     /// The gateway set include_usage: the usage-only chunk is removed.
     pub(crate) injected: bool,
     pub(crate) limits: Limits,
+    /// `max_tokens` as auth published it (`x-aimesh-max-tokens`).
+    max_tokens: Option<u64>,
+    /// Admission ran (from headers, or from the body when they did not suffice).
+    admitted: bool,
     pub(crate) reservation: Option<Reservation>,
     /// The request body, kept when it was read, for a prompt estimate at the end.
     pub(crate) request_body: Option<Vec<u8>>,
@@ -69,6 +73,8 @@ impl Filter {
             client_usage: false,
             injected: false,
             limits: Limits::default(),
+            max_tokens: None,
+            admitted: false,
             reservation: None,
             request_body: None,
             status: 0,
@@ -84,27 +90,23 @@ impl Filter {
 
     /// Reads the body and acts on it; false when a local reply was sent.
     fn on_body(&mut self, body: &[u8], size: usize) -> bool {
-        let mut max_tokens = None;
-        let need_facts = self.model.is_empty() || self.limits.any();
-        if need_facts {
+        if self.model.is_empty() {
             match request_facts(body) {
                 Ok(f) => {
-                    if self.model.is_empty() {
-                        self.model = f.model;
-                        self.stream = f.stream;
-                        self.client_usage = f.include_usage;
-                    }
-                    max_tokens = f.max_tokens;
+                    self.model = f.model;
+                    self.stream = f.stream;
+                    self.client_usage = f.include_usage;
+                    self.max_tokens = f.max_tokens;
                 }
                 // Not an LLM request body: the auth filter owns refusing bad JSON.
-                Err(_) if self.model.is_empty() => {
+                Err(_) => {
                     self.skip = true;
                     return true;
                 }
-                Err(_) => {}
             }
         }
-        if self.limits.any() && !self.admit(body, max_tokens) {
+        let prompt = estimate::prompt_from_size(u64::try_from(size).unwrap_or(u64::MAX));
+        if self.limits.any() && !self.admitted && !self.admit(prompt) {
             return false;
         }
         if self.stream && !self.client_usage {
@@ -118,10 +120,11 @@ impl Filter {
         true
     }
 
-    fn admit(&mut self, body: &[u8], max_tokens: Option<u64>) -> bool {
-        let enc = self.config.encoding(&self.model);
-        let prompt = estimate::prompt_tokens(enc, body).unwrap_or(0);
-        let completion = max_tokens.unwrap_or(0);
+    /// Reserves `prompt` (an estimate) plus `max_tokens` against the key's limits; false when
+    /// a refusal was sent.
+    fn admit(&mut self, prompt: u64) -> bool {
+        self.admitted = true;
+        let completion = self.max_tokens.unwrap_or(0);
         let cost = self.config.price(&self.model).map_or(0, |p| {
             p.cost_micro_usd(&Usage {
                 input: prompt,
@@ -198,6 +201,10 @@ impl HttpContext for Filter {
             truthy(h(headers::INCLUDE_USAGE)),
         );
         let (served, backend) = (h(headers::MODEL_SERVED), h(headers::BACKEND));
+        let max_tokens = h(headers::MAX_TOKENS).and_then(|v| v.trim().parse().ok());
+        let length = self
+            .get_http_request_header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
         self.key_id = key_id.unwrap_or_default();
         self.team = team.unwrap_or_default();
         self.model = model.unwrap_or_default();
@@ -205,6 +212,7 @@ impl HttpContext for Filter {
         self.client_usage = usage.unwrap_or(false);
         self.model_served_header = served;
         self.backend_header = backend;
+        self.max_tokens = max_tokens;
         if !self.key_id.is_empty() {
             self.limits = self.config.limits_for(&self.key_id);
         }
@@ -213,9 +221,15 @@ impl HttpContext for Filter {
             self.skip = self.model.is_empty();
             return Action::Continue;
         }
+        // With auth's facts and a content-length, limits admit now, without the body.
+        if let Some(len) = length.filter(|_| self.limits.any() && !self.model.is_empty()) {
+            if !self.admit(estimate::prompt_from_size(len)) {
+                return Action::Pause;
+            }
+        }
         let need_body = self.model.is_empty()
             || (self.stream && !self.client_usage)
-            || self.limits.any()
+            || (self.limits.any() && !self.admitted)
             || self.config.config.estimate_prompt;
         if need_body {
             self.reading_body = true;
