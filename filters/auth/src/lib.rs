@@ -17,7 +17,7 @@ use aimesh_core::host::{Clock, Metrics};
 use aimesh_core::openai::{carries_model, request_facts, BodyError};
 use aimesh_core::{headers, ErrorKind};
 use aimesh_glue::{
-    load_config, send_error, strip_internal_headers, HostClock, HostMetrics, HostStore,
+    load_config, send_error, strip_internal_headers, Headers, HostClock, HostMetrics, HostStore,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -113,9 +113,10 @@ impl Context for Auth {}
 
 impl HttpContext for Auth {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        strip_internal_headers(self);
-        let who = self.identify();
-        for h in CREDENTIAL_HEADERS {
+        let hs = Headers::request(self);
+        strip_internal_headers(self, &hs);
+        let who = self.identify(&hs);
+        for h in CREDENTIAL_HEADERS.iter().filter(|h| hs.has(h)) {
             self.set_http_request_header(h, None);
         }
         let Some(id) = who else {
@@ -132,15 +133,15 @@ impl HttpContext for Auth {
             self.set_http_request_header(headers::TEAM, Some(team));
             aimesh_glue::host::set_property(&[STATE_TEAM], team.as_bytes());
         }
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        if !policy.models.allows_all() && self.is_model_list(&path) {
+        let path = hs.get(":path").unwrap_or_default();
+        if !policy.models.allows_all() && is_model_list(&hs, path) {
             self.filter_models = true;
             // The rewrite needs a plain body; a compressed one would pass unfiltered.
             self.set_http_request_header("accept-encoding", None);
         }
         // MCP and custom endpoints carry arbitrary (even binary) bodies and no model: key and
         // limits only.
-        if end_of_stream || !carries_model(&path) {
+        if end_of_stream || !carries_model(path) {
             return self.admit();
         }
         Action::Pause
@@ -213,10 +214,30 @@ impl HttpContext for Auth {
     }
 }
 
+/// The API key the client presented (`Authorization: Bearer`, else `x-api-key` / `api-key`).
+/// A value that is not UTF-8 presents no key.
+fn presented_key(hs: &Headers) -> Option<String> {
+    if let Some(v) = hs.get_bytes("authorization") {
+        let v = std::str::from_utf8(v).ok()?;
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim().to_string());
+    }
+    hs.get("x-api-key")
+        .or_else(|| hs.get("api-key"))
+        .map(|v| v.trim().to_string())
+}
+
+fn is_model_list(hs: &Headers, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or("");
+    path.trim_end_matches('/') == "/v1/models" && hs.get(":method") == Some("GET")
+}
+
 impl Auth {
     /// The policy of the caller: a verified JWT's claims first (its token sits in
     /// `Authorization` too), else the presented API key.
-    fn identify(&self) -> Option<PolicyId> {
+    fn identify(&self, hs: &Headers) -> Option<PolicyId> {
         if let Some(table) = &self.policies.jwt {
             if let Some(claims) = jwt::read(table) {
                 let groups: Vec<&str> = claims.groups.iter().map(String::as_str).collect();
@@ -227,27 +248,10 @@ impl Auth {
                 return id;
             }
         }
-        let key = self.presented_key()?;
+        let key = presented_key(hs)?;
         self.policies.by_key(&key, HostClock.unix_millis())
     }
 
-    fn presented_key(&self) -> Option<String> {
-        if let Some(v) = self.get_http_request_header("authorization") {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            return scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_string());
-        }
-        self.get_http_request_header("x-api-key")
-            .or_else(|| self.get_http_request_header("api-key"))
-            .map(|v| v.trim().to_string())
-    }
-
-    fn is_model_list(&self, path: &str) -> bool {
-        let path = path.split('?').next().unwrap_or("");
-        path.trim_end_matches('/') == "/v1/models"
-            && self.get_http_request_header(":method").as_deref() == Some("GET")
-    }
 
     /// Parses the complete body once, checks the model and publishes the facts.
     fn check_body(&mut self) -> Action {

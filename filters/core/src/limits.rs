@@ -133,8 +133,10 @@ pub fn init_if_absent<S: SharedStore + ?Sized>(
     }
 }
 
-/// Adds `delta` to the counter at `key` and returns the new value; `None` when `ceiling` is set
-/// and the new value would exceed it (the counter is then unchanged).
+/// Adds `delta` to the counter at `key` and returns the new value; `None` when `ceiling` is set,
+/// `delta` is not negative and the counter is already at the ceiling or would pass it (the
+/// counter is then unchanged). One read and one CAS write: a spent budget refuses even a free
+/// request without a separate read.
 pub fn counter_add<S: SharedStore + ?Sized>(
     store: &S,
     key: &str,
@@ -148,7 +150,7 @@ pub fn counter_add<S: SharedStore + ?Sized>(
             .unwrap_or(0);
         let next = current.saturating_add(delta);
         match ceiling {
-            Some(c) if delta > 0 && next > c => (None, None),
+            Some(c) if delta >= 0 && (next > c || current >= c) => (None, None),
             _ => (Some(next.to_string().into_bytes()), Some(next)),
         }
     })
@@ -223,5 +225,14 @@ mod tests {
         assert_eq!(counter_add(&s, "c", 1, Some(2)).unwrap(), None);
         assert_eq!(counter_add(&s, "c", -1, Some(2)).unwrap(), Some(1));
         assert_eq!(counter_get(&s, "c").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_counter_at_its_ceiling_refuses_a_zero_delta_too() {
+        let s = MemoryStore::default();
+        assert_eq!(counter_add(&s, "c", 0, Some(2)).unwrap(), Some(0));
+        assert_eq!(counter_add(&s, "c", 2, Some(2)).unwrap(), Some(2));
+        assert_eq!(counter_add(&s, "c", 0, Some(2)).unwrap(), None);
+        assert_eq!(counter_add(&s, "c", 0, None).unwrap(), Some(2));
     }
 }

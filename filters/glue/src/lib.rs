@@ -4,9 +4,11 @@
 //! VM and turns every later request on that worker into a 503.
 
 pub mod config;
+pub mod headers;
 pub mod host;
 pub mod reply;
 
 pub use config::{load_config, Validate};
+pub use headers::Headers;
 pub use host::{HostClock, HostMetrics, HostStore};
 pub use reply::{send_error, strip_internal_headers};

@@ -3,6 +3,8 @@
 use aimesh_core::{headers, ApiError, ErrorKind};
 use proxy_wasm::traits::HttpContext;
 
+use crate::Headers;
+
 /// Answers the request with an OpenAI-shaped error; the request goes no further.
 pub fn send_error<C: HttpContext + ?Sized>(ctx: &C, err: &dyn ErrorKind) {
     let api = ApiError::from_kind(err);
@@ -11,11 +13,11 @@ pub fn send_error<C: HttpContext + ?Sized>(ctx: &C, err: &dyn ErrorKind) {
     ctx.send_http_response(u32::from(api.status), hs, Some(api.body.as_bytes()));
 }
 
-/// Removes every `x-aimesh-*` request header.
-pub fn strip_internal_headers<C: HttpContext + ?Sized>(ctx: &C) {
-    for (name, _) in ctx.get_http_request_headers() {
-        if headers::is_internal(&name) {
-            ctx.set_http_request_header(&name, None);
+/// Removes every `x-aimesh-*` request header named in `hs` (the request's headers).
+pub fn strip_internal_headers<C: HttpContext + ?Sized>(ctx: &C, hs: &Headers) {
+    for name in hs.names() {
+        if headers::is_internal(name) {
+            ctx.set_http_request_header(name, None);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use aimesh_core::endpoints::{Config, EndpointError, Plan, Request, StdEnv};
 use aimesh_core::headers;
 use aimesh_core::host::Metrics;
-use aimesh_glue::{load_config, send_error, HostMetrics, Validate};
+use aimesh_glue::{load_config, send_error, Headers, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
@@ -93,16 +93,13 @@ impl Context for Filter {}
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         self.metrics.count("aimesh.header_auth.requests", 1);
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let backend = self.get_http_request_header(headers::BACKEND);
-        let key_id = self.get_http_request_header(headers::KEY_ID);
-        let team = self.get_http_request_header(headers::TEAM);
+        let hs = Headers::request(self);
         let plan = Rc::clone(&self.plan);
         let decision = plan.decide(&Request {
-            path: &path,
-            backend: backend.as_deref(),
-            key_id: key_id.as_deref(),
-            team: team.as_deref(),
+            path: hs.get(":path").unwrap_or_default(),
+            backend: hs.get(headers::BACKEND),
+            key_id: hs.get(headers::KEY_ID),
+            team: hs.get(headers::TEAM),
         });
         let decision = match decision {
             Ok(d) => d,
@@ -112,9 +109,9 @@ impl HttpContext for Filter {
                 return Action::Pause;
             }
         };
-        for (name, _) in self.get_http_request_headers() {
-            if plan.strips(&name, &decision) {
-                self.set_http_request_header(&name, None);
+        for name in hs.names() {
+            if plan.strips(name, &decision) {
+                self.set_http_request_header(name, None);
             }
         }
         if let Some(h) = decision.headers {
@@ -122,7 +119,9 @@ impl HttpContext for Filter {
                 self.set_http_request_header(k, Some(v));
             }
             for (k, v) in &h.defaults {
-                if self.get_http_request_header(k).is_none() {
+                // Present now: sent by the client and kept, or just set above.
+                let kept = hs.has(k) && !plan.strips(k, &decision);
+                if !kept && !h.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(k)) {
                     self.set_http_request_header(k, Some(v));
                 }
             }

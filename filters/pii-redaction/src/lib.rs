@@ -12,7 +12,7 @@ use aimesh_core::host::Metrics;
 use aimesh_core::pii::json::{redact_request, respond_body};
 use aimesh_core::pii::stream::SseRedactor;
 use aimesh_core::pii::{Engine, PiiConfig, PiiError, Session};
-use aimesh_glue::{load_config, send_error, HostMetrics, Validate};
+use aimesh_glue::{load_config, send_error, Headers, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
@@ -111,19 +111,27 @@ impl Context for Filter {}
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.metrics.count(STAT_REQUESTS, 1);
-        let route = aimesh_glue::host::property(&["xds", "route_name"])
-            .and_then(|b| String::from_utf8(b).ok());
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let headers = |n: &str| self.get_http_request_header(n);
-        self.policy = self.engine.select(route.as_deref(), &path, &headers);
-        let json = self
-            .get_http_request_header("content-type")
+        let route = if self.engine.uses_route_names() {
+            aimesh_glue::host::property(&["xds", "route_name"])
+                .and_then(|b| String::from_utf8(b).ok())
+        } else {
+            None
+        };
+        let hs = Headers::request(self);
+        let path = hs.get(":path").unwrap_or_default();
+        let headers = |n: &str| hs.get(n).map(str::to_string);
+        self.policy = self.engine.select(route.as_deref(), path, &headers);
+        let json = hs
+            .get("content-type")
             .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
-        if self.responds() {
+        if self.responds() && hs.has("accept-encoding") {
             // Response text must be readable to be restored or redacted.
             self.set_http_request_header("accept-encoding", None);
         }
-        if end_of_stream || !json {
+        // A policy that allows every type has nothing to look for in the request: the body
+        // streams through unbuffered.
+        let scans = self.engine.policy(self.policy).scans_anything();
+        if end_of_stream || !json || !scans {
             return Action::Continue;
         }
         self.scanning = true;
@@ -156,13 +164,11 @@ impl HttpContext for Filter {
         if !(p.redact_responses || p.restore && self.session.has_placeholders()) {
             return Action::Continue;
         }
-        let ct = self
-            .get_http_response_header("content-type")
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let encoded = self
-            .get_http_response_header("content-encoding")
-            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
+        let hs = Headers::response(self);
+        let ct = hs.get("content-type").unwrap_or_default().to_ascii_lowercase();
+        let encoded = hs
+            .get_bytes("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
         if encoded {
             return Action::Continue;
         }

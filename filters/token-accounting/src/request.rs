@@ -1,5 +1,7 @@
 //! Per-request state and the request phase: facts, admission, include_usage injection.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use aimesh_core::accounting::admission::{self, Limits, Reservation};
@@ -9,7 +11,7 @@ use aimesh_core::accounting::{inject, Usage};
 use aimesh_core::headers;
 use aimesh_core::host::Clock;
 use aimesh_core::openai::request_facts;
-use aimesh_glue::{send_error, HostClock, HostMetrics, HostStore};
+use aimesh_glue::{send_error, Headers, HostClock, HostMetrics, HostStore};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -135,8 +137,7 @@ impl Filter {
         let now = HostClock.unix_millis();
         let store = HostStore;
         if !self.config.limits.contains_key(&self.key_id) {
-            // Keys under `default` are created on first use (see limits::init_if_absent).
-            let _ = admission::init_keys(&store, &self.key_id, &self.limits, now);
+            create_default_keys(&self.key_id, &self.limits, now);
         }
         match admission::admit(
             &store,
@@ -171,6 +172,29 @@ impl Filter {
     }
 }
 
+thread_local! {
+    /// (key id, UTC day) of the `default`-limited keys this VM already created in shared data.
+    static CREATED: RefCell<HashSet<(String, u64)>> = RefCell::new(HashSet::new());
+}
+
+/// Keys under `default` are created on first use (see `limits::init_if_absent`), once per VM
+/// and day: creating them reads three shared-data keys, a price every request would pay.
+fn create_default_keys(key_id: &str, limits: &Limits, now: u64) {
+    let day = now / 86_400_000;
+    let id = (key_id.to_string(), day);
+    if CREATED.with(|c| c.borrow().contains(&id)) {
+        return;
+    }
+    if admission::init_keys(&HostStore, key_id, limits, now).is_ok() {
+        CREATED.with(|c| {
+            let mut c = c.borrow_mut();
+            // Keys of past days are never asked for again.
+            c.retain(|(_, d)| *d >= day);
+            c.insert(id);
+        });
+    }
+}
+
 /// Tokens left in a key's TPM bucket (a zero-token acquisition reads the level).
 fn remaining_tokens(key_id: &str, limits: &Limits, now: u64) -> Option<u64> {
     let r = admission::admit(
@@ -194,7 +218,8 @@ impl Context for Filter {}
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         self.start_ms = HostClock.unix_millis();
-        let h = |name: &str| self.get_http_request_header(name).filter(|v| !v.is_empty());
+        let hs = Headers::request(self);
+        let h = |name: &str| hs.get_nonempty(name).map(str::to_string);
         let (key_id, team, model) = (h(headers::KEY_ID), h(headers::TEAM), h(headers::MODEL));
         let (stream, usage) = (
             truthy(h(headers::STREAM)),
@@ -202,8 +227,8 @@ impl HttpContext for Filter {
         );
         let (served, backend) = (h(headers::MODEL_SERVED), h(headers::BACKEND));
         let max_tokens = h(headers::MAX_TOKENS).and_then(|v| v.trim().parse().ok());
-        let length = self
-            .get_http_request_header("content-length")
+        let length = hs
+            .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         self.key_id = key_id.unwrap_or_default();
         self.team = team.unwrap_or_default();

@@ -4,7 +4,7 @@ use aimesh_core::accounting::admission;
 use aimesh_core::accounting::sse::{Forward, SseTap};
 use aimesh_core::accounting::{estimate, usage, Usage};
 use aimesh_core::host::Clock;
-use aimesh_glue::{HostClock, HostStore};
+use aimesh_glue::{Headers, HostClock, HostStore};
 use proxy_wasm::traits::HttpContext;
 
 use crate::metrics::{self, Labels};
@@ -26,12 +26,13 @@ impl Filter {
         if self.skip {
             return;
         }
-        self.status = self
-            .get_http_response_header(":status")
+        let hs = Headers::response(self);
+        self.status = hs
+            .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let sse = self
-            .get_http_response_header("content-type")
+        let sse = hs
+            .get("content-type")
             .is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
         if sse {
             let strip = self.injected;

@@ -8,7 +8,7 @@ use aimesh_core::host::Clock;
 use aimesh_core::openai::{request_facts, BodyError};
 use aimesh_core::routing::tokens::TokenCounter;
 use aimesh_core::routing::{retry, rewrite, sticky, RoutingError, VirtualModel};
-use aimesh_glue::{send_error, HostClock, HostStore};
+use aimesh_glue::{send_error, Headers, HostClock, HostStore};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -40,6 +40,8 @@ pub struct Downstream {
     /// Set when this instance measures latency (no upstream instance does it).
     measure: Option<(SystemTime, TokenCounter)>,
     ok_status: bool,
+    /// The request headers, read once in `on_http_request_headers`.
+    headers: Headers,
 }
 
 impl Downstream {
@@ -52,6 +54,7 @@ impl Downstream {
             session: None,
             measure: None,
             ok_status: false,
+            headers: Headers::default(),
         }
     }
 
@@ -78,8 +81,8 @@ impl Downstream {
         self.session = vm
             .sticky
             .as_ref()
-            .and_then(|s| self.get_http_request_header(&s.header))
-            .filter(|s| !s.is_empty());
+            .and_then(|s| self.headers.get_nonempty(&s.header))
+            .map(str::to_string);
         let pinned = self
             .session
             .as_deref()
@@ -157,12 +160,12 @@ impl HttpContext for Downstream {
         self.shared.count("aimesh.virtual_model.requests");
         // MCP and custom endpoints carry arbitrary (often binary) bodies to forward untouched;
         // they are never LLM requests to route.
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        if !aimesh_core::openai::carries_model(&path) {
+        self.headers = Headers::request(self);
+        if !aimesh_core::openai::carries_model(self.headers.get(":path").unwrap_or_default()) {
             self.phase = Phase::Done;
             return Action::Continue;
         }
-        match self.get_http_request_header(headers::MODEL) {
+        match self.headers.get(headers::MODEL).map(str::to_string) {
             Some(model) => {
                 if self.route(&model).is_err() {
                     return Action::Pause;
@@ -192,7 +195,8 @@ impl HttpContext for Downstream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let served_cluster = self.get_http_response_header(SERVED_CLUSTER);
+        let hs = Headers::response(self);
+        let served_cluster = hs.get(SERVED_CLUSTER).map(str::to_string);
         if served_cluster.is_some() {
             self.set_http_response_header(SERVED_CLUSTER, None);
         }
@@ -200,19 +204,14 @@ impl HttpContext for Downstream {
         let Some(vm) = self.vm.and_then(|i| shared.config.virtual_models.get(i)) else {
             return Action::Continue;
         };
-        let status: u16 = self
-            .get_http_response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status: u16 = hs.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.ok_status = (200..300).contains(&status);
         self.set_http_response_header(VIRTUAL_MODEL, Some(&vm.name));
         let served = match &served_cluster {
             Some(c) => vm.target_by_cluster(c),
             // Direct routing: the chosen target answered unless Envoy replied locally.
             None if vm.targets[self.target].fallback_cluster.is_none()
-                && self
-                    .get_http_response_header("x-envoy-upstream-service-time")
-                    .is_some() =>
+                && hs.has("x-envoy-upstream-service-time") =>
             {
                 Some(self.target)
             }

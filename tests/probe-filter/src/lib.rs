@@ -1,6 +1,9 @@
 //! Test-only filter. With `{}` it does nothing (the "no-op Wasm filter" row of the benchmarks).
 //! With `{"trap_when_header": "x-probe-trap"}` a request carrying that header makes the VM trap
 //! (an `unreachable` instruction), which is how the failure-policy tests crash a filter on demand.
+//! With `{"work": {...}}` it performs the given host calls on every request, which is how
+//! `harness.bench_host` prices each kind of host call in Envoy (its binary has no symbols, so a
+//! CPU profile cannot name them).
 
 use aimesh_glue::{load_config, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -26,6 +29,39 @@ pub struct Config {
     /// When a request carries this header, the VM traps in `on_http_request_headers`.
     #[serde(default)]
     pub trap_when_header: Option<String>,
+    /// Host calls made on every request (benchmarks only).
+    #[serde(default)]
+    pub work: Work,
+}
+
+/// Host calls per request; every count defaults to zero.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Work {
+    /// `get_http_request_header` calls (for a header the request carries).
+    pub get_header: u32,
+    /// `get_http_request_headers` calls (the whole map).
+    pub get_header_map: u32,
+    /// Request headers set (`x-probe-<i>`).
+    pub set_header: u32,
+    /// Request headers removed (`x-probe-absent-<i>`, not present).
+    pub remove_header: u32,
+    /// Counter increments (one metric).
+    pub count: u32,
+    /// Filter-state properties set.
+    pub set_property: u32,
+    /// Histogram samples (one metric).
+    pub histogram: u32,
+    /// Shared-data reads followed by a CAS write of the same key.
+    pub shared: u32,
+    /// `get_property` calls (`xds.route_name`).
+    pub get_property: u32,
+    /// Read every response body chunk.
+    pub read_response_body: bool,
+    /// Pause the headers and read the whole body once at its end.
+    pub read_body: bool,
+    /// Also replace the body with itself (needs `read_body`).
+    pub set_body: bool,
 }
 
 impl Validate for Config {
@@ -56,6 +92,8 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Probe {
             config: self.config.clone(),
+            metric: None,
+            histogram: None,
         }))
     }
 
@@ -66,16 +104,99 @@ impl RootContext for Root {
 
 struct Probe {
     config: Rc<Config>,
+    metric: Option<u32>,
+    histogram: Option<u32>,
 }
 
 impl Context for Probe {}
 
 impl HttpContext for Probe {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         if let Some(h) = &self.config.trap_when_header {
             if self.get_http_request_header(h).is_some() {
                 trap();
             }
+        }
+        let w = self.config.work.clone();
+        for _ in 0..w.get_header {
+            let _ = self.get_http_request_header("content-type");
+        }
+        for _ in 0..w.get_header_map {
+            let _ = self.get_http_request_headers();
+        }
+        for i in 0..w.set_header {
+            self.set_http_request_header(&format!("x-probe-{i}"), Some("1"));
+        }
+        for i in 0..w.remove_header {
+            self.set_http_request_header(&format!("x-probe-absent-{i}"), None);
+        }
+        if w.count > 0 {
+            let id = match self.metric {
+                Some(id) => Some(id),
+                None => proxy_wasm::hostcalls::define_metric(
+                    proxy_wasm::types::MetricType::Counter,
+                    "aimesh.probe.count",
+                )
+                .ok(),
+            };
+            self.metric = id;
+            for _ in 0..w.count {
+                if let Some(id) = id {
+                    let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+                }
+            }
+        }
+        if w.histogram > 0 {
+            if self.histogram.is_none() {
+                self.histogram = proxy_wasm::hostcalls::define_metric(
+                    proxy_wasm::types::MetricType::Histogram,
+                    "aimesh.probe.histogram",
+                )
+                .ok();
+            }
+            for i in 0..w.histogram {
+                if let Some(id) = self.histogram {
+                    let _ = proxy_wasm::hostcalls::record_metric(id, u64::from(i));
+                }
+            }
+        }
+        for _ in 0..w.shared {
+            let (value, cas) = self.get_shared_data("aimesh.probe.shared");
+            let mut v = value.unwrap_or_default();
+            v.truncate(64);
+            v.push(b'x');
+            let _ = self.set_shared_data("aimesh.probe.shared", Some(&v), cas);
+        }
+        for _ in 0..w.get_property {
+            let _ = aimesh_glue::host::property(&["xds", "route_name"]);
+        }
+        for i in 0..w.set_property {
+            aimesh_glue::host::set_property(&[format!("aimesh.probe_{i}").as_str()], b"1");
+        }
+        if w.read_body && !eos {
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, _eos: bool) -> Action {
+        if self.config.work.read_response_body {
+            let _ = self.get_http_response_body(0, size);
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        let w = &self.config.work;
+        if !w.read_body {
+            return Action::Continue;
+        }
+        if !eos {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        if w.set_body {
+            self.set_http_request_body(0, size, &body);
         }
         Action::Continue
     }

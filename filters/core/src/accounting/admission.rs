@@ -190,8 +190,7 @@ pub fn admit<S: SharedStore + ?Sized>(
         let Some(limit) = limit else { continue };
         let ceiling = i64::try_from(limit).unwrap_or(i64::MAX);
         let delta = i64::try_from(cost).unwrap_or(i64::MAX);
-        let spent = crate::limits::counter_get(store, &key)?;
-        let admitted = spent < ceiling && counter_add(store, &key, delta, Some(ceiling))?.is_some();
+        let admitted = counter_add(store, &key, delta, Some(ceiling))?.is_some();
         if !admitted {
             release(store, limits, &r, now_ms)?;
             return Ok(Err(Refusal::Budget {

@@ -42,7 +42,8 @@ impl Policy {
         self.actions.get(label).copied().unwrap_or(Action::Mask)
     }
 
-    fn scans_anything(&self) -> bool {
+    /// True when some type is not allowed, so request text must be scanned.
+    pub fn scans_anything(&self) -> bool {
         self.actions.iter().any(|a| *a != Action::Allow)
     }
 }
@@ -156,6 +157,11 @@ impl Engine {
             .get(i)
             .or_else(|| self.policies.get(self.default_policy))
             .unwrap_or(&self.policies[0])
+    }
+
+    /// True when a rule selects by route name (reading `xds.route_name` costs a host call).
+    pub fn uses_route_names(&self) -> bool {
+        self.rules.iter().any(|r| r.route_name.is_some())
     }
 
     /// Picks the policy for a request: `header(name)` returns a request header.
