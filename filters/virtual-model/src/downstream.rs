@@ -107,7 +107,9 @@ impl Downstream {
                 self.set_http_request_header(k, Some(&v));
             }
         } else {
-            self.measure = Some((HostClock.now(), TokenCounter::default()));
+            if shared.measures(&t.target) {
+                self.measure = Some((HostClock.now(), TokenCounter::default()));
+            }
             self.phase = Phase::NeedRewrite;
         }
         shared.count("aimesh.virtual_model.routed");

@@ -2,12 +2,12 @@
 //! cache of the shared latency figures.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aimesh_core::host::{Clock, Metrics};
 use aimesh_core::routing::pick;
 use aimesh_core::routing::stats::{self, Summary};
-use aimesh_core::routing::{RoutingConfig, VirtualModel, XorShift};
+use aimesh_core::routing::{RoutingConfig, Strategy, VirtualModel, XorShift};
 use aimesh_glue::{HostClock, HostMetrics, HostStore};
 
 /// How long a worker reuses the shared figures before reading them again: picks stay one host
@@ -19,6 +19,10 @@ pub struct Shared {
     pub metrics: HostMetrics,
     rng: RefCell<XorShift>,
     cache: RefCell<HashMap<(String, u64), (u64, Summary)>>,
+    /// Targets some latency or priority model ranks: only their replies are measured. Reading
+    /// every reply body and writing shared data for targets nobody ranks would be paid on
+    /// every request of a weighted model.
+    watched: HashSet<String>,
 }
 
 impl Shared {
@@ -28,8 +32,15 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
+        let watched = config
+            .virtual_models
+            .iter()
+            .filter(|vm| vm.strategy != Strategy::Weighted)
+            .flat_map(|vm| vm.targets.iter().map(|t| t.target.clone()))
+            .collect();
         Self {
             config,
+            watched,
             metrics: HostMetrics::default(),
             rng: RefCell::new(XorShift::new(seed)),
             cache: RefCell::new(HashMap::new()),
@@ -38,6 +49,11 @@ impl Shared {
 
     pub fn now_ms(&self) -> u64 {
         HostClock.unix_millis()
+    }
+
+    /// True when replies from `target` must be measured (see `watched`).
+    pub fn measures(&self, target: &str) -> bool {
+        self.watched.contains(target)
     }
 
     pub fn count(&self, name: &str) {

@@ -118,7 +118,7 @@ impl HttpContext for Upstream {
         let ok = self
             .get_http_response_header(":status")
             .is_some_and(|s| s.starts_with('2'));
-        if ok {
+        if ok && shared.measures(&t.target) {
             self.counter = Some(TokenCounter::default());
         }
         Action::Continue
