@@ -52,8 +52,9 @@ bench: setup build wrk
 	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii
 
 # Criterion micro-benchmarks of core's hot paths (MB/s).
-bench-core:
+bench-core: setup
 	cargo bench -p aimesh-core --bench hot_paths
+	cd tests && ../$(PY) -m harness.bench_tiktoken
 
 # aimesh next to LiteLLM and Portkey, same run, same upstream; writes docs/benchmarks.md.
 bench-peers: setup build wrk

@@ -154,6 +154,8 @@ def main() -> int:
         report += "\n" + bench_xds.run()
         from . import bench_chain  # where the full chain's time goes (ablation)
         report += "\n" + bench_chain.run()
+        from . import bench_host, profile  # ... and by CPU time, Wasm vs Envoy, per host call
+        report += "\n" + profile.run() + "\n" + bench_host.run()
     print(report)
     out = paths.REPO / "target" / "bench" / "report.md"
     out.parent.mkdir(parents=True, exist_ok=True)

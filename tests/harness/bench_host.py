@@ -6,15 +6,17 @@ of one kind on every request; the row's Envoy CPU time per request, minus that o
 doing nothing, divided by N, is the price of one call. CPU time per request (Envoy's utime +
 stime over the requests it served) is steadier than latency on a shared machine.
 
-BENCH_SECONDS per row as in bench.py.
+PROFILE_ROUNDS / PROFILE_SECONDS as in `harness.profile`.
 """
 from __future__ import annotations
 
+import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from . import bench, config, paths, procs
+from . import bench, config, paths, procs, profile
 
 # (row, probe work, calls per request)
 ROWS = [
@@ -35,24 +37,30 @@ ROWS = [
 
 
 def run() -> str:
-    key = "sk-aimesh-bench-" + "0" * 48
+    rounds = int(os.environ.get("PROFILE_ROUNDS", "5"))
     with tempfile.TemporaryDirectory() as tmp:
-        script = bench.script_file(Path(tmp), key)
+        script = bench.script_file(Path(tmp), profile.KEY)
         mock = procs.MockLLM("bench-host", record=False, cpus=bench.LOAD_CPU)
         cluster = config.cluster("local-mock", mock.port)
-        results = {}
+        cfgs = {"plain": config.gateway([], [cluster])}
+        for name, work, _ in ROWS:
+            cfgs[name] = config.gateway([config.wasm_filter(
+                "probe", {"work": work}, wasm_path=str(paths.PROBE_WASM))], [cluster])
+        envoys: dict[str, procs.Envoy] = {}
+        samples: dict[str, list[float]] = {}
         try:
-            plain = config.gateway([], [cluster])
-            with procs.Envoy(plain, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn") as envoy:
-                results["plain"] = bench.cpu_per_request(envoy, script)
-            for name, work, _ in ROWS:
-                cfg = config.gateway([config.wasm_filter("probe", {"work": work},
-                                                         wasm_path=str(paths.PROBE_WASM))], [cluster])
-                with procs.Envoy(cfg, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn") as envoy:
-                    results[name] = bench.cpu_per_request(envoy, script)
-                print(f"  measured {name}", file=sys.stderr, flush=True)
+            for name, cfg in cfgs.items():
+                envoys[name] = procs.Envoy(cfg, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn")
+            # Interleaved rounds, median per row: a noisy neighbour shifts every row alike.
+            for r in range(rounds):
+                for name, envoy in envoys.items():
+                    samples.setdefault(name, []).append(profile.measure(envoy, script, False)[0])
+                print(f"  round {r + 1}/{rounds}", file=sys.stderr, flush=True)
         finally:
+            for e in envoys.values():
+                e.stop()
             mock.stop()
+    results = {n: statistics.median(v) for n, v in samples.items()}
     noop = results["no-op"]
     lines = ["Price of proxy-wasm host calls in Envoy (probe filter, Envoy CPU per request; same run):", "",
              f"plain Envoy {results['plain']:.1f} µs/request; one no-op Wasm filter "

@@ -8,7 +8,8 @@ concurrency-1 latency is measured in interleaved rounds (each round visits every
 spreads machine noise evenly instead of charging it to whichever ran during a hiccup.
 
 Environment: PEERS_ROUNDS (default 5), PEERS_SECONDS (per round, default 2),
-PEERS_SAT_SECONDS (default 5), PEERS_TTFT_N (default 50), PEERS_ONLY (comma list of names).
+PEERS_SAT_SECONDS (default 5), PEERS_TTFT_N (default 50), PEERS_ONLY (comma list of names),
+PEERS_PROFILE=0 to leave out the CPU profile (`harness.profile`, `harness.bench_host`).
 """
 from __future__ import annotations
 
@@ -266,9 +267,33 @@ def report(results: list[System]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def floors(results: list[System]) -> str:
+    """The issue's floors for the full chain, checked against this run."""
+    by = {s.name: s for s in results}
+    chain, plain = by.get("aimesh full chain"), by.get("envoy (no filters)")
+    if not chain or not plain:
+        return ""
+    rows = [("throughput vs plain Envoy", chain.rps / plain.rps, 0.5, "≥ 0.5×")]
+    for peer, floor in ((f"LiteLLM {LITELLM_VERSION}", 50), (f"Portkey {PORTKEY_VERSION}", 6)):
+        if peer in by:
+            rows.append((f"throughput vs {peer}", chain.rps / by[peer].rps, floor, f"≥ {floor}×"))
+    added = statistics.median(chain.p50s) - statistics.median(plain.p50s)
+    lines = ["", "## Floors (issue 10), this run", "",
+             "| floor | measured | required | met |", "|---|---:|---:|---|"]
+    for name, value, floor, text in rows:
+        lines.append(f"| {name} | {value:.2f}× | {text} | {'yes' if value >= floor else 'no'} |")
+    lines.append(f"| added p50 over plain Envoy (c=1) | {added:+.0f} µs | < 100 µs | "
+                 f"{'yes' if added < 100 else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     results = run()
-    text = report(results)
+    text = report(results) + floors(results)
+    if os.environ.get("PEERS_PROFILE", "1") != "0":
+        from . import bench_host, profile  # where the chain's time goes (a profile)
+        text += "\n## Where the full chain's time goes\n\n" + profile.run()
+        text += "\n" + bench_host.run()
     print(text)
     (paths.REPO / "docs" / "benchmarks.md").write_text(text)
     return 0
