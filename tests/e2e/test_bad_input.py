@@ -167,6 +167,13 @@ RAW = [
      + f"content-length: {len(body())}\r\n\r\n".encode() + body(), 401),
     ("auth-non-ascii", "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-api-key: ключ\r\n".encode()
      + f"content-length: {len(body())}\r\n\r\n".encode() + body(), 401),
+    # Latin-1 (obs-text) bytes are legal in HTTP/1.1 header values but not UTF-8: proxy-wasm's
+    # String getters unwrap from_utf8 and would trap the VM (503 for the rest of the worker).
+    ("auth-latin1", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-caf\xe9\r\n"
+     + f"content-length: {len(body())}\r\n\r\n".encode() + body(), 401),
+    ("header-latin1", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-note: caf\xe9\r\n"
+     + f"authorization: Bearer {KEY}\r\n".encode()
+     + f"content-length: {len(body())}\r\n\r\n".encode() + body(), 200),
     ("no-content-type", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n" + f"authorization: Bearer {KEY}\r\n".encode()
      + f"content-length: {len(body())}\r\n\r\n".encode() + body(), "4xx_or_ok"),
 ]

@@ -252,7 +252,6 @@ impl Auth {
         self.policies.by_key(&key, HostClock.unix_millis())
     }
 
-
     /// Parses the complete body once, checks the model and publishes the facts.
     fn check_body(&mut self) -> Action {
         // An empty body (HTTP/2 can end a GET with an empty DATA frame) counts as none.

@@ -35,7 +35,8 @@ fn prose(size: usize) -> String {
     const WORDS: &[&str] = &[
         "the", "gateway", "routes", "requests", "to", "a", "model", "and", "counts", "tokens",
         "before", "the", "provider", "answers;", "latency", "stays", "low,", "while", "budgets",
-        "hold.", "In", "2026", "we", "served", "12,345", "calls", "per", "second", "(p99", "4.2ms).",
+        "hold.", "In", "2026", "we", "served", "12,345", "calls", "per", "second", "(p99",
+        "4.2ms).",
     ];
     let mut out = String::with_capacity(size + 16);
     let mut i = 0usize;
@@ -108,7 +109,9 @@ fn pii_scanning(c: &mut Criterion) {
         let mut text = String::new();
         while text.len() < size {
             text.push_str(&prose(900));
-            text.push_str(" mail jane.doe@example.com, call +1 415-555-0123, card 4111 1111 1111 1111. ");
+            text.push_str(
+                " mail jane.doe@example.com, call +1 415-555-0123, card 4111 1111 1111 1111. ",
+            );
         }
         text.truncate(size);
         g.throughput(Throughput::Bytes(text.len() as u64));
@@ -119,5 +122,11 @@ fn pii_scanning(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, model_extraction, sse_parsing, token_counting, pii_scanning);
+criterion_group!(
+    benches,
+    model_extraction,
+    sse_parsing,
+    token_counting,
+    pii_scanning
+);
 criterion_main!(benches);

@@ -165,7 +165,10 @@ impl HttpContext for Filter {
             return Action::Continue;
         }
         let hs = Headers::response(self);
-        let ct = hs.get("content-type").unwrap_or_default().to_ascii_lowercase();
+        let ct = hs
+            .get("content-type")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let encoded = hs
             .get_bytes("content-encoding")
             .is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));

@@ -27,10 +27,7 @@ impl Filter {
             return;
         }
         let hs = Headers::response(self);
-        self.status = hs
-            .get(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        self.status = hs.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let sse = hs
             .get("content-type")
             .is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
