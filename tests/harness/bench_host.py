@@ -10,9 +10,7 @@ PROFILE_ROUNDS / PROFILE_SECONDS as in `harness.profile`.
 """
 from __future__ import annotations
 
-import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -37,7 +35,6 @@ ROWS = [
 
 
 def run() -> str:
-    rounds = int(os.environ.get("PROFILE_ROUNDS", "5"))
     with tempfile.TemporaryDirectory() as tmp:
         script = bench.script_file(Path(tmp), profile.KEY)
         mock = procs.MockLLM("bench-host", record=False, cpus=bench.LOAD_CPU)
@@ -46,19 +43,10 @@ def run() -> str:
         for name, work, _ in ROWS:
             cfgs[name] = config.gateway([config.wasm_filter(
                 "probe", {"work": work}, wasm_path=str(paths.PROBE_WASM))], [cluster])
-        envoys: dict[str, procs.Envoy] = {}
-        samples: dict[str, list[float]] = {}
         try:
-            for name, cfg in cfgs.items():
-                envoys[name] = procs.Envoy(cfg, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn")
             # Interleaved rounds, median per row: a noisy neighbour shifts every row alike.
-            for r in range(rounds):
-                for name, envoy in envoys.items():
-                    samples.setdefault(name, []).append(profile.measure(envoy, script, False)[0])
-                print(f"  round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+            samples, _ = profile.interleaved(cfgs, script)
         finally:
-            for e in envoys.values():
-                e.stop()
             mock.stop()
     results = {n: statistics.median(v) for n, v in samples.items()}
     noop = results["no-op"]

@@ -78,28 +78,38 @@ def measure(envoy: procs.Envoy, script: Path, with_perf: bool) -> tuple[float, f
     return (c1 - c0) / max(n1 - n0, 1) * 1e6, share
 
 
+def interleaved(cfgs: dict[str, dict], script: Path, with_perf: bool = False
+                ) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Starts every config at once and loads each in turn for ROUNDS rounds: CPU µs/request
+    samples per config, and (with_perf, last round) the share of time in Wasm code."""
+    envoys: dict[str, procs.Envoy] = {}
+    cpu: dict[str, list[float]] = {}
+    share: dict[str, float] = {}
+    try:
+        for name, cfg in cfgs.items():
+            envoys[name] = procs.Envoy(cfg, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn")
+        for r in range(ROUNDS):
+            for name, envoy in envoys.items():
+                us, s = measure(envoy, script, with_perf=with_perf and r == ROUNDS - 1)
+                cpu.setdefault(name, []).append(us)
+                if s is not None:
+                    share[name] = s
+            print(f"  round {r + 1}/{ROUNDS}", file=sys.stderr, flush=True)
+    finally:
+        for e in envoys.values():
+            e.stop()
+    return cpu, share
+
+
 def run() -> str:
     only = [r.strip() for r in os.environ.get("PROFILE_ONLY", "").split(",") if r.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         script = bench.script_file(Path(tmp), KEY)
         mock = procs.MockLLM("profile", record=False, cpus=bench.LOAD_CPU)
-        envoys: dict[str, procs.Envoy] = {}
-        cpu: dict[str, list[float]] = {}
-        share: dict[str, float | None] = {}
         try:
-            for name, cfg in systems(mock.port).items():
-                if not only or name in only:
-                    envoys[name] = procs.Envoy(cfg, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn")
-            for r in range(ROUNDS):
-                for name, envoy in envoys.items():
-                    us, s = measure(envoy, script, with_perf=(r == ROUNDS - 1))
-                    cpu.setdefault(name, []).append(us)
-                    if s is not None:
-                        share[name] = s
-                print(f"  round {r + 1}/{ROUNDS}", file=sys.stderr, flush=True)
+            cfgs = {n: c for n, c in systems(mock.port).items() if not only or n in only}
+            cpu, share = interleaved(cfgs, script, with_perf=True)
         finally:
-            for e in envoys.values():
-                e.stop()
             mock.stop()
     med = {n: statistics.median(v) for n, v in cpu.items()}
     base = med.get("plain envoy")
