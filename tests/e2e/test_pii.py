@@ -168,6 +168,20 @@ def test_invalid_json_is_refused_not_forwarded(mock):
     assert mock.records() == []
 
 
+def test_a_policy_that_allows_every_type_streams_the_body_unread(mock):
+    """Nothing to look for, nothing buffered: a 2 MiB body passes Envoy's 1 MiB buffer limit
+    (a buffering filter would get 413), PII and all, and no JSON is checked."""
+    envoy = pii_gateway(mock, {"policies": {"default": {"default_action": "allow",
+                                                        "redact_responses": False}}})
+    text = "jane@example.com " * (2 * 1024 * 1024 // 17)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]}).encode()
+    status, _ = post_raw(envoy, body)
+    assert status == 200
+    assert sent_text(mock) == text
+    status, _ = post_raw(envoy, b'{"model":"m","messages":[')
+    assert mock.records()[-1]["body"] == '{"model":"m","messages":['
+
+
 def test_policy_per_route(mock):
     cfg = {"policies": {"internal": {"default_action": "allow"},
                         "external": {"actions": {"EMAIL": "block"}}},

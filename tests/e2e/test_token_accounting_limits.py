@@ -1,6 +1,7 @@
 """Tokens-per-minute and daily budgets, enforced exactly across two Envoy workers."""
 from __future__ import annotations
 
+import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -112,3 +113,17 @@ def test_daily_budget_is_exact_under_concurrency_then_settles_exactly(envoy, moc
     assert more == expected_more > 0
     costs = envoy.stats("gen_ai.client.cost_micro_usd")
     assert sum(v for k, v in costs.items() if ".key_id.beta" in k) == (FIT + more) * ACTUAL
+
+
+def test_a_chunked_request_is_admitted_on_its_body_size(envoy, mock):
+    """Without content-length the filter reads the body to size it; the reservation is the same
+    quarter of the bytes plus max_tokens, reported as the bucket's level."""
+    body = json.dumps(BODY).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=30)
+    conn.request("POST", "/v1/chat/completions", body=iter([body[:10], body[10:]]),
+                 headers={"content-type": "application/json", **auth("alpha")}, encode_chunked=True)
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
+    assert "content-length" not in mock.records()[-1]["headers"]
+    assert int(r.getheader("x-ratelimit-remaining-tokens")) == FIT * EST + EST // 2 - EST

@@ -88,17 +88,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_request(envoy: procs.Envoy, script: Path, connections: int = 8) -> float:
-    """Envoy's CPU time per request (µs) under load: steadier than latency on a busy machine."""
-    url = f"{envoy.url}/v1/chat/completions"
-    wrk(url, script, connections, 1)  # warm-up
-    stat = "http.aimesh.downstream_rq_total"
-    n0, c0 = envoy.stats(stat).get(stat, 0), cpu_seconds(envoy.proc.pid)
-    wrk(url, script, connections)
-    n1, c1 = envoy.stats(stat).get(stat, 0), cpu_seconds(envoy.proc.pid)
-    return (c1 - c0) / max(n1 - n0, 1) * 1e6
-
-
 def rows(key: str, mock_port: int, failing_port: int | None = None) -> dict[str, dict | None]:
     """Row name -> Envoy config (None: the upstream called directly)."""
     cfgs = demo.filter_configs(key, unlimited=True)

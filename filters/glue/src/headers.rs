@@ -1,9 +1,9 @@
 //! A request's or response's headers, fetched from Envoy in one host call.
 //!
 //! Envoy answers every header read by calling back into the VM to allocate the result, and that
-//! round trip dominates its price: `harness.bench_host` measured one `get_http_request_header`
-//! at ~2.9 µs and the whole map at ~2.7 µs. A filter that reads two or more headers reads the
-//! map once and looks names up here.
+//! round trip dominates its price: `harness.bench_host` prices one `get_http_request_header`
+//! about the same as the whole map (~1.5-3 µs each, run to run). A filter that reads two or more
+//! headers reads the map once and looks names up here.
 //!
 //! Values are kept as bytes: proxy-wasm's `String` getters unwrap `from_utf8`, so a header
 //! value with an obs-text byte (legal in HTTP/1.1, e.g. Latin-1) would trap the VM.

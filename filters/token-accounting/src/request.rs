@@ -1,7 +1,7 @@
 //! Per-request state and the request phase: facts, admission, include_usage injection.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use aimesh_core::accounting::admission::{self, Limits, Reservation};
@@ -173,24 +173,23 @@ impl Filter {
 }
 
 thread_local! {
-    /// (key id, UTC day) of the `default`-limited keys this VM already created in shared data.
-    static CREATED: RefCell<HashSet<(String, u64)>> = RefCell::new(HashSet::new());
+    /// UTC day on which this VM last created each `default`-limited key's shared-data keys.
+    static CREATED: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
 }
 
 /// Keys under `default` are created on first use (see `limits::init_if_absent`), once per VM
 /// and day: creating them reads three shared-data keys, a price every request would pay.
 fn create_default_keys(key_id: &str, limits: &Limits, now: u64) {
     let day = now / 86_400_000;
-    let id = (key_id.to_string(), day);
-    if CREATED.with(|c| c.borrow().contains(&id)) {
+    if CREATED.with(|c| c.borrow().get(key_id) == Some(&day)) {
         return;
     }
     if admission::init_keys(&HostStore, key_id, limits, now).is_ok() {
         CREATED.with(|c| {
             let mut c = c.borrow_mut();
             // Keys of past days are never asked for again.
-            c.retain(|(_, d)| *d >= day);
-            c.insert(id);
+            c.retain(|_, d| *d >= day);
+            c.insert(key_id.to_string(), day);
         });
     }
 }

@@ -5,7 +5,8 @@
 //! `harness.bench_host` prices each kind of host call in Envoy (its binary has no symbols, so a
 //! CPU profile cannot name them).
 
-use aimesh_glue::{load_config, Validate};
+use aimesh_core::host::Metrics;
+use aimesh_glue::{load_config, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
@@ -73,6 +74,8 @@ impl Validate for Config {
 #[derive(Default)]
 struct Root {
     config: Rc<Config>,
+    /// Metric ids are defined once per VM, as the filters' `HostMetrics` does.
+    metrics: Rc<HostMetrics>,
 }
 
 impl Context for Root {}
@@ -92,8 +95,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Probe {
             config: self.config.clone(),
-            metric: None,
-            histogram: None,
+            metrics: self.metrics.clone(),
         }))
     }
 
@@ -104,8 +106,7 @@ impl RootContext for Root {
 
 struct Probe {
     config: Rc<Config>,
-    metric: Option<u32>,
-    histogram: Option<u32>,
+    metrics: Rc<HostMetrics>,
 }
 
 impl Context for Probe {}
@@ -117,7 +118,8 @@ impl HttpContext for Probe {
                 trap();
             }
         }
-        let w = self.config.work.clone();
+        let config = Rc::clone(&self.config);
+        let w = &config.work;
         for _ in 0..w.get_header {
             let _ = self.get_http_request_header("content-type");
         }
@@ -130,35 +132,11 @@ impl HttpContext for Probe {
         for i in 0..w.remove_header {
             self.set_http_request_header(&format!("x-probe-absent-{i}"), None);
         }
-        if w.count > 0 {
-            let id = match self.metric {
-                Some(id) => Some(id),
-                None => proxy_wasm::hostcalls::define_metric(
-                    proxy_wasm::types::MetricType::Counter,
-                    "aimesh.probe.count",
-                )
-                .ok(),
-            };
-            self.metric = id;
-            for _ in 0..w.count {
-                if let Some(id) = id {
-                    let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
-                }
-            }
+        for _ in 0..w.count {
+            self.metrics.count("aimesh.probe.count", 1);
         }
-        if w.histogram > 0 {
-            if self.histogram.is_none() {
-                self.histogram = proxy_wasm::hostcalls::define_metric(
-                    proxy_wasm::types::MetricType::Histogram,
-                    "aimesh.probe.histogram",
-                )
-                .ok();
-            }
-            for i in 0..w.histogram {
-                if let Some(id) = self.histogram {
-                    let _ = proxy_wasm::hostcalls::record_metric(id, u64::from(i));
-                }
-            }
+        for i in 0..w.histogram {
+            self.metrics.record("aimesh.probe.histogram", u64::from(i));
         }
         for _ in 0..w.shared {
             let (value, cas) = self.get_shared_data("aimesh.probe.shared");
