@@ -154,9 +154,9 @@ impl Default for LatencyOptions {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sla {
-    /// A target whose mean time per output token exceeds this is unhealthy (milliseconds).
+    /// A target whose median time per output token exceeds this is unhealthy (milliseconds).
     pub max_ms_per_token: f64,
-    /// Window of the mean (seconds).
+    /// Window of that median (seconds).
     #[serde(default = "three_minutes")]
     pub window_s: u64,
 }

@@ -104,11 +104,11 @@ fn latency<R: Rng + ?Sized>(vm: &VirtualModel, stats: &[Summary], rng: &mut R) -
     }
     let fastest = measured
         .iter()
-        .map(|&i| get(i).mean_us)
+        .map(|&i| get(i).median_us)
         .fold(f64::INFINITY, f64::min);
     let equal: Vec<usize> = measured
         .into_iter()
-        .filter(|&i| get(i).mean_us <= fastest * opts.equal_within)
+        .filter(|&i| get(i).median_us <= fastest * opts.equal_within)
         .collect();
     by_weight(vm, &equal, rng)
 }
@@ -121,7 +121,7 @@ fn priority<R: Rng + ?Sized>(vm: &VirtualModel, stats: &[Summary], rng: &mut R) 
     let limit_us = sla.max_ms_per_token * 1000.0;
     let healthy = |i: usize| {
         let s = stats.get(i).copied().unwrap_or_default();
-        s.count == 0 || s.mean_us <= limit_us
+        s.count == 0 || s.median_us <= limit_us
     };
     let first_healthy = order.iter().copied().find(|&i| healthy(i));
     match first_healthy {
@@ -143,7 +143,7 @@ fn priority<R: Rng + ?Sized>(vm: &VirtualModel, stats: &[Summary], rng: &mut R) 
 pub fn healthy(vm: &VirtualModel, s: Summary) -> bool {
     vm.sla
         .as_ref()
-        .is_none_or(|sla| s.count == 0 || s.mean_us <= sla.max_ms_per_token * 1000.0)
+        .is_none_or(|sla| s.count == 0 || s.median_us <= sla.max_ms_per_token * 1000.0)
 }
 
 #[cfg(test)]
@@ -174,7 +174,7 @@ mod tests {
     fn s(count: usize, ms: f64) -> Summary {
         Summary {
             count,
-            mean_us: ms * 1000.0,
+            median_us: ms * 1000.0,
         }
     }
 

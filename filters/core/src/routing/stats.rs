@@ -14,13 +14,17 @@ pub fn key(target: &str) -> String {
     format!("aimesh.vm.tpot.{target}")
 }
 
-/// Mean of the samples in a window.
+/// Median of the samples in a window.
+///
+/// The median, not the mean: one outlier (a cold V8 tier-up, a new upstream connection, a GC
+/// pause) would otherwise rank a fast target slowest, and since the latency strategy then stops
+/// sending it traffic, no fresh sample would correct that until the outlier left the window.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Summary {
     /// Samples in the window.
     pub count: usize,
-    /// Mean time per output token (µs); 0 without samples.
-    pub mean_us: f64,
+    /// Median time per output token (µs); 0 without samples.
+    pub median_us: f64,
 }
 
 fn parse(raw: &[u8]) -> Vec<(u64, u64)> {
@@ -72,7 +76,7 @@ pub fn summary<S: SharedStore + ?Sized>(
 ) -> Summary {
     let raw = store.get(&key(target)).ok().and_then(|(v, _)| v);
     let samples = raw.as_deref().map(parse).unwrap_or_default();
-    let recent: Vec<u64> = samples
+    let mut recent: Vec<u64> = samples
         .into_iter()
         .filter(|(t, _)| now_ms.saturating_sub(*t) <= window_ms)
         .map(|(_, v)| v)
@@ -80,10 +84,17 @@ pub fn summary<S: SharedStore + ?Sized>(
     if recent.is_empty() {
         return Summary::default();
     }
-    let sum: f64 = recent.iter().map(|&v| v as f64).sum();
+    recent.sort_unstable();
+    let n = recent.len();
+    let mid = |i: usize| recent.get(i).map_or(0.0, |&v| v as f64);
+    let median_us = if n % 2 == 1 {
+        mid(n / 2)
+    } else {
+        (mid(n / 2 - 1) + mid(n / 2)) / 2.0
+    };
     Summary {
-        count: recent.len(),
-        mean_us: sum / recent.len() as f64,
+        count: n,
+        median_us,
     }
 }
 
@@ -98,7 +109,7 @@ mod tests {
     use crate::host::MemoryStore;
 
     #[test]
-    fn window_cap_and_mean() {
+    fn window_cap_and_median() {
         let st = MemoryStore::default();
         init(&st, "a/m").unwrap();
         assert_eq!(summary(&st, "a/m", 0, 1000), Summary::default());
@@ -108,7 +119,7 @@ mod tests {
             summary(&st, "a/m", 5_000, 10_000),
             Summary {
                 count: 2,
-                mean_us: 200.0
+                median_us: 200.0
             }
         );
         assert_eq!(summary(&st, "a/m", 5_000, 1_000).count, 1);
@@ -118,7 +129,7 @@ mod tests {
             summary(&st, "a/m", 25_000, 100_000),
             Summary {
                 count: 1,
-                mean_us: 50.0
+                median_us: 50.0
             }
         );
         for i in 0..100 {
@@ -126,6 +137,18 @@ mod tests {
         }
         assert_eq!(summary(&st, "a/m", 30_100, 100_000).count, MAX_SAMPLES);
         assert_eq!(per_token(1000, 0), 1000);
+    }
+
+    #[test]
+    fn one_outlier_does_not_move_the_median() {
+        let st = MemoryStore::default();
+        init(&st, "a/m").unwrap();
+        for (t, v) in [(1, 300_000), (2, 2_000), (3, 2_100)] {
+            record(&st, "a/m", t, v, 10_000).unwrap();
+        }
+        assert_eq!(summary(&st, "a/m", 3, 10_000).median_us, 2_100.0);
+        record(&st, "a/m", 4, 1_900, 10_000).unwrap();
+        assert_eq!(summary(&st, "a/m", 4, 10_000).median_us, 2_050.0);
         assert_eq!(per_token(1000, 8), 125);
     }
 }
