@@ -24,17 +24,13 @@ KEYS[LIMITED] = "sk-aimesh-load-limited-" + "y" * 40
 
 def gateway_config(mock_port: int, log: str) -> dict:
     cfg = demo.demo_config("unused", mock_port, access_log=log)
-    auth = next(f for f in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-                ["typed_config"]["http_filters"] if f["name"] == "aimesh.auth")
     keys = [{"id": kid, "hash": demo.key_hash(k), "team": "load"} for kid, k in KEYS.items()]
     # Refill of 6 per minute is 0.1 per second: the burst at the start gets exactly the limit.
     keys[-1]["requests_per_minute"] = LIMIT
-    auth["typed_config"]["config"]["configuration"]["value"] = json.dumps({"keys": keys})
-    vm = next(f for f in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-              ["typed_config"]["http_filters"] if f["name"] == "aimesh.virtual-model")
-    vcfg = json.loads(vm["typed_config"]["config"]["configuration"]["value"])
+    demo.set_stage_config(cfg, "auth", {"keys": keys})
+    vcfg = demo.stage_config(cfg, "virtual-model")
     vcfg["virtual_models"].append({"name": "vm-second", "targets": [{"target": "local/gpt-4o", "cluster": "local-mock"}]})
-    vm["typed_config"]["config"]["configuration"]["value"] = json.dumps(vcfg)
+    demo.set_stage_config(cfg, "virtual-model", vcfg)
     return cfg
 
 

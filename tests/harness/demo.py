@@ -6,6 +6,7 @@ test of the demo, so what the README promises is what the tests exercise.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -72,11 +73,22 @@ def filter_configs(key: str, *, openai: bool = False, unlimited: bool = False) -
 
 def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
                 openai_key: str | None = None, access_log: str | None = None,
-                unlimited: bool = False) -> dict:
-    """Envoy bootstrap of the demo gateway."""
+                unlimited: bool = False, chain: bool | None = None) -> dict:
+    """Envoy bootstrap of the demo gateway.
+
+    `chain` loads the five filters as stages of one filter (`aimesh_chain.wasm`, one config
+    section per filter) instead of five; by default the `AIMESH_CHAIN=1` environment variable
+    decides, so a test module runs against either build unchanged.
+    """
     cfgs = filter_configs(key, openai=bool(openai_key), unlimited=unlimited)
     env = {"header-auth": ["OPENAI_API_KEY"]} if openai_key else {}
-    filters = [config.wasm_filter(name, cfgs[name], env_keys=env.get(name)) for name in paths.FILTERS]
+    if chain is None:
+        chain = os.environ.get("AIMESH_CHAIN") == "1"
+    if chain:
+        filters = [config.wasm_filter("chain", {name: cfgs[name] for name in paths.FILTERS},
+                                      env_keys=env.get("header-auth"))]
+    else:
+        filters = [config.wasm_filter(name, cfgs[name], env_keys=env.get(name)) for name in paths.FILTERS]
     clusters = [config.cluster("local-mock", mock_port)]
     if openai_key:
         clusters.append(openai_cluster())
@@ -86,6 +98,42 @@ def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
     return cfg
+
+
+def _wasm_entry(cfg: dict, stage: str) -> tuple[dict, bool]:
+    """The http_filters entry that runs `stage`, and whether it is the one-filter chain."""
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for f in hcm["http_filters"]:
+        if f["name"] in (f"aimesh.{stage}", "aimesh.chain"):
+            return f["typed_config"]["config"]["configuration"], f["name"] == "aimesh.chain"
+    raise KeyError(stage)
+
+
+def stage_config(cfg: dict, stage: str) -> dict:
+    """The configuration of one filter in a gateway config, whichever build loads it."""
+    holder, chained = _wasm_entry(cfg, stage)
+    value = json.loads(holder["value"])
+    return value[stage] if chained else value
+
+
+def set_stage_config(cfg: dict, stage: str, value: dict) -> None:
+    """Replaces one filter's configuration in a gateway config, whichever build loads it."""
+    holder, chained = _wasm_entry(cfg, stage)
+    if chained:
+        whole = json.loads(holder["value"])
+        whole[stage] = value
+        value = whole
+    holder["value"] = json.dumps(value)
+
+
+def set_chain_option(cfg: dict, name: str, value) -> None:
+    """Sets a top-level option of the one-filter chain's configuration (`stage_timings`)."""
+    holder, chained = _wasm_entry(cfg, "auth")
+    if not chained:
+        raise ValueError("not a one-filter chain config")
+    whole = json.loads(holder["value"])
+    whole[name] = value
+    holder["value"] = json.dumps(whole)
 
 
 def shipped_accounting() -> dict:

@@ -14,6 +14,8 @@ FILTERS = ["auth", "pii-redaction", "virtual-model", "token-accounting", "header
 
 
 PROBE_WASM = WASM_DIR / "aimesh_probe.wasm"
+# The five filters as stages of one filter (filters/chain); config: one section per filter.
+CHAIN_WASM = WASM_DIR / "aimesh_chain.wasm"
 
 
 def wasm(filter_name: str) -> Path:

@@ -20,18 +20,25 @@ use aimesh_glue::{
     load_config, send_error, strip_internal_headers, Headers, HostClock, HostMetrics, HostStore,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 
 pub use config::Config;
 
-// `proxy_wasm::main!` defines the undocumented `_start` export the host calls.
+/// A fresh root context of this filter: the `aimesh-chain` build runs it as one of its stages.
+pub fn root() -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
+
+// `proxy_wasm::main!` defines the `_initialize` export the host calls. Off in the chain build,
+// which links every filter into one module with its own entry point.
+#[cfg(all(feature = "entry", target_family = "wasm"))]
 #[allow(missing_docs)]
 mod start {
     use super::*;
 
     proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| root());
     }}
 }
 
@@ -62,7 +69,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = self.get_plugin_configuration();
+        let raw = aimesh_glue::plugin_configuration();
         let Some(Config(c)) = load_config::<Config>("auth", raw.as_deref()) else {
             return false;
         };
@@ -195,9 +202,9 @@ impl HttpContext for Auth {
         let Some(policy) = self.who.and_then(|id| self.policies.get(id)) else {
             return Action::Continue;
         };
-        if let Some(body) = self.get_http_response_body(0, body_size) {
+        if let Some(body) = aimesh_glue::Body::Response.read(body_size) {
             if let Some(filtered) = policy.models.filter_model_list(&body) {
-                self.set_http_response_body(0, body_size, &filtered);
+                aimesh_glue::Body::Response.replace(body_size, &filtered);
             }
         }
         Action::Continue
@@ -258,8 +265,8 @@ impl Auth {
         if self.body_size == 0 {
             return self.admit();
         }
-        let body = self
-            .get_http_request_body(0, self.body_size)
+        let body = aimesh_glue::Body::Request
+            .read(self.body_size)
             .unwrap_or_default();
         let facts = match request_facts(&body) {
             Ok(f) => f,

@@ -7,8 +7,10 @@ pub mod config;
 pub mod headers;
 pub mod host;
 pub mod reply;
+pub mod stage;
 
 pub use config::{load_config, Validate};
 pub use headers::Headers;
 pub use host::{HostClock, HostMetrics, HostStore};
 pub use reply::{send_error, strip_internal_headers};
+pub use stage::{plugin_configuration, Body};

@@ -11,6 +11,7 @@ pub fn send_error<C: HttpContext + ?Sized>(ctx: &C, err: &dyn ErrorKind) {
     let mut hs: Vec<(&str, &str)> = vec![("content-type", "application/json")];
     hs.extend(api.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     ctx.send_http_response(u32::from(api.status), hs, Some(api.body.as_bytes()));
+    crate::stage::mark_replied();
 }
 
 /// Removes every `x-aimesh-*` request header named in `hs` (the request's headers).

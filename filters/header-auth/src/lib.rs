@@ -14,17 +14,24 @@ use aimesh_core::headers;
 use aimesh_core::host::Metrics;
 use aimesh_glue::{load_config, send_error, Headers, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use serde::Deserialize;
 
-// `proxy_wasm::main!` defines the undocumented `_start` export the host calls.
+/// A fresh root context of this filter: the `aimesh-chain` build runs it as one of its stages.
+pub fn root() -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
+
+// `proxy_wasm::main!` defines the `_initialize` export the host calls. Off in the chain build,
+// which links every filter into one module with its own entry point.
+#[cfg(all(feature = "entry", target_family = "wasm"))]
 #[allow(missing_docs)]
 mod start {
     use super::*;
 
     proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| root());
     }}
 }
 
@@ -51,7 +58,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = self.get_plugin_configuration();
+        let raw = aimesh_glue::plugin_configuration();
         let Some(FilterConfig(config)) = load_config::<FilterConfig>(NAME, raw.as_deref()) else {
             return false;
         };

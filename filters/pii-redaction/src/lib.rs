@@ -14,17 +14,24 @@ use aimesh_core::pii::stream::SseRedactor;
 use aimesh_core::pii::{Engine, PiiConfig, PiiError, Session};
 use aimesh_glue::{load_config, send_error, Headers, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use serde::Deserialize;
 
-// `proxy_wasm::main!` defines the undocumented `_start` export the host calls.
+/// A fresh root context of this filter: the `aimesh-chain` build runs it as one of its stages.
+pub fn root() -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
+
+// `proxy_wasm::main!` defines the `_initialize` export the host calls. Off in the chain build,
+// which links every filter into one module with its own entry point.
+#[cfg(all(feature = "entry", target_family = "wasm"))]
 #[allow(missing_docs)]
 mod start {
     use super::*;
 
     proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| root());
     }}
 }
 
@@ -56,7 +63,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = self.get_plugin_configuration();
+        let raw = aimesh_glue::plugin_configuration();
         let Some(Config(cfg)) = load_config::<Config>("pii-redaction", raw.as_deref()) else {
             return false;
         };
@@ -152,8 +159,8 @@ impl HttpContext for Filter {
         if !self.scanning || self.done {
             return Action::Continue;
         }
-        let size = self
-            .get_http_request_body(0, usize::MAX)
+        let size = aimesh_glue::Body::Request
+            .read(usize::MAX)
             .map_or(0, |b| b.len());
         self.check_body(size)
     }
@@ -194,22 +201,22 @@ impl HttpContext for Filter {
             Response::Pass => Action::Continue,
             Response::Json if !end_of_stream => Action::Pause,
             Response::Json => {
-                let body = self
-                    .get_http_response_body(0, body_size)
+                let body = aimesh_glue::Body::Response
+                    .read(body_size)
                     .unwrap_or_default();
                 if let Some(new) = respond_body(&engine, &policy, &mut self.session, &body) {
-                    self.set_http_response_body(0, body_size, &new);
+                    aimesh_glue::Body::Response.replace(body_size, &new);
                 }
                 self.report();
                 Action::Continue
             }
             Response::Sse(sse) => {
-                let chunk = self
-                    .get_http_response_body(0, body_size)
+                let chunk = aimesh_glue::Body::Response
+                    .read(body_size)
                     .unwrap_or_default();
                 let out = sse.push(&chunk, end_of_stream, &engine, &policy, &mut self.session);
                 if out != chunk {
-                    self.set_http_response_body(0, body_size, &out);
+                    aimesh_glue::Body::Response.replace(body_size, &out);
                 }
                 if end_of_stream {
                     self.report();
@@ -231,7 +238,7 @@ impl Filter {
 
     fn check_body(&mut self, size: usize) -> Action {
         self.done = true;
-        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let body = aimesh_glue::Body::Request.read(size).unwrap_or_default();
         let policy = self.engine.policy(self.policy).clone();
         let result = redact_request(&self.engine, &policy, &mut self.session, &body);
         let blocked = self.engine.blocked_error(&self.session);
@@ -241,7 +248,7 @@ impl Filter {
             (Err(err), None) => self.refuse("invalid_json", &err),
             (Ok(None), None) => Action::Continue,
             (Ok(Some(new)), None) => {
-                self.set_http_request_body(0, size, &new);
+                aimesh_glue::Body::Request.replace(size, &new);
                 self.set_http_request_header("content-length", Some(&new.len().to_string()));
                 self.metrics.count(STAT_REDACTED, 1);
                 Action::Continue

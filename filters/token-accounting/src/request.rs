@@ -113,7 +113,7 @@ impl Filter {
         }
         if self.stream && !self.client_usage {
             if let Some(new) = inject::include_usage(body) {
-                self.set_http_request_body(0, size, &new);
+                aimesh_glue::Body::Request.replace(size, &new);
                 self.set_http_request_header("content-length", Some(&new.len().to_string()));
                 self.injected = true;
             }
@@ -271,7 +271,7 @@ impl HttpContext for Filter {
             return Action::Pause;
         }
         self.reading_body = false;
-        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let body = aimesh_glue::Body::Request.read(size).unwrap_or_default();
         if self.on_body(&body, size) {
             Action::Continue
         } else {

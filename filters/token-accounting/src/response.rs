@@ -49,7 +49,7 @@ impl Filter {
             return;
         }
         let chunk = if size > 0 {
-            self.get_http_response_body(0, size).unwrap_or_default()
+            aimesh_glue::Body::Response.read(size).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -65,7 +65,7 @@ impl Filter {
                 }
             }
             if let Some(out) = out {
-                self.set_http_response_body(0, size, &out);
+                aimesh_glue::Body::Response.replace(size, &out);
             }
             if self.first_token_ms.is_none() && tap.facts.first_token_seen {
                 self.first_token_ms = Some(HostClock.unix_millis());

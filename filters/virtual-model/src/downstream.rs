@@ -117,7 +117,7 @@ impl Downstream {
     }
 
     fn body(&mut self, size: usize) -> Action {
-        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let body = aimesh_glue::Body::Request.read(size).unwrap_or_default();
         if matches!(self.phase, Phase::NeedModel) {
             self.phase = Phase::Done;
             let model = match request_facts(&body) {
@@ -138,7 +138,7 @@ impl Downstream {
             };
             match rewrite::replace_model(&body, &model) {
                 Ok((new, _)) => {
-                    self.set_http_request_body(0, size, &new);
+                    aimesh_glue::Body::Request.replace(size, &new);
                     self.set_http_request_header("content-length", Some(&new.len().to_string()));
                 }
                 Err(e) => {
@@ -251,7 +251,7 @@ impl HttpContext for Downstream {
         if self.measure.is_none() {
             return Action::Continue;
         }
-        let chunk = self.get_http_response_body(0, size).unwrap_or_default();
+        let chunk = aimesh_glue::Body::Response.read(size).unwrap_or_default();
         if let Some((_, counter)) = self.measure.as_mut() {
             counter.feed(&chunk);
         }

@@ -21,16 +21,23 @@ use aimesh_core::routing::config::Role;
 use aimesh_core::routing::{stats, RoutingConfig};
 use aimesh_glue::{load_config, HostStore, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::ContextType;
 
-// `proxy_wasm::main!` defines the undocumented `_start` export the host calls.
+/// A fresh root context of this filter: the `aimesh-chain` build runs it as one of its stages.
+pub fn root() -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
+
+// `proxy_wasm::main!` defines the `_initialize` export the host calls. Off in the chain build,
+// which links every filter into one module with its own entry point.
+#[cfg(all(feature = "entry", target_family = "wasm"))]
 #[allow(missing_docs)]
 mod start {
     use super::*;
 
     proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| root());
     }}
 }
 
@@ -54,7 +61,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = self.get_plugin_configuration();
+        let raw = aimesh_glue::plugin_configuration();
         let Some(Config(cfg)) = load_config::<Config>("virtual-model", raw.as_deref()) else {
             return false;
         };

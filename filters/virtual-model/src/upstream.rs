@@ -52,7 +52,7 @@ impl Upstream {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
-        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let body = aimesh_glue::Body::Request.read(size).unwrap_or_default();
         let Ok((_, name)) = rewrite::find_model(&body) else {
             return;
         };
@@ -68,7 +68,7 @@ impl Upstream {
         let t = &cfg.virtual_models[vi].targets[ti];
         if let Ok((new, _)) = rewrite::replace_model(&body, t.model()) {
             let (backend, model) = (t.backend().to_string(), t.model().to_string());
-            self.set_http_request_body(0, size, &new);
+            aimesh_glue::Body::Request.replace(size, &new);
             self.set_http_request_header("content-length", Some(&new.len().to_string()));
             self.set_http_request_header(headers::BACKEND, Some(&backend));
             self.set_http_request_header(headers::MODEL_SERVED, Some(&model));
@@ -128,11 +128,7 @@ impl HttpContext for Upstream {
         let Some(counter) = self.counter.as_mut() else {
             return Action::Continue;
         };
-        if let Some(chunk) =
-            hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpResponseBody, 0, size)
-                .ok()
-                .flatten()
-        {
+        if let Some(chunk) = aimesh_glue::Body::Response.read(size) {
             counter.feed(&chunk);
         }
         if eos {
