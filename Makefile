@@ -43,8 +43,13 @@ test: setup build test-unit test-e2e
 test-unit:
 	cargo test --workspace
 
+# The demo-chain suites run a second time against the one-filter build (aimesh_chain.wasm).
+CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_conservation.py \
+	e2e/test_failure_policy.py e2e/test_secrets.py
+
 test-e2e: setup build
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
+	cd tests && AIMESH_CHAIN=1 ../$(PY) -m pytest $(CHAIN_E2E) -q -p no:cacheprovider $(PYTEST_ARGS)
 
 validate: setup build
 	cd tests && ../$(PY) -m harness.validate
@@ -53,7 +58,7 @@ wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
 bench: setup build wrk
-	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii
+	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii && ../$(PY) -m harness.stage_times
 
 # Criterion micro-benchmarks of core's hot paths (MB/s).
 bench-core: setup

@@ -34,10 +34,8 @@ def chain(tmp_path, mock):
     cfg = demo.demo_config(key, mock.port, openai_key="unused", access_log=str(log))
     clusters = cfg["static_resources"]["clusters"]
     clusters[:] = [c for c in clusters if c["name"] != "openai"] + [config.cluster("openai", provider.port)]
-    pii = next(f for f in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-               ["typed_config"]["http_filters"] if f["name"] == "aimesh.pii-redaction")
-    pii["typed_config"]["config"]["configuration"]["value"] = json.dumps(
-        {"policies": {"default": {"actions": {"US_SSN": "block"}, "restore": True}}})
+    demo.set_stage_config(cfg, "pii-redaction",
+                          {"policies": {"default": {"actions": {"US_SSN": "block"}, "restore": True}}})
     envoy = procs.Envoy(cfg, log_level="debug", env={"OPENAI_API_KEY": PROVIDER_SECRET},
                         extra_args=["--component-log-level", QUIET_COMPONENTS])
     yield envoy, key, provider, log

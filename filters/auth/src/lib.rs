@@ -124,7 +124,7 @@ impl HttpContext for Auth {
         strip_internal_headers(self, &hs);
         let who = self.identify(&hs);
         for h in CREDENTIAL_HEADERS.iter().filter(|h| hs.has(h)) {
-            self.set_http_request_header(h, None);
+            aimesh_glue::set_request_header(self, h, None);
         }
         let Some(id) = who else {
             return self.refuse(stat::INVALID_KEY, &AuthError::InvalidKey);
@@ -133,18 +133,18 @@ impl HttpContext for Auth {
         let Some(policy) = self.policies.get(id) else {
             return self.refuse(stat::INVALID_KEY, &AuthError::InvalidKey);
         };
-        self.set_http_request_header(headers::KEY_ID, Some(&policy.id));
+        aimesh_glue::set_request_header(self, headers::KEY_ID, Some(&policy.id));
         // Filter state reaches access logs and later Wasm filters without a header.
         aimesh_glue::host::set_property(&[STATE_KEY_ID], policy.id.as_bytes());
         if let Some(team) = &policy.team {
-            self.set_http_request_header(headers::TEAM, Some(team));
+            aimesh_glue::set_request_header(self, headers::TEAM, Some(team));
             aimesh_glue::host::set_property(&[STATE_TEAM], team.as_bytes());
         }
         let path = hs.get(":path").unwrap_or_default();
         if !policy.models.allows_all() && is_model_list(&hs, path) {
             self.filter_models = true;
             // The rewrite needs a plain body; a compressed one would pass unfiltered.
-            self.set_http_request_header("accept-encoding", None);
+            aimesh_glue::set_request_header(self, "accept-encoding", None);
         }
         // MCP and custom endpoints carry arbitrary (even binary) bodies and no model: key and
         // limits only.
@@ -179,12 +179,12 @@ impl HttpContext for Auth {
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         if let Some((limit, remaining, reset)) = self.admitted.and_then(|a| a.rate) {
             for (k, v) in limits::rate_headers(limit, remaining, reset) {
-                self.set_http_response_header(&k, Some(&v));
+                aimesh_glue::set_response_header(self, &k, Some(&v));
             }
         }
         if self.filter_models {
             if self.get_http_response_header(":status").as_deref() == Some("200") {
-                self.set_http_response_header("content-length", None);
+                aimesh_glue::set_response_header(self, "content-length", None);
             } else {
                 self.filter_models = false;
             }
@@ -279,11 +279,15 @@ impl Auth {
         if !allowed {
             return self.refuse(stat::MODEL, &AuthError::ModelNotAllowed(facts.model));
         }
-        self.set_http_request_header(headers::MODEL, Some(&facts.model));
-        self.set_http_request_header(headers::STREAM, Some(bool_str(facts.stream)));
-        self.set_http_request_header(headers::INCLUDE_USAGE, Some(bool_str(facts.include_usage)));
+        aimesh_glue::set_request_header(self, headers::MODEL, Some(&facts.model));
+        aimesh_glue::set_request_header(self, headers::STREAM, Some(bool_str(facts.stream)));
+        aimesh_glue::set_request_header(
+            self,
+            headers::INCLUDE_USAGE,
+            Some(bool_str(facts.include_usage)),
+        );
         if let Some(n) = facts.max_tokens {
-            self.set_http_request_header(headers::MAX_TOKENS, Some(&n.to_string()));
+            aimesh_glue::set_request_header(self, headers::MAX_TOKENS, Some(&n.to_string()));
         }
         self.admit()
     }

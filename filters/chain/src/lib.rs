@@ -149,6 +149,15 @@ impl RootContext for Root {
     }
 }
 
+/// Runs one Envoy callback's worth of stages with the header snapshots shared between them:
+/// the map is read from Envoy once per callback, not once per stage.
+fn shared<R>(f: impl FnOnce() -> R) -> R {
+    aimesh_glue::headers::share_snapshots(true);
+    let out = f();
+    aimesh_glue::headers::share_snapshots(false);
+    out
+}
+
 /// One request through every stage.
 struct Chain {
     flow: Flow<Staged>,
@@ -173,27 +182,27 @@ impl Context for Chain {
 
 impl HttpContext for Chain {
     fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
-        self.flow.request_headers(n, eos)
+        shared(|| self.flow.request_headers(n, eos))
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        self.flow.request_body(size, eos)
+        shared(|| self.flow.request_body(size, eos))
     }
 
     fn on_http_request_trailers(&mut self, n: usize) -> Action {
-        self.flow.request_trailers(n)
+        shared(|| self.flow.request_trailers(n))
     }
 
     fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
-        self.flow.response_headers(n, eos)
+        shared(|| self.flow.response_headers(n, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        self.flow.response_body(size, eos)
+        shared(|| self.flow.response_body(size, eos))
     }
 
     fn on_http_response_trailers(&mut self, n: usize) -> Action {
-        self.flow.response_trailers(n)
+        shared(|| self.flow.response_trailers(n))
     }
 
     fn on_log(&mut self) {

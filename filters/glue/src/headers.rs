@@ -8,7 +8,94 @@
 //! Values are kept as bytes: proxy-wasm's `String` getters unwrap `from_utf8`, so a header
 //! value with an obs-text byte (legal in HTTP/1.1, e.g. Latin-1) would trap the VM.
 
+use std::cell::RefCell;
+
 use proxy_wasm::traits::HttpContext;
+
+thread_local! {
+    static SHARED: RefCell<Shared> = RefCell::new(Shared::default());
+}
+
+/// Snapshots shared by the stages of the chain build within one Envoy callback.
+///
+/// Each stage reads the header map (one host call, the values copied into the VM: ~7 µs for a
+/// dozen headers in Envoy 1.40); within one callback nothing but the stages changes it, and they
+/// change it through [`set_request_header`] and [`set_response_header`], which keep the snapshot
+/// current. A standalone filter never turns this on.
+#[derive(Default)]
+struct Shared {
+    on: bool,
+    request: Option<Headers>,
+    response: Option<Headers>,
+}
+
+/// Turns snapshot sharing on (at the start of an Envoy callback) or off (at its end); either way
+/// any snapshot held is dropped.
+pub fn share_snapshots(on: bool) {
+    SHARED.with(|s| {
+        *s.borrow_mut() = Shared {
+            on,
+            ..Shared::default()
+        }
+    });
+}
+
+fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
+    let hit = SHARED.with(|s| {
+        let s = s.borrow();
+        if !s.on {
+            return None;
+        }
+        Some(if response {
+            s.response.clone()
+        } else {
+            s.request.clone()
+        })
+    });
+    match hit {
+        None => fetch(),
+        Some(Some(h)) => h,
+        Some(None) => {
+            let h = fetch();
+            SHARED.with(|s| {
+                let mut s = s.borrow_mut();
+                let slot = if response {
+                    &mut s.response
+                } else {
+                    &mut s.request
+                };
+                *slot = Some(h.clone());
+            });
+            h
+        }
+    }
+}
+
+fn update_cached(response: bool, name: &str, value: Option<&str>) {
+    SHARED.with(|s| {
+        let mut s = s.borrow_mut();
+        let slot = if response {
+            &mut s.response
+        } else {
+            &mut s.request
+        };
+        if let Some(h) = slot.as_mut() {
+            h.set(name, value.map(str::as_bytes));
+        }
+    });
+}
+
+/// Sets (`Some`) or removes (`None`) a request header, keeping a shared snapshot current.
+pub fn set_request_header<C: HttpContext + ?Sized>(ctx: &C, name: &str, value: Option<&str>) {
+    ctx.set_http_request_header(name, value);
+    update_cached(false, name, value);
+}
+
+/// Sets (`Some`) or removes (`None`) a response header, keeping a shared snapshot current.
+pub fn set_response_header<C: HttpContext + ?Sized>(ctx: &C, name: &str, value: Option<&str>) {
+    ctx.set_http_response_header(name, value);
+    update_cached(true, name, value);
+}
 
 /// A snapshot of one header map (names lower-case, as Envoy keeps them).
 #[derive(Debug, Clone, Default)]
@@ -19,16 +106,16 @@ pub struct Headers {
 impl Headers {
     /// The request headers as they are now.
     pub fn request<C: HttpContext + ?Sized>(ctx: &C) -> Self {
-        Headers {
+        cached(false, || Headers {
             pairs: ctx.get_http_request_headers_bytes(),
-        }
+        })
     }
 
     /// The response headers as they are now.
     pub fn response<C: HttpContext + ?Sized>(ctx: &C) -> Self {
-        Headers {
+        cached(true, || Headers {
             pairs: ctx.get_http_response_headers_bytes(),
-        }
+        })
     }
 
     /// Builds a snapshot from pairs (tests, and callers that already hold the map).
@@ -58,6 +145,32 @@ impl Headers {
     /// True when `name` is present (with any value).
     pub fn has(&self, name: &str) -> bool {
         self.get_bytes(name).is_some()
+    }
+
+    /// What Envoy's `set_http_*_header` does to the map: every value of `name` replaced by
+    /// `value` (one, added at the end when absent), or removed.
+    pub fn set(&mut self, name: &str, value: Option<&[u8]>) {
+        let name = name.to_ascii_lowercase();
+        match value {
+            None => self.pairs.retain(|(k, _)| *k != name),
+            Some(v) => {
+                let mut first = true;
+                self.pairs.retain_mut(|(k, old)| {
+                    if *k != name {
+                        return true;
+                    }
+                    if first {
+                        first = false;
+                        *old = v.to_vec();
+                        return true;
+                    }
+                    false
+                });
+                if first {
+                    self.pairs.push((name, v.to_vec()));
+                }
+            }
+        }
     }
 
     /// Every header name, in order (a repeated header appears once per value).
@@ -94,6 +207,18 @@ mod tests {
         let h = hs();
         assert_eq!(h.get("x-latin1"), None);
         assert_eq!(h.get_bytes("x-latin1"), Some(&[b'c', 0xe9][..]));
+    }
+
+    #[test]
+    fn set_replaces_every_value_adds_or_removes() {
+        let mut h = hs();
+        h.set("X-Two", Some(b"only"));
+        assert_eq!(h.names().filter(|n| *n == "x-two").count(), 1);
+        assert_eq!(h.get("x-two"), Some("only"));
+        h.set("x-new", Some(b"v"));
+        assert_eq!(h.get("x-new"), Some("v"));
+        h.set(":path", None);
+        assert!(!h.has(":path"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn send_error<C: HttpContext + ?Sized>(ctx: &C, err: &dyn ErrorKind) {
 pub fn strip_internal_headers<C: HttpContext + ?Sized>(ctx: &C, hs: &Headers) {
     for name in hs.names() {
         if headers::is_internal(name) {
-            ctx.set_http_request_header(name, None);
+            crate::set_request_header(ctx, name, None);
         }
     }
 }

@@ -118,18 +118,18 @@ impl HttpContext for Filter {
         };
         for name in hs.names() {
             if plan.strips(name, &decision) {
-                self.set_http_request_header(name, None);
+                aimesh_glue::set_request_header(self, name, None);
             }
         }
         if let Some(h) = decision.headers {
             for (k, v) in &h.set {
-                self.set_http_request_header(k, Some(v));
+                aimesh_glue::set_request_header(self, k, Some(v));
             }
             for (k, v) in &h.defaults {
                 // Present now: sent by the client and kept, or just set above.
                 let kept = hs.has(k) && !plan.strips(k, &decision);
                 if !kept && !h.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(k)) {
-                    self.set_http_request_header(k, Some(v));
+                    aimesh_glue::set_request_header(self, k, Some(v));
                 }
             }
             if !h.set.is_empty() {
@@ -139,9 +139,9 @@ impl HttpContext for Filter {
         if let Some(route) = decision.route {
             // Changing request headers clears Envoy's route cache, so the router re-matches
             // on the new path and picks the cluster through `cluster_header`.
-            self.set_http_request_header(headers::CLUSTER, Some(route.cluster));
-            self.set_http_request_header(":authority", Some(route.authority));
-            self.set_http_request_header(":path", Some(&route.path));
+            aimesh_glue::set_request_header(self, headers::CLUSTER, Some(route.cluster));
+            aimesh_glue::set_request_header(self, ":authority", Some(route.authority));
+            aimesh_glue::set_request_header(self, ":path", Some(&route.path));
             self.metrics.count("aimesh.header_auth.proxied", 1);
         }
         Action::Continue

@@ -133,7 +133,7 @@ impl HttpContext for Filter {
             .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
         if self.responds() && hs.has("accept-encoding") {
             // Response text must be readable to be restored or redacted.
-            self.set_http_request_header("accept-encoding", None);
+            aimesh_glue::set_request_header(self, "accept-encoding", None);
         }
         // A policy that allows every type has nothing to look for in the request: the body
         // streams through unbuffered.
@@ -189,7 +189,7 @@ impl HttpContext for Filter {
         } else {
             return Action::Continue;
         }
-        self.set_http_response_header("content-length", None);
+        aimesh_glue::set_response_header(self, "content-length", None);
         Action::Continue
     }
 
@@ -249,7 +249,11 @@ impl Filter {
             (Ok(None), None) => Action::Continue,
             (Ok(Some(new)), None) => {
                 aimesh_glue::Body::Request.replace(size, &new);
-                self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                aimesh_glue::set_request_header(
+                    self,
+                    "content-length",
+                    Some(&new.len().to_string()),
+                );
                 self.metrics.count(STAT_REDACTED, 1);
                 Action::Continue
             }

@@ -114,7 +114,11 @@ impl Filter {
         if self.stream && !self.client_usage {
             if let Some(new) = inject::include_usage(body) {
                 aimesh_glue::Body::Request.replace(size, &new);
-                self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                aimesh_glue::set_request_header(
+                    self,
+                    "content-length",
+                    Some(&new.len().to_string()),
+                );
                 self.injected = true;
             }
         }

@@ -5,7 +5,6 @@ use aimesh_core::accounting::sse::{Forward, SseTap};
 use aimesh_core::accounting::{estimate, usage, Usage};
 use aimesh_core::host::Clock;
 use aimesh_glue::{Headers, HostClock, HostStore};
-use proxy_wasm::traits::HttpContext;
 
 use crate::metrics::{self, Labels};
 use crate::request::Filter;
@@ -35,12 +34,16 @@ impl Filter {
             let strip = self.injected;
             if strip {
                 // Removing an event changes the length.
-                self.set_http_response_header("content-length", None);
+                aimesh_glue::set_response_header(self, "content-length", None);
             }
             self.tap = Some(SseTap::new(strip));
         }
         if let Some(r) = self.reservation.as_ref().and_then(|r| r.remaining_tokens) {
-            self.set_http_response_header("x-ratelimit-remaining-tokens", Some(&r.to_string()));
+            aimesh_glue::set_response_header(
+                self,
+                "x-ratelimit-remaining-tokens",
+                Some(&r.to_string()),
+            );
         }
     }
 

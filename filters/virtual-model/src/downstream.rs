@@ -98,13 +98,13 @@ impl Downstream {
             }
         };
         let t = &vm.targets[self.target];
-        self.set_http_request_header(headers::CLUSTER, Some(t.route_cluster()));
-        self.set_http_request_header(headers::BACKEND, Some(t.backend()));
-        self.set_http_request_header(headers::MODEL_SERVED, Some(t.model()));
-        self.set_http_request_header(VIRTUAL_MODEL, Some(&vm.name));
+        aimesh_glue::set_request_header(self, headers::CLUSTER, Some(t.route_cluster()));
+        aimesh_glue::set_request_header(self, headers::BACKEND, Some(t.backend()));
+        aimesh_glue::set_request_header(self, headers::MODEL_SERVED, Some(t.model()));
+        aimesh_glue::set_request_header(self, VIRTUAL_MODEL, Some(&vm.name));
         if t.fallback_cluster.is_some() {
             for (k, v) in retry::envoy_headers(vm) {
-                self.set_http_request_header(k, Some(&v));
+                aimesh_glue::set_request_header(self, k, Some(&v));
             }
         } else {
             if shared.measures(&t.target) {
@@ -139,7 +139,11 @@ impl Downstream {
             match rewrite::replace_model(&body, &model) {
                 Ok((new, _)) => {
                     aimesh_glue::Body::Request.replace(size, &new);
-                    self.set_http_request_header("content-length", Some(&new.len().to_string()));
+                    aimesh_glue::set_request_header(
+                        self,
+                        "content-length",
+                        Some(&new.len().to_string()),
+                    );
                 }
                 Err(e) => {
                     return self.reject(&BodyError::InvalidField(e.to_string()));
@@ -200,7 +204,7 @@ impl HttpContext for Downstream {
         let hs = Headers::response(self);
         let served_cluster = hs.get(SERVED_CLUSTER).map(str::to_string);
         if served_cluster.is_some() {
-            self.set_http_response_header(SERVED_CLUSTER, None);
+            aimesh_glue::set_response_header(self, SERVED_CLUSTER, None);
         }
         let shared = self.shared.clone();
         let Some(vm) = self.vm.and_then(|i| shared.config.virtual_models.get(i)) else {
@@ -208,7 +212,7 @@ impl HttpContext for Downstream {
         };
         let status: u16 = hs.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.ok_status = (200..300).contains(&status);
-        self.set_http_response_header(VIRTUAL_MODEL, Some(&vm.name));
+        aimesh_glue::set_response_header(self, VIRTUAL_MODEL, Some(&vm.name));
         let served = match &served_cluster {
             Some(c) => vm.target_by_cluster(c),
             // Direct routing: the chosen target answered unless Envoy replied locally.
@@ -221,9 +225,9 @@ impl HttpContext for Downstream {
         };
         if let Some(i) = served {
             let t = &vm.targets[i];
-            self.set_http_response_header(TARGET, Some(&t.target));
-            self.set_http_response_header(headers::BACKEND, Some(t.backend()));
-            self.set_http_response_header(headers::MODEL_SERVED, Some(t.model()));
+            aimesh_glue::set_response_header(self, TARGET, Some(&t.target));
+            aimesh_glue::set_response_header(self, headers::BACKEND, Some(t.backend()));
+            aimesh_glue::set_response_header(self, headers::MODEL_SERVED, Some(t.model()));
             if i != self.target {
                 shared.count("aimesh.virtual_model.fallbacks");
             }

@@ -69,9 +69,9 @@ impl Upstream {
         if let Ok((new, _)) = rewrite::replace_model(&body, t.model()) {
             let (backend, model) = (t.backend().to_string(), t.model().to_string());
             aimesh_glue::Body::Request.replace(size, &new);
-            self.set_http_request_header("content-length", Some(&new.len().to_string()));
-            self.set_http_request_header(headers::BACKEND, Some(&backend));
-            self.set_http_request_header(headers::MODEL_SERVED, Some(&model));
+            aimesh_glue::set_request_header(self, "content-length", Some(&new.len().to_string()));
+            aimesh_glue::set_request_header(self, headers::BACKEND, Some(&backend));
+            aimesh_glue::set_request_header(self, headers::MODEL_SERVED, Some(&model));
             self.target = Some((vi, ti));
             self.shared.count("aimesh.virtual_model.attempts");
         }
@@ -111,10 +111,10 @@ impl HttpContext for Upstream {
         };
         let shared = self.shared.clone();
         let t = &shared.config.virtual_models[vi].targets[ti];
-        self.set_http_response_header(TARGET, Some(&t.target));
-        self.set_http_response_header(headers::BACKEND, Some(t.backend()));
-        self.set_http_response_header(headers::MODEL_SERVED, Some(t.model()));
-        self.set_http_response_header(SERVED_CLUSTER, Some(&t.cluster));
+        aimesh_glue::set_response_header(self, TARGET, Some(&t.target));
+        aimesh_glue::set_response_header(self, headers::BACKEND, Some(t.backend()));
+        aimesh_glue::set_response_header(self, headers::MODEL_SERVED, Some(t.model()));
+        aimesh_glue::set_response_header(self, SERVED_CLUSTER, Some(&t.cluster));
         let ok = self
             .get_http_response_header(":status")
             .is_some_and(|s| s.starts_with('2'));
