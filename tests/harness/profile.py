@@ -41,6 +41,7 @@ def systems(mock_port: int) -> dict[str, dict]:
     for name in paths.FILTERS:
         out[f"{name} alone"] = config.gateway([config.wasm_filter(name, cfgs[name])], [cluster])
     out["full chain"] = full
+    out["one-filter chain"] = demo.demo_config(KEY, mock_port, unlimited=True, chain=True)
     for name in paths.FILTERS:
         out[f"chain without {name}"] = bench_chain.without(full, name)
     return out

@@ -16,7 +16,7 @@ mod timing;
 
 use std::rc::Rc;
 
-use aimesh_glue::HostMetrics;
+use aimesh_glue::{Headers, HostMetrics};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
@@ -149,25 +149,28 @@ impl RootContext for Root {
     }
 }
 
-/// Runs one Envoy callback's worth of stages with the header snapshots shared between them:
-/// the map is read from Envoy once per callback, not once per stage.
-fn shared<R>(f: impl FnOnce() -> R) -> R {
-    aimesh_glue::headers::share_snapshots(true);
-    let out = f();
-    aimesh_glue::headers::share_snapshots(false);
-    out
-}
-
 /// One request through every stage.
 struct Chain {
     flow: Flow<Staged>,
+    /// Internal `x-aimesh-*` request headers the stages handed each other (never sent to Envoy).
+    internal: Headers,
 }
 
 impl Chain {
     fn new(stages: Vec<Staged>) -> Self {
         Chain {
             flow: Flow::new(stages),
+            internal: Headers::default(),
         }
+    }
+
+    /// Runs one Envoy callback's worth of stages sharing header snapshots (the map is read
+    /// from Envoy once per callback, not once per stage) and the internal headers.
+    fn shared<R>(&mut self, f: impl FnOnce(&mut Flow<Staged>) -> R) -> R {
+        aimesh_glue::headers::begin_callback(std::mem::take(&mut self.internal));
+        let out = f(&mut self.flow);
+        self.internal = aimesh_glue::headers::end_callback();
+        out
     }
 }
 
@@ -182,33 +185,35 @@ impl Context for Chain {
 
 impl HttpContext for Chain {
     fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
-        shared(|| self.flow.request_headers(n, eos))
+        self.shared(|f| f.request_headers(n, eos))
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        shared(|| self.flow.request_body(size, eos))
+        self.shared(|f| f.request_body(size, eos))
     }
 
     fn on_http_request_trailers(&mut self, n: usize) -> Action {
-        shared(|| self.flow.request_trailers(n))
+        self.shared(|f| f.request_trailers(n))
     }
 
     fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
-        shared(|| self.flow.response_headers(n, eos))
+        self.shared(|f| f.response_headers(n, eos))
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        shared(|| self.flow.response_body(size, eos))
+        self.shared(|f| f.response_body(size, eos))
     }
 
     fn on_http_response_trailers(&mut self, n: usize) -> Action {
-        shared(|| self.flow.response_trailers(n))
+        self.shared(|f| f.response_trailers(n))
     }
 
     fn on_log(&mut self) {
-        for s in self.flow.stages_mut() {
-            s.run(Phase::Log, |c| c.on_log());
-        }
+        self.shared(|f| {
+            for s in f.stages_mut() {
+                s.run(Phase::Log, |c| c.on_log());
+            }
+        });
     }
 }
 

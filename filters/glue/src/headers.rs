@@ -10,34 +10,51 @@
 
 use std::cell::RefCell;
 
+use aimesh_core::headers;
 use proxy_wasm::traits::HttpContext;
 
 thread_local! {
     static SHARED: RefCell<Shared> = RefCell::new(Shared::default());
 }
 
-/// Snapshots shared by the stages of the chain build within one Envoy callback.
+/// State the stages of the chain build share within one Envoy callback.
 ///
-/// Each stage reads the header map (one host call, the values copied into the VM: ~7 µs for a
-/// dozen headers in Envoy 1.40); within one callback nothing but the stages changes it, and they
-/// change it through [`set_request_header`] and [`set_response_header`], which keep the snapshot
-/// current. A standalone filter never turns this on.
+/// - Header snapshots: each stage reads the header map (one host call, every value copied into
+///   the VM); within one callback nothing but the stages changes it, and they change it through
+///   [`set_request_header`] and [`set_response_header`], which keep the snapshot current.
+/// - Internal request headers: `x-aimesh-*` facts one stage hands the next (the key id, the
+///   model, ...) exist only to cross filter boundaries and are stripped before the request
+///   leaves. Between stages of one filter they stay in the VM: setting and later removing each
+///   would cost two host calls for nothing. `x-aimesh-cluster` stays real: Envoy routes on it.
+///
+/// A standalone filter never turns this on: every read and write then goes to Envoy.
 #[derive(Default)]
 struct Shared {
     on: bool,
     request: Option<Headers>,
     response: Option<Headers>,
+    internal: Headers,
 }
 
-/// Turns snapshot sharing on (at the start of an Envoy callback) or off (at its end); either way
-/// any snapshot held is dropped.
-pub fn share_snapshots(on: bool) {
+/// Starts an Envoy callback of the chain build: sharing on, with the stream's internal request
+/// headers (from [`end_callback`] of its previous callback).
+pub fn begin_callback(internal: Headers) {
     SHARED.with(|s| {
         *s.borrow_mut() = Shared {
-            on,
+            on: true,
+            internal,
             ..Shared::default()
         }
     });
+}
+
+/// Ends an Envoy callback of the chain build; returns the stream's internal request headers.
+pub fn end_callback() -> Headers {
+    SHARED.with(|s| std::mem::take(&mut *s.borrow_mut()).internal)
+}
+
+fn virtual_name(name: &str) -> bool {
+    headers::is_internal(name) && !name.eq_ignore_ascii_case(headers::CLUSTER)
 }
 
 fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
@@ -52,8 +69,8 @@ fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
             s.request.clone()
         })
     });
-    match hit {
-        None => fetch(),
+    let real = match hit {
+        None => return fetch(),
         Some(Some(h)) => h,
         Some(None) => {
             let h = fetch();
@@ -68,7 +85,18 @@ fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
             });
             h
         }
+    };
+    if response {
+        return real;
     }
+    SHARED.with(|s| {
+        let s = s.borrow();
+        let mut out = real;
+        for (k, v) in &s.internal.pairs {
+            out.set(k, Some(v));
+        }
+        out
+    })
 }
 
 fn update_cached(response: bool, name: &str, value: Option<&str>) {
@@ -85,8 +113,23 @@ fn update_cached(response: bool, name: &str, value: Option<&str>) {
     });
 }
 
-/// Sets (`Some`) or removes (`None`) a request header, keeping a shared snapshot current.
+/// Sets (`Some`) or removes (`None`) a request header, keeping a shared snapshot current; in
+/// the chain build an internal header (see [`Shared`]) stays in the VM.
 pub fn set_request_header<C: HttpContext + ?Sized>(ctx: &C, name: &str, value: Option<&str>) {
+    if virtual_name(name) {
+        // Some(real snapshot has it) / None: not sharing, or no snapshot to tell.
+        let kept_virtual = SHARED.with(|s| {
+            let mut s = s.borrow_mut();
+            if !s.on {
+                return None;
+            }
+            s.internal.set(name, value.map(str::as_bytes));
+            Some(value.is_some() || s.request.as_ref().is_some_and(|r| !r.has(name)))
+        });
+        if kept_virtual == Some(true) {
+            return;
+        }
+    }
     ctx.set_http_request_header(name, value);
     update_cached(false, name, value);
 }
