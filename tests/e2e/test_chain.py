@@ -8,6 +8,7 @@ time with AIMESH_CHAIN=1.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -87,3 +88,34 @@ def test_stage_timings_count_each_stage_and_phase(mock):
         model="vm-demo", messages=[{"role": "user", "content": "hi"}])
     assert not [k for k in envoy.stats("aimesh.chain") if k.startswith("wasmcustom.")]
     envoy.stop()
+
+
+def test_gateway_yaml_loads_the_chain_over_xds(mock):
+    """`listener.filter_build: chain`: aimesh-xds pushes one filter; the SDK gets the same answers."""
+    from harness import xds
+    gw = xds.demo_gateway(demo.key_hash(KEY), mock.url, port=0)
+    gw["listener"]["filter_build"] = "chain"
+    server = xds.XdsServer(gw)
+    envoy = procs.Envoy(xds.ads_bootstrap(server.port))
+    try:
+        dump = envoy.admin_get("/config_dump")
+        assert '"aimesh.chain"' in dump and '"aimesh.auth"' not in dump
+        client = openai.OpenAI(base_url=f"{envoy.url}/v1", api_key=KEY, max_retries=0)
+        deadline = time.time() + 10
+        while True:  # ECDS may land a moment after the listener
+            try:
+                r = client.chat.completions.create(
+                    model="vm-demo", messages=[{"role": "user", "content": "mail a@b.example"}])
+                break
+            except openai.APIStatusError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert r.model == "gpt-4o-mini" and r.usage.total_tokens > 0
+        assert "a@b.example" not in mock.records()[-1]["body"]
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{envoy.url}/v1", api_key=KEY + "x", max_retries=0).chat.completions.create(
+                model="vm-demo", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        envoy.stop()
+        server.stop()

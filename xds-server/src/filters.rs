@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 
 use crate::model::{
-    BudgetPeriod, Gateway, Key, PiiMode, ProviderKind, SecretRef, SecretSource, Target,
-    VirtualModel,
+    BudgetPeriod, FilterBuild, Gateway, Key, PiiMode, ProviderKind, SecretRef, SecretSource,
+    Target, VirtualModel,
 };
 use crate::resources::{custom_cluster, provider_cluster};
 use crate::validate::{parse_url, CUSTOM_ACCOUNT};
@@ -22,6 +22,28 @@ pub const NAMES: [&str; 5] = [
     "token-accounting",
     "header-auth",
 ];
+
+/// The one-filter build (`aimesh_chain.wasm`): the five as stages, one config section each.
+pub const CHAIN: &str = "chain";
+
+/// The Wasm filters the listener loads, in order.
+pub fn loaded(gw: &Gateway) -> Vec<&'static str> {
+    match gw.listener.filter_build {
+        FilterBuild::Separate => NAMES.to_vec(),
+        FilterBuild::Chain => vec![CHAIN],
+    }
+}
+
+/// The chain's configuration: `{"auth": {...}, "pii-redaction": {...}, ...}` from the five
+/// filters' configs (as [`configs`] renders them).
+pub fn chain_config(configs: &[(&'static str, String)]) -> Result<String, String> {
+    let mut sections = Map::new();
+    for (name, json) in configs {
+        let value: Value = serde_json::from_str(json).map_err(|e| format!("{name} config: {e}"))?;
+        sections.insert((*name).to_string(), value);
+    }
+    Ok(Value::Object(sections).to_string())
+}
 
 /// ECDS resource / HTTP filter name of a filter (`aimesh.auth`).
 pub fn extension_name(filter: &str) -> String {
@@ -467,5 +489,27 @@ mod tests {
         );
         assert_eq!(auth["keys"][0]["requests_per_minute"], serde_json::json!(5));
         assert!(auth["keys"][0].get("disabled").is_none());
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn chain_config_has_one_section_per_filter_in_order() {
+        let configs = vec![
+            ("auth", r#"{"keys":[]}"#.to_string()),
+            ("header-auth", "{}".to_string()),
+        ];
+        let json = chain_config(&configs).expect("valid JSON sections");
+        let v: Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(v["auth"], json!({"keys": []}));
+        assert_eq!(v["header-auth"], json!({}));
+        assert!(chain_config(&[("auth", "{".to_string())]).is_err());
+        let mut gw = Gateway::default();
+        assert_eq!(loaded(&gw), NAMES.to_vec());
+        gw.listener.filter_build = FilterBuild::Chain;
+        assert_eq!(loaded(&gw), vec![CHAIN]);
     }
 }

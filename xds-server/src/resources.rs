@@ -22,7 +22,7 @@ use prost::Message;
 use crate::access_log;
 use crate::filters;
 use crate::local_reply;
-use crate::model::{Gateway, Provider};
+use crate::model::{FilterBuild, Gateway, Provider};
 use crate::validate::{parse_duration_ms, parse_url, Url};
 
 /// Type URL of clusters.
@@ -171,8 +171,12 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         BTreeMap::from([(GATEWAY.to_string(), any(LISTENER, &listener(gw)))]),
     );
     let mut ext = BTreeMap::new();
-    for (name, json) in filters::configs(gw, resolve_files)? {
-        let env: &[String] = if name == "header-auth" {
+    let mut configs = filters::configs(gw, resolve_files)?;
+    if gw.listener.filter_build == FilterBuild::Chain {
+        configs = vec![(filters::CHAIN, filters::chain_config(&configs)?)];
+    }
+    for (name, json) in configs {
+        let env: &[String] = if name == "header-auth" || name == filters::CHAIN {
             &header_auth_env
         } else {
             &[]
@@ -574,7 +578,7 @@ fn routes(gw: &Gateway) -> Result<rt::RouteConfiguration, String> {
 }
 
 fn listener(gw: &Gateway) -> lis::Listener {
-    let mut http_filters: Vec<hcm::HttpFilter> = filters::NAMES
+    let mut http_filters: Vec<hcm::HttpFilter> = filters::loaded(gw)
         .iter()
         .map(|f| hcm::HttpFilter {
             name: filters::extension_name(f),

@@ -165,6 +165,21 @@ pub fn egress_allows(allow: &[String], host: &str) -> bool {
 pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
     let mut v = Checker::default();
     v.duration("listener.route_timeout", &gw.listener.route_timeout);
+    if gw.listener.filter_build == crate::model::FilterBuild::Chain {
+        if let Some(i) = gw
+            .virtual_models
+            .iter()
+            .position(|vm| !vm.fallbacks.is_empty())
+        {
+            v.err(
+                "listener.filter_build".to_string(),
+                &format!(
+                    "`chain` does not run the per-attempt upstream filters fallbacks need \
+                     (virtual_models[{i}].fallbacks); use `separate`"
+                ),
+            );
+        }
+    }
     let mut model_owner: HashMap<&str, &str> = HashMap::new();
     let mut providers = HashSet::new();
     for (i, p) in gw.providers.iter().enumerate() {
@@ -587,6 +602,23 @@ mod tests {
     fn example_file_is_valid() {
         let text = include_str!("../../examples/gateway.yaml");
         assert_eq!(errs(text), vec![]);
+    }
+
+    #[test]
+    fn chain_build_refuses_fallbacks() {
+        let base = "listener:\n  filter_build: chain\nproviders:\n  - name: pa1\n    kind: openai\n  - name: pa2\n    kind: openai\nvirtual_models:\n  - name: v\n    targets:\n      - provider: pa1\n        model: m\n";
+        assert_eq!(errs(base), vec![]);
+        let e = errs(&format!(
+            "{base}    fallbacks:\n      - provider: pa2\n        model: m\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "listener.filter_build");
+        assert!(
+            e[0].message.contains("virtual_models[0].fallbacks"),
+            "{}",
+            e[0]
+        );
+        assert!(!errs("listener:\n  filter_build: fused\n").is_empty());
     }
 
     #[test]
