@@ -39,35 +39,10 @@ pub struct ChainConfig {
 }
 
 impl ChainConfig {
-    /// Parses the chain configuration; logs one line naming the problem and returns `None`.
+    /// Parses and validates the chain configuration; logs one line naming the problem and
+    /// returns `None`.
     pub fn load(raw: Option<&[u8]>) -> Option<Self> {
-        let parsed = serde_json::from_slice::<ChainConfig>(raw.unwrap_or(b"{}"))
-            .map_err(|e| e.to_string())
-            .and_then(|c| c.validate().map(|()| c));
-        match parsed {
-            Ok(c) => Some(c),
-            Err(e) => {
-                log::error!("chain: invalid configuration: {e}");
-                None
-            }
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if STAGES.iter().all(|name| self.value(name).is_none()) {
-            return Err(format!(
-                "no stage configured: give at least one of {}",
-                STAGES.join(", ")
-            ));
-        }
-        if let Some(Value::Object(vm)) = &self.virtual_model {
-            if vm.get("role").and_then(Value::as_str) == Some("upstream") {
-                return Err("virtual-model.role: the chain runs downstream; load \
-                     aimesh_virtual_model.wasm in the cluster's http_filters for `upstream`"
-                    .into());
-            }
-        }
-        Ok(())
+        aimesh_glue::load_config::<ChainConfig>("chain", raw)
     }
 
     fn value(&self, name: &str) -> Option<&Value> {
@@ -84,6 +59,25 @@ impl ChainConfig {
     /// The JSON of one stage's section, when configured.
     pub fn section(&self, name: &str) -> Option<Vec<u8>> {
         self.value(name).and_then(|v| serde_json::to_vec(v).ok())
+    }
+}
+
+impl aimesh_glue::Validate for ChainConfig {
+    fn validate(&self) -> Result<(), String> {
+        if STAGES.iter().all(|name| self.value(name).is_none()) {
+            return Err(format!(
+                "no stage configured: give at least one of {}",
+                STAGES.join(", ")
+            ));
+        }
+        if let Some(Value::Object(vm)) = &self.virtual_model {
+            if vm.get("role").and_then(Value::as_str) == Some("upstream") {
+                return Err("virtual-model.role: the chain runs downstream; load \
+                     aimesh_virtual_model.wasm in the cluster's http_filters for `upstream`"
+                    .into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -36,6 +36,16 @@ struct Shared {
     internal: Headers,
 }
 
+impl Shared {
+    fn slot(&mut self, response: bool) -> &mut Option<Headers> {
+        if response {
+            &mut self.response
+        } else {
+            &mut self.request
+        }
+    }
+}
+
 /// Starts an Envoy callback of the chain build: sharing on, with the stream's internal request
 /// headers (from [`end_callback`] of its previous callback).
 pub fn begin_callback(internal: Headers) {
@@ -74,15 +84,7 @@ fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
         Some(Some(h)) => h,
         Some(None) => {
             let h = fetch();
-            SHARED.with(|s| {
-                let mut s = s.borrow_mut();
-                let slot = if response {
-                    &mut s.response
-                } else {
-                    &mut s.request
-                };
-                *slot = Some(h.clone());
-            });
+            SHARED.with(|s| *s.borrow_mut().slot(response) = Some(h.clone()));
             h
         }
     };
@@ -101,13 +103,7 @@ fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
 
 fn update_cached(response: bool, name: &str, value: Option<&str>) {
     SHARED.with(|s| {
-        let mut s = s.borrow_mut();
-        let slot = if response {
-            &mut s.response
-        } else {
-            &mut s.request
-        };
-        if let Some(h) = slot.as_mut() {
+        if let Some(h) = s.borrow_mut().slot(response).as_mut() {
             h.set(name, value.map(str::as_bytes));
         }
     });
