@@ -68,6 +68,27 @@ def test_stages_answer_like_the_five_filters(tmp_path, mock):
     assert "a@b.example" not in json.dumps(seen[True][-1])
 
 
+def test_a_reply_in_frames_is_accounted_once_while_a_later_stage_buffers_it(mock):
+    """Response stages run in reverse: token-accounting reads each frame as it passes, while
+    pii-redaction (restoring masked values) buffers the whole reply. Each frame must reach
+    token-accounting once, whichever build; a repeated frame would break the JSON and the
+    usage would fall back to an estimate."""
+    answers = {}
+    for chained in (False, True):
+        cfg = demo.demo_config(KEY, mock.port, chain=chained)
+        demo.set_stage_config(cfg, "pii-redaction", {"policies": {"default": {"restore": True}}})
+        envoy = procs.Envoy(cfg)
+        client = openai.OpenAI(base_url=f"{envoy.url}/v1", api_key=KEY, max_retries=0)
+        r = client.chat.completions.create(
+            model="vm-demo", messages=[{"role": "user", "content": "mail a@b.example please"}],
+            extra_headers={"x-mock-split": "40", "x-mock-chunk-gap-ms": "5"})
+        usage = {k: v for k, v in envoy.stats("gen_ai.client.token.usage").items() if v}
+        assert usage and all(k.endswith("source.provider") for k in usage), usage
+        answers[chained] = (r.choices[0].message.content, r.usage.total_tokens, sorted(usage.values()))
+        envoy.stop()
+    assert answers[True] == answers[False]
+
+
 def test_stage_timings_count_each_stage_and_phase(mock):
     cfg = demo.demo_config(KEY, mock.port, chain=True)
     demo.set_chain_option(cfg, "stage_timings", True)

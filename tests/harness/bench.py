@@ -97,7 +97,7 @@ def rows(key: str, mock_port: int, failing_port: int | None = None) -> dict[str,
         out[f"envoy + {name}"] = config.gateway([config.wasm_filter(name, cfgs[name])], [mock])
     if failing_port:
         out.update(virtual_model.bench_rows(mock_port, failing_port))
-    out["envoy + full chain (make run)"] = demo.demo_config(key, mock_port, unlimited=True)
+    out["envoy + full chain (make run)"] = demo.demo_config(key, mock_port, unlimited=True, chain=False)
     return out
 
 

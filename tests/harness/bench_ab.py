@@ -1,4 +1,4 @@
-"""Same-run A/B of the full chain: this tree's filters against another build's
+"""Same-run A/B of the full chain: this tree's filters (five, and the one-filter build) against another build's
 (`python -m harness.bench_ab /path/to/other/target/wasm32-wasip1/release`).
 
 A shared machine drifts by ±30% between runs, so a change is judged only against a baseline
@@ -36,9 +36,10 @@ def run(other: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         script = bench.script_file(Path(tmp), profile.KEY)
         mock = procs.MockLLM("bench-ab", record=False, cpus=bench.LOAD_CPU)
-        full = demo.demo_config(profile.KEY, mock.port, unlimited=True)
+        full = demo.demo_config(profile.KEY, mock.port, unlimited=True, chain=False)
         cfgs = {"plain envoy": config.gateway([], [config.cluster("local-mock", mock.port)]),
                 "full chain, this tree": full,
+                "one-filter chain, this tree": demo.demo_config(profile.KEY, mock.port, unlimited=True, chain=True),
                 f"full chain, {other}": with_wasm_dir(full, other)}
         envoys: dict[str, procs.Envoy] = {}
         got: dict[str, dict[str, list[float]]] = {}

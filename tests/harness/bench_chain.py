@@ -38,7 +38,7 @@ def run() -> str:
         script = bench.script_file(Path(tmp), key)
         mock = procs.MockLLM("bench-chain", record=False, cpus=bench.LOAD_CPU)
         try:
-            full = demo.demo_config(key, mock.port, unlimited=True)
+            full = demo.demo_config(key, mock.port, unlimited=True, chain=False)
             rows = {"envoy (no filters)": bench.rows(key, mock.port)["envoy (no filters)"], "full chain": full}
             rows.update({f"full chain without {f}": without(full, f) for f in paths.FILTERS})
             rows["full chain, token-accounting without limits"] = accounting_without_limits(full)

@@ -32,7 +32,7 @@ KEY = "sk-aimesh-bench-" + "0" * 48
 def systems(mock_port: int) -> dict[str, dict]:
     cluster = config.cluster("local-mock", mock_port)
     cfgs = demo.filter_configs(KEY, unlimited=True)
-    full = demo.demo_config(KEY, mock_port, unlimited=True)
+    full = demo.demo_config(KEY, mock_port, unlimited=True, chain=False)
     out = {
         "plain envoy": config.gateway([], [cluster]),
         "no-op wasm filter": config.gateway(

@@ -44,6 +44,17 @@ impl Shared {
             &mut self.request
         }
     }
+
+    /// Records an internal header change in the VM. True when Envoy's map needs no change:
+    /// sharing is on, and it is a set, or the removal of a name Envoy's map does not hold (a
+    /// client's own `x-aimesh-*` header is real and must really go).
+    fn keep_internal(&mut self, name: &str, value: Option<&str>) -> bool {
+        if !self.on {
+            return false;
+        }
+        self.internal.set(name, value.map(str::as_bytes));
+        value.is_some() || self.request.as_ref().is_some_and(|r| !r.has(name))
+    }
 }
 
 /// Starts an Envoy callback of the chain build: sharing on, with the stream's internal request
@@ -68,21 +79,12 @@ fn virtual_name(name: &str) -> bool {
 }
 
 fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
-    let hit = SHARED.with(|s| {
-        let s = s.borrow();
-        if !s.on {
-            return None;
-        }
-        Some(if response {
-            s.response.clone()
-        } else {
-            s.request.clone()
-        })
-    });
-    let real = match hit {
-        None => return fetch(),
-        Some(Some(h)) => h,
-        Some(None) => {
+    if !SHARED.with(|s| s.borrow().on) {
+        return fetch();
+    }
+    let real = match SHARED.with(|s| s.borrow_mut().slot(response).clone()) {
+        Some(h) => h,
+        None => {
             let h = fetch();
             SHARED.with(|s| *s.borrow_mut().slot(response) = Some(h.clone()));
             h
@@ -92,9 +94,8 @@ fn cached(response: bool, fetch: impl FnOnce() -> Headers) -> Headers {
         return real;
     }
     SHARED.with(|s| {
-        let s = s.borrow();
         let mut out = real;
-        for (k, v) in &s.internal.pairs {
+        for (k, v) in &s.borrow().internal.pairs {
             out.set(k, Some(v));
         }
         out
@@ -112,22 +113,19 @@ fn update_cached(response: bool, name: &str, value: Option<&str>) {
 /// Sets (`Some`) or removes (`None`) a request header, keeping a shared snapshot current; in
 /// the chain build an internal header (see [`Shared`]) stays in the VM.
 pub fn set_request_header<C: HttpContext + ?Sized>(ctx: &C, name: &str, value: Option<&str>) {
-    if virtual_name(name) {
-        // Some(real snapshot has it) / None: not sharing, or no snapshot to tell.
-        let kept_virtual = SHARED.with(|s| {
-            let mut s = s.borrow_mut();
-            if !s.on {
-                return None;
-            }
-            s.internal.set(name, value.map(str::as_bytes));
-            Some(value.is_some() || s.request.as_ref().is_some_and(|r| !r.has(name)))
-        });
-        if kept_virtual == Some(true) {
-            return;
-        }
+    if virtual_name(name) && SHARED.with(|s| s.borrow_mut().keep_internal(name, value)) {
+        return;
     }
     ctx.set_http_request_header(name, value);
     update_cached(false, name, value);
+}
+
+/// Replaces the request body this callback was given (see [`crate::Body::replace`]) and sets
+/// `content-length` to match: a rewrite that left the old length would cut or stall the
+/// upstream request.
+pub fn replace_request_body<C: HttpContext + ?Sized>(ctx: &C, size: usize, body: &[u8]) {
+    crate::Body::Request.replace(size, body);
+    set_request_header(ctx, "content-length", Some(&body.len().to_string()));
 }
 
 /// Sets (`Some`) or removes (`None`) a response header, keeping a shared snapshot current.

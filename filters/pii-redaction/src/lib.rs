@@ -248,12 +248,7 @@ impl Filter {
             (Err(err), None) => self.refuse("invalid_json", &err),
             (Ok(None), None) => Action::Continue,
             (Ok(Some(new)), None) => {
-                aimesh_glue::Body::Request.replace(size, &new);
-                aimesh_glue::set_request_header(
-                    self,
-                    "content-length",
-                    Some(&new.len().to_string()),
-                );
+                aimesh_glue::replace_request_body(self, size, &new);
                 self.metrics.count(STAT_REDACTED, 1);
                 Action::Continue
             }

@@ -113,12 +113,7 @@ impl Filter {
         }
         if self.stream && !self.client_usage {
             if let Some(new) = inject::include_usage(body) {
-                aimesh_glue::Body::Request.replace(size, &new);
-                aimesh_glue::set_request_header(
-                    self,
-                    "content-length",
-                    Some(&new.len().to_string()),
-                );
+                aimesh_glue::replace_request_body(self, size, &new);
                 self.injected = true;
             }
         }

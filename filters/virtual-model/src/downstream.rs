@@ -138,12 +138,7 @@ impl Downstream {
             };
             match rewrite::replace_model(&body, &model) {
                 Ok((new, _)) => {
-                    aimesh_glue::Body::Request.replace(size, &new);
-                    aimesh_glue::set_request_header(
-                        self,
-                        "content-length",
-                        Some(&new.len().to_string()),
-                    );
+                    aimesh_glue::replace_request_body(self, size, &new);
                 }
                 Err(e) => {
                     return self.reject(&BodyError::InvalidField(e.to_string()));

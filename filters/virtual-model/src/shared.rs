@@ -23,6 +23,8 @@ pub struct Shared {
     /// every reply body and writing shared data for targets nobody ranks would be paid on
     /// every request of a weighted model.
     watched: HashSet<String>,
+    /// How long samples are kept: the longest window any model reads.
+    keep_ms: u64,
 }
 
 impl Shared {
@@ -38,9 +40,16 @@ impl Shared {
             .filter(|vm| vm.strategy != Strategy::Weighted)
             .flat_map(|vm| vm.targets.iter().map(|t| t.target.clone()))
             .collect();
+        let keep_ms = config
+            .virtual_models
+            .iter()
+            .map(|vm| pick::stats_window_ms(vm).max(vm.latency.window_s.saturating_mul(1000)))
+            .max()
+            .unwrap_or(0);
         Self {
             config,
             watched,
+            keep_ms,
             metrics: HostMetrics::default(),
             rng: RefCell::new(XorShift::new(seed)),
             cache: RefCell::new(HashMap::new()),
@@ -93,15 +102,8 @@ impl Shared {
         if tokens == 0 {
             return;
         }
-        let keep = self
-            .config
-            .virtual_models
-            .iter()
-            .map(|vm| pick::stats_window_ms(vm).max(vm.latency.window_s.saturating_mul(1000)))
-            .max()
-            .unwrap_or(0);
         let per = stats::per_token(elapsed_us, tokens);
-        if stats::record(&HostStore, target, self.now_ms(), per, keep).is_err() {
+        if stats::record(&HostStore, target, self.now_ms(), per, self.keep_ms).is_err() {
             self.count("aimesh.virtual_model.sample_dropped");
         }
     }

@@ -68,8 +68,7 @@ impl Upstream {
         let t = &cfg.virtual_models[vi].targets[ti];
         if let Ok((new, _)) = rewrite::replace_model(&body, t.model()) {
             let (backend, model) = (t.backend().to_string(), t.model().to_string());
-            aimesh_glue::Body::Request.replace(size, &new);
-            aimesh_glue::set_request_header(self, "content-length", Some(&new.len().to_string()));
+            aimesh_glue::replace_request_body(self, size, &new);
             aimesh_glue::set_request_header(self, headers::BACKEND, Some(&backend));
             aimesh_glue::set_request_header(self, headers::MODEL_SERVED, Some(&model));
             self.target = Some((vi, ti));
