@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import openai
 import pytest
@@ -113,6 +114,70 @@ def test_daily_budget_is_exact_under_concurrency_then_settles_exactly(envoy, moc
     assert more == expected_more > 0
     costs = envoy.stats("gen_ai.client.cost_micro_usd")
     assert sum(v for k, v in costs.items() if ".key_id.beta" in k) == (FIT + more) * ACTUAL
+
+
+MONTHLY_MESSAGE = "You exceeded your current monthly budget on this key."
+
+
+def seconds_to_next_month(now: datetime) -> float:
+    first = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)).replace(day=1)
+    return (first - now).total_seconds()
+
+
+@pytest.fixture
+def monthly_envoy(mock, tmp_path):
+    """`beta` with a monthly budget the size of the daily one above and a daily budget 100 times
+    larger: only the monthly budget can refuse."""
+    budget = FIT * EST + EST // 2
+    limits = {"keys": {"beta": {"daily_usd": 100 * budget / 1e6, "monthly_usd": budget / 1e6}}}
+    e = gateway(mock, {"prices": PRICES, "limits": limits}, tmp_path / "audit.jsonl", concurrency=2)
+    yield e
+    e.stop()
+
+
+def test_monthly_budget_is_exact_under_concurrency_then_settles_exactly(monthly_envoy, mock,
+                                                                         tmp_path):
+    envoy = monthly_envoy
+    budget = FIT * EST + EST // 2
+    sdk_est = est(sdk_body_bytes(mock))
+    results = burst(envoy, "beta")
+    to_month = seconds_to_next_month(datetime.now(timezone.utc))
+    assert sorted(r[0] for r in results) == [200] * FIT + [429] * (BURST - FIT)
+    for status, headers, body in results:
+        if status == 429:
+            err = json.loads(body)["error"]
+            assert err["code"] == "insufficient_quota" and err["type"] == "insufficient_quota"
+            assert err["message"] == MONTHLY_MESSAGE
+            # Retry-After runs to the 1st of next month (UTC), not to midnight.
+            assert abs(int(headers["retry-after"]) - to_month) <= 30, (headers, to_month)
+            assert "x-ratelimit-remaining-tokens" not in headers
+    # Settlement refunds each admitted request's unused reservation, as for the daily budget.
+    spent = FIT * ACTUAL
+    expected_more = 0
+    while spent + sdk_est <= budget:
+        spent += ACTUAL
+        expected_more += 1
+    more = 0
+    client = openai.OpenAI(base_url=f"{envoy.url}/v1", api_key=KEYS["beta"], max_retries=0)
+    while more <= expected_more:
+        try:
+            client.chat.completions.create(**BODY)
+        except openai.RateLimitError as e:
+            assert e.status_code == 429 and e.code == "insufficient_quota"
+            assert e.body["message"] == MONTHLY_MESSAGE
+            break
+        more += 1
+    assert more == expected_more > 0
+    costs = envoy.stats("gen_ai.client.cost_micro_usd")
+    assert sum(v for k, v in costs.items() if ".key_id.beta" in k) == (FIT + more) * ACTUAL
+    # Every refusal was the monthly budget's; the daily budget refused nothing.
+    rejected = envoy.stats("token_accounting.rejected")
+    assert rejected == {
+        "wasmcustom.aimesh.token_accounting.rejected.reason.monthly_budget.key_id.beta":
+            BURST - FIT + 1}, rejected
+    envoy.stop()
+    lines = audit_lines(tmp_path / "audit.jsonl")
+    assert sorted(l["status"] for l in lines) == [200] * (FIT + more) + [429] * (BURST - FIT + 1)
 
 
 def test_a_chunked_request_is_admitted_on_its_body_size(envoy, mock):

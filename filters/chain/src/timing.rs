@@ -9,8 +9,8 @@
 
 use std::rc::Rc;
 
-use aimesh_core::host::{Clock, Metrics};
-use aimesh_glue::{HostClock, HostMetrics};
+use aimesh_core::host::Metrics;
+use aimesh_glue::HostMetrics;
 
 /// A stream callback of a stage.
 #[derive(Debug, Clone, Copy)]
@@ -64,10 +64,9 @@ impl Timer {
 
     /// Runs `f`, adding its duration to `phase`'s counters.
     pub fn time<R>(&self, phase: Phase, f: impl FnOnce() -> R) -> R {
-        let start = HostClock.now();
+        let start = aimesh_glue::host::host_now();
         let out = f();
-        let ns = HostClock
-            .now()
+        let ns = aimesh_glue::host::host_now()
             .duration_since(start)
             .unwrap_or_default()
             .as_nanos();

@@ -14,8 +14,13 @@ pub struct HostClock;
 
 impl Clock for HostClock {
     fn now(&self) -> SystemTime {
-        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+        crate::headers::callback_now(host_now)
     }
+}
+
+/// The host's clock, read now (a host call), even inside a callback of the chain build.
+pub fn host_now() -> SystemTime {
+    hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Proxy-wasm shared data: one store for every worker VM of the same `vm_id`.

@@ -236,7 +236,7 @@ impl HttpContext for Downstream {
                 }
                 Some(_) if self.ok_status => {}
                 _ => {
-                    let _ = sticky::unpin(&HostStore, vm, session);
+                    let _ = sticky::unpin(&HostStore, vm, session, now);
                 }
             }
         }

@@ -18,7 +18,7 @@ mod upstream;
 use std::rc::Rc;
 
 use aimesh_core::routing::config::Role;
-use aimesh_core::routing::{stats, RoutingConfig};
+use aimesh_core::routing::{stats, sticky, RoutingConfig};
 use aimesh_glue::{load_config, HostStore, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -65,10 +65,21 @@ impl RootContext for Root {
         let Some(Config(cfg)) = load_config::<Config>("virtual-model", raw.as_deref()) else {
             return false;
         };
-        // Envoy ignores CAS on absent keys: create every sample key before traffic.
+        // Envoy ignores CAS on absent keys: create every sample key and every sticky-session
+        // bucket before traffic.
         for vm in &cfg.virtual_models {
             for t in &vm.targets {
                 let _ = stats::init(&HostStore, &t.target);
+            }
+            // Only the downstream instance pins sessions.
+            if cfg.role != Role::Downstream {
+                continue;
+            }
+            if let Err(e) = sticky::init(&HostStore, vm) {
+                log::warn!(
+                    "virtual-model: cannot create sticky buckets of {}: {e}",
+                    vm.name
+                );
             }
         }
         self.shared = Some(Rc::new(shared::Shared::new(cfg)));
