@@ -27,10 +27,7 @@ thread_local! {
 ///   model, ...) exist only to cross filter boundaries and are stripped before the request
 ///   leaves. Between stages of one filter they stay in the VM: setting and later removing each
 ///   would cost two host calls for nothing. `x-aimesh-cluster` stays real: Envoy routes on it.
-///
 /// - The clock: the stages of one callback see one instant, read once.
-/// - Body buffers: the first stage that reads a body copies the whole buffer into the VM; the
-///   others slice it, and [`crate::Body::replace`] keeps it current.
 ///
 /// A standalone filter never turns this on: every read and write then goes to Envoy.
 #[derive(Default)]
@@ -40,8 +37,6 @@ struct Shared {
     response: Option<Headers>,
     internal: Headers,
     now: Option<SystemTime>,
-    /// Whole request and response body buffers, as Envoy holds them now.
-    bodies: [Option<Vec<u8>>; 2],
 }
 
 impl Shared {
@@ -79,46 +74,6 @@ pub(crate) fn callback_now(fetch: impl FnOnce() -> SystemTime) -> SystemTime {
             t
         }
     }
-}
-
-/// Bytes `start..start + len` of a body, from the callback's copy of the whole buffer (fetched
-/// on first use). `None` outside the chain build: the caller asks Envoy for the range itself.
-pub(crate) fn callback_body(
-    response: bool,
-    start: usize,
-    len: usize,
-    fetch: impl FnOnce() -> Vec<u8>,
-) -> Option<Option<Vec<u8>>> {
-    let i = usize::from(response);
-    let (on, cached) = SHARED.with(|s| {
-        let s = s.borrow();
-        (s.on, s.bodies[i].is_some())
-    });
-    if !on {
-        return None;
-    }
-    if !cached {
-        let whole = fetch();
-        SHARED.with(|s| s.borrow_mut().bodies[i] = Some(whole));
-    }
-    SHARED.with(|s| {
-        let s = s.borrow();
-        let whole = s.bodies[i].as_deref().unwrap_or_default();
-        let from = start.min(whole.len());
-        let to = start.saturating_add(len).min(whole.len());
-        // Envoy answers an empty range with no data at all.
-        Some((from < to).then(|| whole[from..to].to_vec()))
-    })
-}
-
-/// Records a body rewrite in the callback's copy: `edit` gets the whole buffer as it was (the
-/// copy is dropped, to be fetched again, when there is none).
-pub(crate) fn rewrite_callback_body(response: bool, edit: impl FnOnce(&[u8]) -> Vec<u8>) {
-    SHARED.with(|s| {
-        let mut s = s.borrow_mut();
-        let i = usize::from(response);
-        s.bodies[i] = s.bodies[i].take().map(|whole| edit(&whole));
-    });
 }
 
 /// Starts an Envoy callback of the chain build: sharing on, with the stream's internal request
@@ -331,60 +286,17 @@ mod tests {
     }
 
     #[test]
-    fn outside_the_chain_nothing_is_cached() {
-        let mut calls = 0;
-        assert!(callback_body(false, 0, 10, || {
-            calls += 1;
-            b"x".to_vec()
-        })
-        .is_none());
-        let t = SystemTime::UNIX_EPOCH;
-        assert_eq!(callback_now(|| t), t);
-        assert_eq!(calls, 0);
-    }
-
-    #[test]
-    fn a_callback_reads_each_body_and_the_clock_once_and_sees_its_own_rewrites() {
-        begin_callback(Headers::default());
-        let fetched = std::cell::Cell::new(0);
-        let fetch = || {
-            fetched.set(fetched.get() + 1);
-            b"0123456789".to_vec()
-        };
-        assert_eq!(
-            callback_body(false, 0, usize::MAX, fetch),
-            Some(Some(b"0123456789".to_vec()))
-        );
-        // A later stage with a body offset sees only the bytes after it.
-        assert_eq!(
-            callback_body(false, 6, 2, fetch),
-            Some(Some(b"67".to_vec()))
-        );
-        assert_eq!(callback_body(false, 10, 5, fetch), Some(None));
-        assert_eq!(fetched.get(), 1);
-        rewrite_callback_body(false, |old| [b"ab".as_slice(), &old[4..]].concat());
-        assert_eq!(
-            callback_body(false, 0, 4, fetch),
-            Some(Some(b"ab45".to_vec()))
-        );
-        assert_eq!(fetched.get(), 1);
-        // The response body is a buffer of its own.
-        assert_eq!(
-            callback_body(true, 0, 3, || b"resp".to_vec()),
-            Some(Some(b"res".to_vec()))
-        );
+    fn the_stages_of_one_callback_read_the_clock_once() {
         let (t1, t2) = (SystemTime::UNIX_EPOCH, SystemTime::now());
+        // Outside the chain every read is the host's.
+        assert_eq!(callback_now(|| t1), t1);
+        assert_eq!(callback_now(|| t2), t2);
+        begin_callback(Headers::default());
         assert_eq!(callback_now(|| t1), t1);
         assert_eq!(callback_now(|| t2), t1);
         let _ = end_callback();
-        // The next callback reads Envoy again.
         begin_callback(Headers::default());
         assert_eq!(callback_now(|| t2), t2);
-        assert_eq!(
-            callback_body(false, 0, 2, fetch),
-            Some(Some(b"01".to_vec()))
-        );
-        assert_eq!(fetched.get(), 2);
         let _ = end_callback();
     }
 }

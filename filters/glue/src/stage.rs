@@ -96,19 +96,7 @@ impl Body {
     /// The `size` bytes of body this callback was given (`usize::MAX`: all there is).
     pub fn read(self, size: usize) -> Option<Bytes> {
         let offset = BODY_OFFSET.with(Cell::get);
-        let response = self == Body::Response;
-        if let Some(shared) = crate::headers::callback_body(response, offset, size, || {
-            self.whole().unwrap_or_default()
-        }) {
-            return shared;
-        }
         hostcalls::get_buffer(self.buffer(), offset, size)
-            .ok()
-            .flatten()
-    }
-
-    fn whole(self) -> Option<Bytes> {
-        hostcalls::get_buffer(self.buffer(), 0, usize::MAX)
             .ok()
             .flatten()
     }
@@ -116,21 +104,18 @@ impl Body {
     /// Replaces the `size` bytes this callback was given with `data`.
     pub fn replace(self, size: usize, data: &[u8]) {
         let offset = BODY_OFFSET.with(Cell::get);
-        let response = self == Body::Response;
         if offset == 0 {
             if hostcalls::set_buffer(self.buffer(), 0, size, data).is_ok() {
                 record_body_rewrite(size, data.len());
-                crate::headers::rewrite_callback_body(response, |old| {
-                    let mut new = data.to_vec();
-                    new.extend_from_slice(old.get(size..).unwrap_or_default());
-                    new
-                });
             }
             return;
         }
         // Envoy only prepends, appends or replaces from the start: a range in the middle is
         // `BadArgument`. Rebuild the whole buffer instead (only when stages interleave).
-        let whole = self.read_whole_unshifted();
+        let whole = hostcalls::get_buffer(self.buffer(), 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let start = offset.min(whole.len());
         let end = offset.saturating_add(size).min(whole.len());
         let mut out = Vec::with_capacity(whole.len() - (end - start) + data.len());
@@ -139,15 +124,6 @@ impl Body {
         out.extend_from_slice(&whole[end..]);
         if hostcalls::set_buffer(self.buffer(), 0, whole.len(), &out).is_ok() {
             record_body_rewrite(whole.len(), out.len());
-            crate::headers::rewrite_callback_body(response, |_| out);
         }
-    }
-
-    /// The whole buffer, whatever the stage's offset (the chain's copy when there is one).
-    fn read_whole_unshifted(self) -> Bytes {
-        let response = self == Body::Response;
-        crate::headers::callback_body(response, 0, usize::MAX, || self.whole().unwrap_or_default())
-            .unwrap_or_else(|| self.whole())
-            .unwrap_or_default()
     }
 }
