@@ -237,6 +237,32 @@ def test_mcp_json_rpc_post_reaches_the_server(mcp_gateway):
     assert r.headers.get("x-upstream-id") == "mcp-docs"
 
 
+
+def test_mcp_servers_get_their_own_credential_and_never_a_providers(mock, tmp_path):
+    """`mcp_servers[].api_key` is what the MCP server gets; a server without one gets no
+    credential at all: neither the client's gateway key nor the default provider's key (the
+    route to an MCP server is not a provider route)."""
+    pkey, mkey = tmp_path / "provider.key", tmp_path / "mcp.key"
+    pkey.write_text("sk-provider-secret-0123456789")
+    mkey.write_text("mcp-token-0123456789")
+    docs, open_ = procs.MockLLM("mcp-docs"), procs.MockLLM("mcp-open")
+    provider = {**xds.mock_provider("local", mock), "api_key": f"${{file:{pkey}}}"}
+    s = xds.XdsServer(base_gateway(mock, providers=[provider], mcp_servers=[
+        {"name": "docs", "url": f"{docs.url}/mcp", "api_key": f"${{file:{mkey}}}"},
+        {"name": "open", "url": f"{open_.url}/mcp"}]))
+    e = procs.Envoy(xds.ads_bootstrap(s.port, delta=True))
+    assert get(e, "/mcp/docs").headers.get("x-upstream-id") == "mcp-docs"
+    assert get(e, "/mcp/open").headers.get("x-upstream-id") == "mcp-open"
+    [d], [o] = docs.records(), open_.records()
+    assert d["headers"].get("authorization") == "Bearer mcp-token-0123456789", d["headers"]
+    assert "authorization" not in o["headers"], o["headers"]
+    for rec in (d, o):
+        assert "sk-provider-secret" not in json.dumps(rec["headers"])
+        assert KEY_A not in json.dumps(rec["headers"])
+    assert chat(e, KEY_A).status_code == 200
+    assert mock.records()[-1]["headers"].get("authorization") == "Bearer sk-provider-secret-0123456789"
+
+
 PII_PROMPT = "mail me at jane.doe@example.com or call +1 415 555 0100"
 
 

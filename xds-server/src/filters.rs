@@ -76,10 +76,11 @@ pub const PII_ENTITIES: [&str; 7] = [
 /// Environment variables of Envoy that header-auth reads (`${env:NAME}` provider keys); the
 /// VM sees only the variables listed in its `host_env_keys`.
 pub fn header_auth_env(gw: &Gateway) -> Vec<String> {
-    let mut names: Vec<String> = gw
-        .providers
-        .iter()
-        .filter_map(|p| match p.api_key.as_ref()?.source()? {
+    let keys = gw.providers.iter().map(|p| p.api_key.as_ref());
+    let mcp_keys = gw.mcp_servers.iter().map(|m| m.api_key.as_ref());
+    let mut names: Vec<String> = keys
+        .chain(mcp_keys)
+        .filter_map(|k| match k?.source()? {
             SecretSource::Env(n) => Some(n.to_string()),
             SecretSource::File(_) => None,
         })
@@ -347,7 +348,7 @@ fn header_auth(gw: &Gateway, resolve_files: bool) -> Result<Value, String> {
             hosts.push(a.clone())
         }
     }
-    let mut cfg = json!({ "accounts": accounts });
+    let mut cfg = json!({ "accounts": accounts, "paths": mcp_paths(gw, resolve_files)? });
     if let Some(d) = &gw.default_provider {
         cfg["default_account"] = json!(d);
     }
@@ -355,6 +356,27 @@ fn header_auth(gw: &Gateway, resolve_files: bool) -> Result<Value, String> {
         cfg["egress"] = json!({ "hosts": hosts, "cidrs": cidrs });
     }
     Ok(cfg)
+}
+
+/// header-auth `paths` for `/mcp/<name>`: each MCP server gets its own `api_key` as a bearer
+/// token, or no credential; `/mcp/` last, so no MCP request ever takes the default provider's
+/// key (the routes match the same prefixes in the same order).
+fn mcp_paths(gw: &Gateway, resolve_files: bool) -> Result<Vec<Value>, String> {
+    if gw.mcp_servers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut paths = Vec::new();
+    for m in &gw.mcp_servers {
+        let mut p = json!({ "prefix": format!("/mcp/{}", m.name) });
+        if let Some(k) = &m.api_key {
+            let token =
+                secret(k, resolve_files).map_err(|e| format!("mcp server {}: {e}", m.name))?;
+            p["auth"] = json!({ "type": "bearer", "token": token });
+        }
+        paths.push(p);
+    }
+    paths.push(json!({ "prefix": "/mcp/" }));
+    Ok(paths)
 }
 
 #[cfg(test)]
@@ -489,6 +511,26 @@ mod tests {
         );
         assert_eq!(auth["keys"][0]["requests_per_minute"], serde_json::json!(5));
         assert!(auth["keys"][0].get("disabled").is_none());
+    }
+
+    #[test]
+    fn mcp_servers_get_their_own_credential_and_never_the_default_providers() {
+        let gw = load_str(
+            "providers:\n- {name: oai, kind: openai, api_key: '${env:OA_KEY}'}\ndefault_provider: oai\n\
+             mcp_servers:\n- {name: docs, url: 'https://docs.example.com/mcp', api_key: '${env:DOCS_KEY}'}\n\
+             - {name: open, url: 'https://open.example.com/mcp'}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let cfg = super::header_auth(&gw, false).unwrap();
+        assert_eq!(
+            cfg["paths"],
+            serde_json::json!([
+                {"prefix": "/mcp/docs", "auth": {"type": "bearer", "token": "${env:DOCS_KEY}"}},
+                {"prefix": "/mcp/open"},
+                {"prefix": "/mcp/"}
+            ])
+        );
+        assert_eq!(super::header_auth_env(&gw), ["DOCS_KEY", "OA_KEY"]);
     }
 }
 

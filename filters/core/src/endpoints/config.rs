@@ -32,6 +32,22 @@ pub struct Config {
     /// Provider accounts by name (3–32 of `a-z0-9-`); the name is what `x-aimesh-backend` carries.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// Routes that are not LLM provider calls (MCP servers), by path prefix, first match wins.
+    /// A request under one gets that entry's credentials or none: never an account's, so a
+    /// provider key cannot leak to a third-party server through the default account.
+    #[serde(default)]
+    pub paths: Vec<PathConfig>,
+}
+
+/// Credentials for the requests under one path prefix.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    /// Path prefix as Envoy's route matches it (plain string prefix, e.g. `/mcp/docs`).
+    pub prefix: String,
+    /// Credentials to send; absent: the request leaves with no credential at all.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 /// One provider account.

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use std::cell::RefCell;
 
-use super::config::{AllowConfig, Config, MissingEnv, Role};
+use super::config::{AllowConfig, Config, MissingEnv, PathConfig, Role};
 use super::creds::{header_name, header_value, resolve, Env, RenderedAuth};
 use super::egress::Egress;
 use super::names::{valid_account, valid_endpoint};
@@ -38,6 +38,14 @@ struct Account {
 }
 
 #[derive(Debug, Clone)]
+struct PathRule {
+    prefix: String,
+    /// A secret of the rule is unset (`on_missing_env: disable_account`).
+    disabled: bool,
+    headers: HeaderSet,
+}
+
+#[derive(Debug, Clone)]
 struct Endpoint {
     cluster: String,
     authority: String,
@@ -52,6 +60,8 @@ pub struct Plan {
     role: Role,
     default_account: Option<String>,
     accounts: HashMap<String, Account>,
+    /// Non-provider routes by prefix, in config order.
+    paths: Vec<PathRule>,
     credential_headers: HashSet<String>,
     /// Every header name any account or endpoint sets (credentials and custom headers).
     injected_headers: HashSet<String>,
@@ -321,7 +331,50 @@ impl Plan {
                 return Err(format!("default_account: no account named '{d}'"));
             }
         }
+        for (i, p) in c.paths.iter().enumerate() {
+            let rule = plan.path_rule(&format!("paths[{i}]"), p, c.on_missing_env, env)?;
+            plan.paths.push(rule);
+        }
         Ok(plan)
+    }
+
+    fn path_rule(
+        &mut self,
+        field: &str,
+        p: &PathConfig,
+        on_missing: MissingEnv,
+        env: &dyn Env,
+    ) -> Result<PathRule, String> {
+        if !p.prefix.starts_with('/') || is_proxy_path(&p.prefix) {
+            return Err(format!(
+                "{field}.prefix: must start with '/' and not be under /proxy-api/"
+            ));
+        }
+        let env = &Tracking {
+            env,
+            lenient: on_missing == MissingEnv::DisableAccount,
+            missing: RefCell::new(Vec::new()),
+        };
+        let auth = match &p.auth {
+            Some(a) => a.render(&format!("{field}.auth"), env)?,
+            None => RenderedAuth::default(),
+        };
+        self.note_credentials(&auth);
+        let headers = header_set(Vec::new(), &auth);
+        self.injected_headers
+            .extend(headers.set.iter().map(|(k, _)| k.clone()));
+        let missing = env.missing.take();
+        if !missing.is_empty() {
+            self.warnings.push(format!(
+                "{field}: disabled, environment variable(s) not set: {}",
+                missing.join(", ")
+            ));
+        }
+        Ok(PathRule {
+            prefix: p.prefix.clone(),
+            disabled: !missing.is_empty(),
+            headers,
+        })
     }
 
     fn note_credentials(&mut self, auth: &RenderedAuth) {
@@ -367,6 +420,16 @@ impl Plan {
         }
         if is_proxy_path(req.path) {
             return self.custom(req);
+        }
+        if let Some(rule) = self.paths.iter().find(|r| req.path.starts_with(&r.prefix)) {
+            if rule.disabled {
+                return Err(EndpointError::Disabled);
+            }
+            return Ok(Decision {
+                headers: Some(&rule.headers),
+                route: None,
+                account: None,
+            });
         }
         self.account_decision(backend.or(self.default_account.as_deref()))
     }

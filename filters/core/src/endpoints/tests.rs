@@ -349,3 +349,56 @@ fn missing_variables_can_disable_just_their_account() {
         Err(EndpointError::Disabled)
     );
 }
+
+#[test]
+fn path_rules_get_their_own_credentials_or_none_never_the_default_accounts() {
+    let mut c: Config = serde_json::from_str(CONFIG).unwrap();
+    c.paths = serde_json::from_str(
+        r#"[{"prefix": "/mcp/docs", "auth": {"type": "bearer", "token": "${env:MCP}"}},
+            {"prefix": "/mcp/"}]"#,
+    )
+    .unwrap();
+    let p = Plan::compile(
+        &c,
+        &env(&[
+            ("OA", "sk-oa"),
+            ("AN", "sk-an"),
+            ("PW", "pw"),
+            ("SUB", "s"),
+            ("MCP", "mcp-1"),
+        ]),
+    )
+    .unwrap();
+    let d = p.decide(&req("/mcp/docs/tools")).unwrap();
+    assert_eq!(set(&d), pairs(&[("authorization", "Bearer mcp-1")]));
+    assert_eq!(d.account, None);
+    // An MCP server without credentials, and one `x-aimesh-backend` would name: nothing.
+    let bare = Request {
+        backend: Some("claude"),
+        ..req("/mcp/other")
+    };
+    assert_eq!(set(&p.decide(&bare).unwrap()), Vec::new());
+    // Client credentials are still removed on those routes.
+    assert!(p.strips("authorization", &p.decide(&bare).unwrap()));
+    // Other paths keep the default account.
+    assert_eq!(
+        set(&p.decide(&req("/v1/chat/completions")).unwrap())[0],
+        ("openai-organization".to_string(), "org-1".to_string())
+    );
+}
+
+#[test]
+fn path_rules_are_validated_and_an_unset_secret_disables_only_its_rule() {
+    let e = config_error(r#"{"paths": [{"prefix": "mcp/x"}]}"#);
+    assert!(e.starts_with("paths[0].prefix"), "{e}");
+    let e = config_error(r#"{"paths": [{"prefix": "/proxy-api/a/b"}]}"#);
+    assert!(e.starts_with("paths[0].prefix"), "{e}");
+    let c: Config = serde_json::from_str(
+        r#"{"on_missing_env": "disable_account",
+            "paths": [{"prefix": "/mcp/a", "auth": {"type": "bearer", "token": "${env:UNSET}"}}]}"#,
+    )
+    .unwrap();
+    let p = Plan::compile(&c, &env(&[])).unwrap();
+    assert_eq!(p.decide(&req("/mcp/a")), Err(EndpointError::Disabled));
+    assert!(p.warnings[0].starts_with("paths[0]"), "{:?}", p.warnings);
+}
