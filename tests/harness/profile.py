@@ -29,12 +29,22 @@ SECONDS = int(os.environ.get("PROFILE_SECONDS", "2"))
 KEY = "sk-aimesh-bench-" + "0" * 48
 
 
+NATIVE_BUFFER = {
+    "name": "envoy.filters.http.buffer",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                     "max_request_bytes": 1 << 20},
+}
+
+
 def systems(mock_port: int) -> dict[str, dict]:
     cluster = config.cluster("local-mock", mock_port)
     cfgs = demo.filter_configs(KEY, unlimited=True)
     full = demo.demo_config(KEY, mock_port, unlimited=True, chain=False)
     out = {
         "plain envoy": config.gateway([], [cluster]),
+        # Envoy's own buffer filter holds the whole request body the way the filters' pause does,
+        # in native code: what waiting for the body costs without a VM.
+        "native buffer filter": config.gateway([NATIVE_BUFFER], [cluster]),
         "no-op wasm filter": config.gateway(
             [config.wasm_filter("probe", {}, wasm_path=str(paths.PROBE_WASM))], [cluster]),
     }
