@@ -95,10 +95,15 @@ def test_daily_budget_is_exact_under_concurrency_then_settles_exactly(envoy, moc
         if status == 429:
             assert json.loads(body)["error"]["code"] == "insufficient_quota"
             assert 1 <= int(headers["retry-after"]) <= 86_400
-    # Each admitted request was settled at its exact cost, refunding the rest of its
-    # reservation; sequential requests now fit while spent + estimate <= budget.
-    spent = FIT * ACTUAL
-    expected_more = 0
+    settle_then_refuse(envoy, sdk_est, budget, lambda e: e.code == "insufficient_quota")
+
+
+def settle_then_refuse(envoy, sdk_est: int, budget: int, refusal_ok) -> int:
+    """After a burst admitted FIT requests: each was settled at its exact cost, refunding the rest
+    of its reservation, so sequential SDK requests fit while spent + estimate <= budget; the next
+    one gets a RateLimitError that `refusal_ok` accepts. `sdk_est`: the estimate of one SDK
+    request (measured before the burst). Returns how many more got through."""
+    spent, expected_more = FIT * ACTUAL, 0
     while spent + sdk_est <= budget:
         spent += ACTUAL
         expected_more += 1
@@ -108,12 +113,13 @@ def test_daily_budget_is_exact_under_concurrency_then_settles_exactly(envoy, moc
         try:
             client.chat.completions.create(**BODY)
         except openai.RateLimitError as e:
-            assert e.code == "insufficient_quota"
+            assert refusal_ok(e), e
             break
         more += 1
     assert more == expected_more > 0
     costs = envoy.stats("gen_ai.client.cost_micro_usd")
     assert sum(v for k, v in costs.items() if ".key_id.beta" in k) == (FIT + more) * ACTUAL
+    return more
 
 
 MONTHLY_MESSAGE = "You exceeded your current monthly budget on this key."
@@ -151,25 +157,8 @@ def test_monthly_budget_is_exact_under_concurrency_then_settles_exactly(monthly_
             # Retry-After runs to the 1st of next month (UTC), not to midnight.
             assert abs(int(headers["retry-after"]) - to_month) <= 30, (headers, to_month)
             assert "x-ratelimit-remaining-tokens" not in headers
-    # Settlement refunds each admitted request's unused reservation, as for the daily budget.
-    spent = FIT * ACTUAL
-    expected_more = 0
-    while spent + sdk_est <= budget:
-        spent += ACTUAL
-        expected_more += 1
-    more = 0
-    client = openai.OpenAI(base_url=f"{envoy.url}/v1", api_key=KEYS["beta"], max_retries=0)
-    while more <= expected_more:
-        try:
-            client.chat.completions.create(**BODY)
-        except openai.RateLimitError as e:
-            assert e.status_code == 429 and e.code == "insufficient_quota"
-            assert e.body["message"] == MONTHLY_MESSAGE
-            break
-        more += 1
-    assert more == expected_more > 0
-    costs = envoy.stats("gen_ai.client.cost_micro_usd")
-    assert sum(v for k, v in costs.items() if ".key_id.beta" in k) == (FIT + more) * ACTUAL
+    more = settle_then_refuse(envoy, sdk_est, budget, lambda e: e.status_code == 429
+                              and e.code == "insufficient_quota" and e.body["message"] == MONTHLY_MESSAGE)
     # Every refusal was the monthly budget's; the daily budget refused nothing.
     rejected = envoy.stats("token_accounting.rejected")
     assert rejected == {
