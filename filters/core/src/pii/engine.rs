@@ -251,7 +251,8 @@ impl Engine {
         if findings.is_empty() {
             return None;
         }
-        let mut out = String::with_capacity(text.len());
+        // Built only once something is replaced: blocked or allowed findings change nothing.
+        let mut out = String::new();
         let mut last = 0;
         let mut changed = false;
         for f in findings {
@@ -260,41 +261,65 @@ impl Engine {
                 action = Action::Mask;
             }
             session.count(f.label, action);
-            let value = &text[f.start..f.end];
-            let token = match action {
+            match action {
                 Action::Allow => continue,
                 Action::Block => {
                     session.blocked.insert(f.label);
                     continue;
                 }
-                Action::Mask | Action::Hash => self.token(session, f.label, value, action),
-            };
+                Action::Mask | Action::Hash => {}
+            }
+            if !changed {
+                out.reserve(text.len() + 64);
+                changed = true;
+            }
             out.push_str(&text[last..f.start]);
-            out.push_str(&token);
+            self.push_token(&mut out, session, f.label, &text[f.start..f.end], action);
             last = f.end;
-            changed = true;
+        }
+        if !changed {
+            return None;
         }
         out.push_str(&text[last..]);
-        changed.then_some(out)
+        Some(out)
     }
 
-    fn token(&self, session: &mut Session, label: usize, value: &str, action: Action) -> String {
-        let key = (label, value.to_string());
-        if let Some(t) = session.tokens.get(&key) {
-            return t.clone();
+    /// Appends the placeholder for `value`: the one it already has in this session, or a new one.
+    fn push_token(
+        &self,
+        out: &mut String,
+        session: &mut Session,
+        label: usize,
+        value: &str,
+        action: Action,
+    ) {
+        if let Some(t) = session.token(label, value) {
+            out.push_str(t);
+            return;
         }
         let name = self.label_name(label);
         let token = if action == Action::Hash {
             let mac = hmac_sha256(&self.hash_key, format!("{name}\0{value}").as_bytes());
             format!("[{name}_{}]", hex::encode(&mac[..6]))
         } else {
-            let n = session.next.entry(label).or_insert(0);
-            *n += 1;
-            format!("[{name}_{n}]")
+            if session.next.len() <= label {
+                session.next.resize(label + 1, 0);
+            }
+            session.next[label] += 1;
+            numbered(name, session.next[label])
         };
-        session.tokens.insert(key, token.clone());
-        session.originals.insert(token.clone(), value.to_string());
-        token
+        out.push_str(&token);
+        if session.tokens.is_empty() {
+            // A request that has one value to mask usually has a few.
+            session.tokens.reserve(8);
+            session.originals.reserve(8);
+        }
+        session
+            .tokens
+            .entry(value.to_string())
+            .or_default()
+            .push((label, token.clone()));
+        session.originals.insert(token, value.to_string());
     }
 
     /// Response text: restores placeholders (when the policy restores) and masks PII the
@@ -377,9 +402,8 @@ impl Engine {
                     if action == Action::Allow {
                         continue;
                     }
-                    let token = self.token(session, x.label, &text[x.start..x.end], action);
                     out.push_str(&text[last..x.start]);
-                    out.push_str(&token);
+                    self.push_token(&mut out, session, x.label, &text[x.start..x.end], action);
                     last = x.end;
                 }
             }
@@ -405,9 +429,11 @@ impl Engine {
 /// Per-request state: placeholder numbering, what each placeholder stands for, counts.
 #[derive(Debug, Default, Clone)]
 pub struct Session {
-    tokens: HashMap<(usize, String), String>,
+    /// Value -> (label, placeholder): keyed by the value alone so a lookup borrows it.
+    tokens: HashMap<String, Vec<(usize, String)>>,
     originals: HashMap<String, String>,
-    next: HashMap<usize, u32>,
+    /// Last placeholder number per label.
+    next: Vec<u32>,
     /// Findings per (label, action) not yet reported as metrics.
     pub counts: BTreeMap<(usize, Action), u32>,
     /// Findings per (label, action) already reported.
@@ -417,6 +443,14 @@ pub struct Session {
 }
 
 impl Session {
+    fn token(&self, label: usize, value: &str) -> Option<&str> {
+        let issued = self.tokens.get(value)?;
+        issued
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, t)| t.as_str())
+    }
+
     fn count(&mut self, label: usize, action: Action) {
         *self.counts.entry((label, action)).or_insert(0) += 1;
     }
@@ -472,6 +506,28 @@ impl Session {
     }
 }
 
+/// `[NAME_n]`, without the formatting machinery (one per masked value).
+fn numbered(name: &str, n: u32) -> String {
+    let mut digits = [0u8; 10];
+    let mut k = digits.len();
+    let mut v = n;
+    loop {
+        k -= 1;
+        digits[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut t = String::with_capacity(name.len() + 13);
+    t.push('[');
+    t.push_str(name);
+    t.push('_');
+    t.extend(digits[k..].iter().map(|&d| char::from(d)));
+    t.push(']');
+    t
+}
+
 /// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut k = [0u8; 64];
@@ -498,6 +554,13 @@ mod tests {
         let cfg: PiiConfig = serde_json::from_str(json).unwrap();
         cfg.validate().unwrap();
         Engine::new(&cfg).unwrap()
+    }
+
+    #[test]
+    fn numbered_placeholders() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u32::MAX] {
+            assert_eq!(numbered("EMAIL", n), format!("[EMAIL_{n}]"));
+        }
     }
 
     #[test]

@@ -62,11 +62,7 @@ impl<'a> Walker<'a, '_> {
         self.i += 1;
         let mut escaped = false;
         loop {
-            let off = self.b[self.i..]
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-                .ok_or(())?;
-            self.i += off;
+            self.i = string_special(self.b, self.i).ok_or(())?;
             match self.b[self.i] {
                 b'"' => {
                     self.i += 1;
@@ -210,6 +206,65 @@ pub fn strings(doc: &[u8], select: &dyn Fn(&[Seg<'_>]) -> bool) -> Result<Vec<Sp
     Ok(w.out)
 }
 
+/// First `"`, `\\` or control byte at or after `from`: where a string literal ends or needs a
+/// closer look. Prompts are long strings, so this tests eight bytes at a time.
+fn string_special(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Nonzero when a byte of `x` is below `n` (n <= 0x80): exact for the word, not per byte.
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
+    let rest = b.get(from..)?;
+    let mut skipped = 0;
+    for chunk in rest.chunks_exact(8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let x = u64::from_le_bytes(bytes);
+        let special = below(x, 0x20) | below(x ^ (ONES * 0x22), 1) | below(x ^ (ONES * 0x5c), 1);
+        if special != 0 {
+            break;
+        }
+        skipped += 8;
+    }
+    let k = rest[skipped..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    Some(from + skipped + k)
+}
+
+/// Appends `s` as a JSON string literal, escaped exactly as `serde_json::to_string` escapes it
+/// (`\"`, `\\`, `\b \f \n \r \t`, other control bytes as `\u00xx`), without building it apart.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut from = 0;
+    while let Some(k) = string_special(b, from) {
+        out.extend_from_slice(&b[from..k]);
+        let c = b[k];
+        match c {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 0xf)],
+            ]),
+        }
+        from = k + 1;
+    }
+    out.extend_from_slice(&b[from..]);
+    out.push(b'"');
+}
+
 fn key_is(seg: Option<&Seg<'_>>, names: &[&str]) -> bool {
     matches!(seg, Some(Seg::Key(k)) if names.contains(&k.as_ref()))
 }
@@ -278,7 +333,7 @@ pub fn rewrite(
                 out.reserve(doc.len() + 64);
             }
             out.extend_from_slice(&doc[last..span.start]);
-            out.extend_from_slice(serde_json::to_string(&new).map_err(|_| NotJson)?.as_bytes());
+            push_json_str(&mut out, &new);
             last = span.end;
         }
     }
@@ -326,9 +381,11 @@ pub fn redact_request(
             engine.redact(&text, policy, session)
         };
         if let Some(new) = new {
+            if out.is_empty() {
+                out.reserve(body.len() + 64);
+            }
             out.extend_from_slice(&body[last..span.start]);
-            let lit = serde_json::to_string(&new).map_err(|_| PiiError::InvalidJson)?;
-            out.extend_from_slice(lit.as_bytes());
+            push_json_str(&mut out, &new);
             last = span.end;
         }
     }
@@ -375,6 +432,45 @@ mod tests {
         redact_request(&e, &p, &mut Session::default(), body.as_bytes())
             .unwrap()
             .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn string_literals_escape_as_serde_json_does() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é \u{2028} 電 \u{10FFFF} \\\" end");
+        for s in [
+            all.as_str(),
+            "",
+            "plain",
+            "\"",
+            "a\\b",
+            "\u{1f}x\u{7f}",
+            "0123456789abcdef\n",
+        ] {
+            let mut out = b"x".to_vec();
+            push_json_str(&mut out, s);
+            assert_eq!(
+                &out[1..],
+                serde_json::to_string(s).unwrap().as_bytes(),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn string_special_finds_the_first_one_at_any_offset() {
+        for len in 0..40 {
+            for (k, c) in [(len, b'"'), (len, b'\\'), (len, 0x1f), (len, 0)] {
+                let mut b = vec![b'a'; len + 12];
+                b[k] = c;
+                b[len + 5] = b'"';
+                for from in 0..=k {
+                    assert_eq!(string_special(&b, from), Some(k), "{len} {from} {c}");
+                }
+            }
+            let clean = vec![0xc3u8; len];
+            assert_eq!(string_special(&clean, 0), None);
+        }
     }
 
     #[test]

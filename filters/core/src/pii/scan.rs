@@ -26,6 +26,10 @@ const B64: u8 = 4;
 const GLUE: u8 = 8;
 /// Bytes a numeric/IBAN/IP token may start with.
 const START: u8 = 16;
+/// Bytes the secrets pass stops at. Every secret holds one, reached from its first byte through
+/// lowercase letters and digits only (`sk-`, `ghp_`, `eyJ`, the capital of an AWS secret, the
+/// `:`/`=` of `password=`), so the pass skips the rest and looks back from these.
+const SECRET_STOP: u8 = 32;
 
 const fn classes() -> [u8; 256] {
     let mut t = [0u8; 256];
@@ -51,6 +55,9 @@ const fn classes() -> [u8; 256] {
         }
         if matches!(b, b'+' | b'(' | b':') {
             v |= START;
+        }
+        if b.is_ascii_uppercase() || matches!(b, b'-' | b'_' | b':' | b'=' | b'/' | b'+') {
+            v |= SECRET_STOP;
         }
         t[c] = v;
         c += 1;
@@ -85,12 +92,85 @@ fn run(b: &[u8], i: usize, f: impl Fn(u8) -> bool) -> usize {
         .map_or(0, |s| s.iter().take_while(|&&c| f(c)).count())
 }
 
-/// True when `window` (any case) contains one of `words` (lowercase ASCII).
-fn has_word(window: &[u8], words: &[&str]) -> bool {
-    words.iter().any(|w| {
-        let w = w.as_bytes();
-        window.len() >= w.len() && window.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w))
-    })
+/// Slot of a byte in the context-word index: a letter (either case) its place in the alphabet,
+/// 0xC3 (lead byte of `é`, `ó`...) 26, any other byte 27, which no word may hold.
+const FOLD: [u8; 256] = {
+    let mut t = [27u8; 256];
+    let mut c = 0;
+    while c < 26 {
+        t[b'a' as usize + c] = c as u8;
+        t[b'A' as usize + c] = c as u8;
+        c += 1;
+    }
+    t[0xC3] = 26;
+    t
+};
+
+fn slot(c: u8) -> usize {
+    usize::from(FOLD[usize::from(c)]) & 31
+}
+
+/// Context words indexed by their first two bytes, case-folded as `eq_ignore_ascii_case` does:
+/// a window is searched once, and a position is compared only with the words that start with
+/// the two bytes there.
+struct Words {
+    list: &'static [&'static str],
+    /// Bit `k` of `first[s]`: the first byte of `list[k]` has slot `s`.
+    first: [u32; 32],
+    /// Bit `k` of `second[s]`: the second byte of `list[k]` has slot `s`.
+    second: [u32; 32],
+}
+
+/// Builds the index at compile time. A word shorter than two bytes, one whose first two bytes
+/// have no slot, or more than 32 words fail the build (out-of-range index or shift).
+const fn words(list: &'static [&'static str]) -> Words {
+    let mut first = [0u32; 32];
+    let mut second = [0u32; 32];
+    let mut k = 0;
+    while k < list.len() {
+        let w = list[k].as_bytes();
+        let indexed = [0u8; 27];
+        let (s0, s1) = (FOLD[w[0] as usize] as usize, FOLD[w[1] as usize] as usize);
+        first[s0] |= 1 << k;
+        second[s1] |= 1 << k;
+        // Slot 27 (no slot) would match any unindexed byte: reject it at build time.
+        let _ = indexed[s0] | indexed[s1];
+        k += 1;
+    }
+    Words {
+        list,
+        first,
+        second,
+    }
+}
+
+impl Words {
+    /// True when `s` starts with one of the words in `mask` (any ASCII case).
+    fn starts(&self, s: &[u8], mut mask: u32) -> bool {
+        while mask != 0 {
+            let w = self.list[mask.trailing_zeros() as usize].as_bytes();
+            if s.get(..w.len()).is_some_and(|x| x.eq_ignore_ascii_case(w)) {
+                return true;
+            }
+            mask &= mask - 1;
+        }
+        false
+    }
+}
+
+/// True when `window` (any ASCII case) contains one of `words`.
+fn has_word(window: &[u8], words: &Words) -> bool {
+    // Words whose first byte is the previous byte of the window.
+    let mut starting = 0;
+    for (p, &c) in window.iter().enumerate() {
+        let s = slot(c);
+        let mask = starting & words.second[s];
+        if mask != 0 && words.starts(&window[p - 1..], mask) {
+            return true;
+        }
+        starting = words.first[s];
+    }
+    false
 }
 
 /// Bytes before `i` back to the nearest digit (exclusive), at most `max` of them: the context
@@ -104,7 +184,7 @@ fn context_before(b: &[u8], i: usize, max: usize) -> &[u8] {
     &b[k..i]
 }
 
-const PHONE_WORDS: &[&str] = &[
+static PHONE_WORDS: Words = words(&[
     "phone",
     "call",
     "tel",
@@ -129,8 +209,8 @@ const PHONE_WORDS: &[&str] = &[
     "cellulare",
     "numéro",
     "nummer",
-];
-const CARD_WORDS: &[&str] = &[
+]);
+static CARD_WORDS: Words = words(&[
     "card",
     "credit",
     "debit",
@@ -145,10 +225,10 @@ const CARD_WORDS: &[&str] = &[
     "tarjeta",
     "carte",
     "carta",
-];
-const SSN_WORDS: &[&str] = &["ssn", "social security", "ss#", "ss #", "tax id"];
-const AWS_SECRET_WORDS: &[&str] = &["secret", "aws_secret", "secretaccesskey"];
-const SECRET_KEYS: &[&str] = &[
+]);
+static SSN_WORDS: Words = words(&["ssn", "social security", "ss#", "ss #", "tax id"]);
+static AWS_SECRET_WORDS: Words = words(&["secret", "aws_secret", "secretaccesskey"]);
+static SECRET_KEYS: Words = words(&[
     "password",
     "passwd",
     "pwd",
@@ -162,7 +242,7 @@ const SECRET_KEYS: &[&str] = &[
     "client_secret",
     "auth_token",
     "bearer",
-];
+]);
 
 /// Runs every enabled built-in detector over `text`, appending hits (possibly overlapping).
 pub fn scan(text: &str, enabled: &dyn Fn(PiiType) -> bool, out: &mut Vec<Hit>) {
@@ -171,7 +251,7 @@ pub fn scan(text: &str, enabled: &dyn Fn(PiiType) -> bool, out: &mut Vec<Hit>) {
         secrets(b, out);
     }
     if enabled(PiiType::Email) {
-        emails(b, out);
+        emails(text, out);
     }
     tokens(b, enabled, out);
 }
@@ -179,40 +259,71 @@ pub fn scan(text: &str, enabled: &dyn Fn(PiiType) -> bool, out: &mut Vec<Hit>) {
 // ---------------------------------------------------------------------------------- secrets
 
 fn secrets(b: &[u8], out: &mut Vec<Hit>) {
-    let n = b.len();
     let mut i = 0;
-    while i < n {
-        let c = b[i];
-        if (c == b':' || c == b'=') && i > 0 {
-            if let Some((s, e)) = keyed_secret(b, i) {
-                out.push(Hit {
-                    start: s,
-                    end: e,
-                    kind: PiiType::Secret,
-                });
-                i = e;
-                continue;
-            }
-        }
-        if CLASS[c as usize] & (TOK | B64) == 0 {
-            i += 1;
-            continue;
-        }
-        let start_ok = i == 0 || !is_tok(b[i - 1]);
-        if start_ok {
-            if let Some(end) = secret_at(b, i) {
-                out.push(Hit {
-                    start: i,
-                    end,
-                    kind: PiiType::Secret,
-                });
-                i = end;
-                continue;
-            }
-        }
-        // Skip the rest of a token: no detector starts inside one.
-        i += run(b, i, is_tok).max(1);
+    while let Some(q) = next_secret_stop(b, i) {
+        i = secret_step(b, secret_start_before(b, i, q), out);
     }
+}
+
+/// Next byte at or after `i` in the `SECRET_STOP` class.
+fn next_secret_stop(b: &[u8], i: usize) -> Option<usize> {
+    const EACH: u64 = 0x0101_0101_0101_0101;
+    let mut k = i;
+    while k < b.len() {
+        let stops = packed(b, k, &CLASS) & (EACH * u64::from(SECRET_STOP));
+        if stops != 0 {
+            return Some(k + stops.trailing_zeros() as usize / 8);
+        }
+        k += 8;
+    }
+    None
+}
+
+/// Where the secrets pass goes on from the stop at `q` (not before `lo`): the start of the run
+/// of lowercase letters and digits that ends at `q`, the one token start it skipped that may
+/// begin a secret reaching `q`; or `q` when no secret starts there. Only an AWS secret (which
+/// holds a capital, `/`, `+` or `=`) or a prefix of at most six such bytes (`sk-`, `github_`,
+/// `xoxb-`, ...) reaches `-` or `_`, and none reaches `:`.
+fn secret_start_before(b: &[u8], lo: usize, q: usize) -> usize {
+    let mut r = q;
+    while r > lo && (b[r - 1].is_ascii_lowercase() || b[r - 1].is_ascii_digit()) {
+        r -= 1;
+    }
+    let prefix = q - r <= 6 && matches!(b[r], b's' | b'r' | b'g' | b'x');
+    match b[q] {
+        b':' => q,
+        b'-' | b'_' if !prefix => q,
+        _ => r,
+    }
+}
+
+/// The secrets pass at `i`: records what starts there, returns where to go on.
+fn secret_step(b: &[u8], i: usize, out: &mut Vec<Hit>) -> usize {
+    let c = b[i];
+    let mut hit = |start: usize, end: usize| {
+        out.push(Hit {
+            start,
+            end,
+            kind: PiiType::Secret,
+        });
+        end
+    };
+    if (c == b':' || c == b'=') && i > 0 {
+        if let Some((s, e)) = keyed_secret(b, i) {
+            return hit(s, e);
+        }
+    }
+    if CLASS[c as usize] & (TOK | B64) == 0 {
+        return i + 1;
+    }
+    let start_ok = i == 0 || !is_tok(b[i - 1]);
+    if start_ok {
+        if let Some(end) = secret_at(b, i) {
+            return hit(i, end);
+        }
+    }
+    // Skip the rest of a token: no detector starts inside one.
+    i + run(b, i, is_tok).max(1)
 }
 
 /// A secret starting exactly at `i`: its end.
@@ -347,19 +458,19 @@ fn pem(b: &[u8], i: usize) -> Option<usize> {
 
 /// An AWS secret access key: 40 base64 characters with a `secret` context word just before.
 fn aws_secret(b: &[u8], i: usize) -> Option<usize> {
-    if i > 0 && is_b64(b[i - 1]) {
-        return None;
-    }
-    let k = run(b, i, is_b64);
-    if k != 40 {
+    // Tried at nearly every token start: reject on the run's end byte before reading the run.
+    if i + 40 > b.len() || is_b64(at(b, i + 40)) || i > 0 && is_b64(b[i - 1]) {
         return None;
     }
     let v = &b[i..i + 40];
+    if !v.iter().all(|&c| is_b64(c)) {
+        return None;
+    }
     let mixed = v.iter().any(u8::is_ascii_digit)
         && v.iter().any(u8::is_ascii_uppercase)
         && v.iter().any(u8::is_ascii_lowercase);
     let ctx = &b[i.saturating_sub(48)..i];
-    (mixed && has_word(ctx, AWS_SECRET_WORDS)).then_some(i + 40)
+    (mixed && has_word(ctx, &AWS_SECRET_WORDS)).then_some(i + 40)
 }
 
 /// `password=...`, `"api_key": "..."`: the value after a credential-named key.
@@ -381,7 +492,7 @@ fn keyed_secret(b: &[u8], sep: usize) -> Option<(usize, usize)> {
         k -= 1;
     }
     let key = &b[k..key_end];
-    if key.is_empty() || !has_word(key, SECRET_KEYS) {
+    if key.is_empty() || !has_word(key, &SECRET_KEYS) {
         return None;
     }
     let mut v = sep + 1;
@@ -398,11 +509,13 @@ fn keyed_secret(b: &[u8], sep: usize) -> Option<(usize, usize)> {
 
 // ----------------------------------------------------------------------------------- emails
 
-fn emails(b: &[u8], out: &mut Vec<Hit>) {
+fn emails(text: &str, out: &mut Vec<Hit>) {
+    let b = text.as_bytes();
     let local = |c: u8| is_alnum(c) || b".!#$%&'*+/=?^_`{|}~-".contains(&c);
     let domain = |c: u8| is_alnum(c) || c == b'.' || c == b'-';
     let mut last_end = 0;
-    for (p, _) in b.iter().enumerate().filter(|(_, &c)| c == b'@') {
+    // `str` search for a char jumps between `@`s word by word (`memchr`), not byte by byte.
+    for (p, _) in text.match_indices('@') {
         if p < last_end {
             continue;
         }
@@ -468,36 +581,119 @@ fn tokens(b: &[u8], enabled: &dyn Fn(PiiType) -> bool, out: &mut Vec<Hit>) {
     if !(en.iban || en.ip || en.ssn || en.card || en.phone) {
         return;
     }
-    let n = b.len();
     let mut i = 0;
-    while i < n {
-        let c = b[i];
-        if CLASS[c as usize] & START == 0 {
-            i += 1;
-            continue;
-        }
-        let colon_start = c == b':' && at(b, i + 1) == b':' && (i == 0 || b[i - 1] == b' ');
-        if !(numeric_start(b, i) || colon_start) {
-            i += 1;
-            continue;
-        }
-        if c.is_ascii_alphabetic() {
-            // Words: only an IBAN (`GB..`) or an IPv6 group (`fe80:`) starts with a letter.
-            let hex = run(b, i, |x| x.is_ascii_hexdigit());
-            let maybe_ip = en.ip && hex <= 4 && at(b, i + hex) == b':';
-            let maybe_iban = en.iban && c.is_ascii_uppercase() && at(b, i + 1).is_ascii_uppercase();
-            if !(maybe_ip || maybe_iban) {
-                i += run(b, i, is_alnum);
-                continue;
-            }
-        }
-        if let Some(hit) = token_at(b, i, en) {
-            out.push(hit);
-            i = hit.end;
-            continue;
-        }
-        i += if is_alnum(c) { run(b, i, is_alnum) } else { 1 };
+    while let Some(q) = next_token_stop(b, i) {
+        i = token_step(b, group_before(b, i, q).unwrap_or(q), en, out);
     }
+}
+
+/// `TOKEN_STOPS` bits. A number or phone number starts at a digit, `+` or `(` (`T_NUM`), an
+/// IBAN at two capitals (`T_UP`), neither glued to the byte before (`T_GLUE`); an IPv6
+/// address starting with `::` or with a hex group without a stop of its own (`fe80:`) reaches
+/// a `:` (`T_COLON`).
+const T_NUM: u8 = 1;
+const T_UP: u8 = 2;
+/// Alphanumerics and `GLUE` bytes: both bits, so `glue >> 2` masks `T_NUM` and `T_UP`.
+const T_GLUE: u8 = 4 | 8;
+const T_COLON: u8 = 16;
+
+static TOKEN_STOPS: [u8; 256] = token_stops();
+
+const fn token_stops() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_digit() || b == b'+' || b == b'(' {
+            t[c] |= T_NUM;
+        }
+        if b.is_ascii_uppercase() {
+            t[c] |= T_UP;
+        }
+        if b == b':' {
+            t[c] |= T_COLON;
+        }
+        if CLASS[c] & (ALNUM | GLUE) != 0 {
+            t[c] |= T_GLUE;
+        }
+        c += 1;
+    }
+    t
+}
+
+/// The table bytes of `b[k..k + 8]` (zero past the end), byte `o` in bits `8 * o..`: a chunk
+/// is then tested with a few word operations instead of a branch per byte.
+fn packed(b: &[u8], k: usize, table: &[u8; 256]) -> u64 {
+    let pack = |w: u64, (o, &c): (usize, &u8)| w | u64::from(table[c as usize]) << (8 * o);
+    match b.get(k..k + 8).and_then(|s| <&[u8; 8]>::try_from(s).ok()) {
+        Some(chunk) => chunk.iter().enumerate().fold(0, pack),
+        None => b.get(k..).unwrap_or(&[]).iter().enumerate().fold(0, pack),
+    }
+}
+
+/// Next byte at or after `i` where the token pass has something to try.
+fn next_token_stop(b: &[u8], i: usize) -> Option<usize> {
+    const EACH: u64 = 0x0101_0101_0101_0101;
+    let mut prev = i.checked_sub(1).map_or(0, |p| TOKEN_STOPS[b[p] as usize]);
+    let mut k = i;
+    while k < b.len() {
+        let here = packed(b, k, &TOKEN_STOPS);
+        // `T_GLUE` of each byte, moved onto the `T_NUM`/`T_UP` bits of the byte after it.
+        let glued = (here << 8 | u64::from(prev)) >> 2;
+        let mut stops = here & !glued & (EACH * u64::from(T_NUM | T_UP | T_COLON));
+        while stops != 0 {
+            let o = stops.trailing_zeros() as usize / 8;
+            // A capital starts an IBAN only with another one after it.
+            let up_only = (here >> (8 * o)) as u8 & (T_NUM | T_COLON) == 0;
+            if !up_only || TOKEN_STOPS[at(b, k + o + 1) as usize] & T_UP != 0 {
+                return Some(k + o);
+            }
+            stops &= !(0xff << (8 * o));
+        }
+        prev = (here >> 56) as u8;
+        k += 8;
+    }
+    None
+}
+
+/// For a `:` at `q`: the start of the 1-4 hex digits before it (not before `lo`), where an IPv6
+/// address such as `fe80::1` may start without a stop of its own.
+fn group_before(b: &[u8], lo: usize, q: usize) -> Option<usize> {
+    if b[q] != b':' {
+        return None;
+    }
+    let mut r = q;
+    while r > lo && q - r < 5 && b[r - 1].is_ascii_hexdigit() {
+        r -= 1;
+    }
+    (1..=4).contains(&(q - r)).then_some(r)
+}
+
+/// The token pass at `i`: records what starts there, returns where to go on.
+fn token_step(b: &[u8], i: usize, en: Enabled, out: &mut Vec<Hit>) -> usize {
+    let c = b[i];
+    if CLASS[c as usize] & START == 0 {
+        return i + 1;
+    }
+    let colon_start = c == b':' && at(b, i + 1) == b':' && (i == 0 || b[i - 1] == b' ');
+    if !(numeric_start(b, i) || colon_start) {
+        // Nor does any later byte of a word glued to what precedes it.
+        return i + run(b, i, is_alnum).max(1);
+    }
+    if c.is_ascii_alphabetic() {
+        // Words: only an IBAN (`GB..`) or an IPv6 group (`fe80:`) starts with a letter.
+        let hex = hex_run(b, i);
+        let maybe_ip = en.ip && hex <= 4 && at(b, i + hex) == b':';
+        let maybe_iban = en.iban && c.is_ascii_uppercase() && at(b, i + 1).is_ascii_uppercase();
+        if !(maybe_ip || maybe_iban) {
+            return i + run(b, i, is_alnum);
+        }
+    }
+    if let Some(hit) = token_at(b, i, en) {
+        out.push(hit);
+        return hit.end;
+    }
+    i + if is_alnum(c) { run(b, i, is_alnum) } else { 1 }
 }
 
 fn token_at(b: &[u8], i: usize, en: Enabled) -> Option<Hit> {
@@ -512,34 +708,67 @@ fn token_at(b: &[u8], i: usize, en: Enabled) -> Option<Hit> {
             return Some(hit(e, PiiType::Iban));
         }
     }
-    if (c.is_ascii_hexdigit() || c == b':') && en.ip {
+    if en.ip && ipv6_may_start(b, i) {
         if let Some(e) = ipv6(b, i) {
             return Some(hit(e, PiiType::IpAddress));
         }
     }
     if c.is_ascii_digit() {
-        if en.ip {
-            if let Some(e) = ipv4(b, i) {
-                let next = at(b, e);
-                if !is_alnum(next) && (next != b'.' || !at(b, e + 1).is_ascii_digit()) {
-                    return Some(hit(e, PiiType::IpAddress));
-                }
-            }
+        return number_at(b, i, en).map(|(e, kind)| hit(e, kind));
+    }
+    if (c == b'+' || c == b'(') && en.phone {
+        if let Some(e) = phone(b, i) {
+            return Some(hit(e, PiiType::Phone));
         }
-        if en.ssn {
-            if let Some(e) = ssn(b, i) {
-                return Some(hit(e, PiiType::UsSsn));
-            }
-        }
-        if en.card {
-            if let Some(e) = card(b, i) {
-                return Some(hit(e, PiiType::CreditCard));
+    }
+    None
+}
+
+/// What `ipv6` needs to get past its first group: `::`, or at most four hex digits and `:`.
+fn ipv6_may_start(b: &[u8], i: usize) -> bool {
+    let hex = hex_run(b, i);
+    (1..=4).contains(&hex) && at(b, i + hex) == b':' || b[i..].starts_with(b"::")
+}
+
+/// Length of the hex-digit run at `i`, counted up to 5: an IPv6 group has at most 4.
+fn hex_run(b: &[u8], i: usize) -> usize {
+    b.get(i..).map_or(0, |s| {
+        s.iter()
+            .take(5)
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count()
+    })
+}
+
+/// IPv4, SSN, card or phone number starting with the digit at `i`. Most numbers in text are
+/// short (`12%`, `2024,`): each detector runs only when the first digit group and the byte
+/// after it fit its shape, the first thing it would check itself.
+fn number_at(b: &[u8], i: usize, en: Enabled) -> Option<(usize, PiiType)> {
+    let d = run(b, i, |c| c.is_ascii_digit());
+    let next = at(b, i + d);
+    if en.ip && d <= 3 && next == b'.' {
+        if let Some(e) = ipv4(b, i) {
+            let after = at(b, e);
+            if !is_alnum(after) && (after != b'.' || !at(b, e + 1).is_ascii_digit()) {
+                return Some((e, PiiType::IpAddress));
             }
         }
     }
-    if (c.is_ascii_digit() || c == b'+' || c == b'(') && en.phone {
+    if en.ssn && (d == 3 && (next == b'-' || next == b' ') || d == 9) {
+        if let Some(e) = ssn(b, i) {
+            return Some((e, PiiType::UsSsn));
+        }
+    }
+    // A card has 12+ digits, in one group or in groups split by spaces or dashes.
+    if en.card && (3..=19).contains(&d) && (d >= 12 || next == b' ' || next == b'-') {
+        if let Some(e) = card(b, i) {
+            return Some((e, PiiType::CreditCard));
+        }
+    }
+    // A phone number has 7+ digits, in one group or in groups split by separators.
+    if en.phone && (d >= 7 || matches!(next, b' ' | b'-' | b'.' | b'(')) {
         if let Some(e) = phone(b, i) {
-            return Some(hit(e, PiiType::Phone));
+            return Some((e, PiiType::Phone));
         }
     }
     None
@@ -677,7 +906,7 @@ fn ssn(b: &[u8], i: usize) -> Option<usize> {
             return None;
         }
         (&b[i..i + 3], &b[i + 4..i + 6], &b[i + 7..i + 11], i + 11)
-    } else if d == 9 && has_word(context_before(b, i, 24), SSN_WORDS) {
+    } else if d == 9 && has_word(context_before(b, i, 24), &SSN_WORDS) {
         (&b[i..i + 3], &b[i + 3..i + 5], &b[i + 5..i + 9], i + 9)
     } else {
         return None;
@@ -696,22 +925,20 @@ fn ssn(b: &[u8], i: usize) -> Option<usize> {
 
 /// 13-19 digits, optionally grouped by single spaces or dashes, passing Luhn.
 fn card(b: &[u8], i: usize) -> Option<usize> {
-    let mut digits = [0u8; 19];
+    // Card groups are 3+ digits (4-4-4-4, 4-6-5, ...); `1 2 3 ...` is not a card.
+    if run(b, i, |c| c.is_ascii_digit()) < 3 || card_digits(b, i) < 12 {
+        return None;
+    }
     let mut count = 0usize;
     let mut ends: [(usize, usize); 19] = [(0, 0); 19];
     let mut n_ends = 0;
     let mut sep = 0u8;
     let mut j = i;
-    // Card groups are 3+ digits (4-4-4-4, 4-6-5, ...); `1 2 3 ...` is not a card.
-    if run(b, i, |c| c.is_ascii_digit()) < 3 {
-        return None;
-    }
     loop {
         let d = run(b, j, |c| c.is_ascii_digit());
         if d == 0 || count + d > 19 {
             break;
         }
-        digits[count..count + d].copy_from_slice(&b[j..j + d]);
         count += d;
         j += d;
         ends[n_ends] = (j, count);
@@ -732,7 +959,13 @@ fn card(b: &[u8], i: usize) -> Option<usize> {
     if count < 12 {
         return None;
     }
-    let min = if has_word(context_before(b, i, 32), CARD_WORDS) {
+    // The digits without their separators (single bytes between groups).
+    let mut digits = [0u8; 19];
+    let grouped = b[i..last.0].iter().filter(|c| c.is_ascii_digit());
+    for (slot, &c) in digits.iter_mut().zip(grouped) {
+        *slot = c;
+    }
+    let min = if has_word(context_before(b, i, 32), &CARD_WORDS) {
         12
     } else {
         13
@@ -746,6 +979,27 @@ fn card(b: &[u8], i: usize) -> Option<usize> {
                 && !(*k == 13 && validate::isbn13(&digits[..13]))
         })
         .map(|(e, _)| *e)
+}
+
+/// How many digits `card` gathers from `i` (its loop, without keeping groups): fewer than 12
+/// is no card, and most numbers in text are, so they cost no more than this.
+fn card_digits(b: &[u8], i: usize) -> usize {
+    let (mut count, mut sep, mut j) = (0usize, 0u8, i);
+    loop {
+        let d = run(b, j, |c| c.is_ascii_digit());
+        if d == 0 || count + d > 19 {
+            return count;
+        }
+        count += d;
+        j += d;
+        let c = at(b, j);
+        if (c == b' ' || c == b'-') && (sep == 0 || sep == c) && at(b, j + 1).is_ascii_digit() {
+            sep = c;
+            j += 1;
+        } else {
+            return count;
+        }
+    }
 }
 
 /// International (`+CC ...`, `00CC ...`) and national formats; bare digit runs only after a
@@ -806,21 +1060,11 @@ fn phone(b: &[u8], i: usize) -> Option<usize> {
             break;
         }
     }
-    if open || n_groups == 0 {
+    // Every format below needs 7+ digits.
+    if open || n_groups == 0 || digits < 7 {
         return None;
     }
-    // Extension: `x123`, ` ext. 123`.
-    let mut e = end;
-    let ext = [&b"x"[..], b" x", b" ext. ", b" ext ", b" ext.", b"ext"];
-    for p in ext {
-        if b[e..].starts_with(p) {
-            let d = run(b, e + p.len(), |c| c.is_ascii_digit());
-            if (1..=5).contains(&d) {
-                e += p.len() + d;
-                break;
-            }
-        }
-    }
+    let e = extension(b, end);
     let next = at(b, e);
     if is_alnum(next) || (b".-".contains(&next) && at(b, e + 1).is_ascii_digit()) {
         return None;
@@ -844,8 +1088,25 @@ fn phone(b: &[u8], i: usize) -> Option<usize> {
     } else {
         false
     };
-    let ctx = || (7..=15).contains(&digits) && has_word(context_before(b, i, 24), PHONE_WORDS);
+    let ctx = || (7..=15).contains(&digits) && has_word(context_before(b, i, 24), &PHONE_WORDS);
     (ok || ctx()).then_some(e)
+}
+
+/// End of an extension (`x123`, ` ext. 123`) after a phone number ending at `end`, or `end`.
+fn extension(b: &[u8], end: usize) -> usize {
+    const EXT: [&[u8]; 6] = [b"x", b" x", b" ext. ", b" ext ", b" ext.", b"ext"];
+    if !matches!(at(b, end), b'x' | b' ' | b'e') {
+        return end;
+    }
+    for p in EXT {
+        if b[end..].starts_with(p) {
+            let d = run(b, end + p.len(), |c| c.is_ascii_digit());
+            if (1..=5).contains(&d) {
+                return end + p.len() + d;
+            }
+        }
+    }
+    end
 }
 
 #[cfg(test)]
