@@ -122,19 +122,21 @@ struct Words {
 }
 
 /// Builds the index at compile time. A word shorter than two bytes, one whose first two bytes
-/// have no slot, or more than 32 words fail the build (out-of-range index or shift).
+/// have no slot, or more than 32 words fail the build.
 const fn words(list: &'static [&'static str]) -> Words {
     let mut first = [0u32; 32];
     let mut second = [0u32; 32];
     let mut k = 0;
     while k < list.len() {
         let w = list[k].as_bytes();
-        let indexed = [0u8; 27];
         let (s0, s1) = (FOLD[w[0] as usize] as usize, FOLD[w[1] as usize] as usize);
+        // Slot 27 (no slot) would match any unindexed byte.
+        assert!(
+            s0 < 27 && s1 < 27,
+            "a context word must start with two letters or 0xC3"
+        );
         first[s0] |= 1 << k;
         second[s1] |= 1 << k;
-        // Slot 27 (no slot) would match any unindexed byte: reject it at build time.
-        let _ = indexed[s0] | indexed[s1];
         k += 1;
     }
     Words {
@@ -265,9 +267,11 @@ fn secrets(b: &[u8], out: &mut Vec<Hit>) {
     }
 }
 
+/// One in each byte of a word: `EACH * bit` tests `bit` in eight packed table bytes at once.
+const EACH: u64 = 0x0101_0101_0101_0101;
+
 /// Next byte at or after `i` in the `SECRET_STOP` class.
 fn next_secret_stop(b: &[u8], i: usize) -> Option<usize> {
-    const EACH: u64 = 0x0101_0101_0101_0101;
     let mut k = i;
     while k < b.len() {
         let stops = packed(b, k, &CLASS) & (EACH * u64::from(SECRET_STOP));
@@ -633,7 +637,6 @@ fn packed(b: &[u8], k: usize, table: &[u8; 256]) -> u64 {
 
 /// Next byte at or after `i` where the token pass has something to try.
 fn next_token_stop(b: &[u8], i: usize) -> Option<usize> {
-    const EACH: u64 = 0x0101_0101_0101_0101;
     let mut prev = i.checked_sub(1).map_or(0, |p| TOKEN_STOPS[b[p] as usize]);
     let mut k = i;
     while k < b.len() {
@@ -926,7 +929,7 @@ fn ssn(b: &[u8], i: usize) -> Option<usize> {
 /// 13-19 digits, optionally grouped by single spaces or dashes, passing Luhn.
 fn card(b: &[u8], i: usize) -> Option<usize> {
     // Card groups are 3+ digits (4-4-4-4, 4-6-5, ...); `1 2 3 ...` is not a card.
-    if run(b, i, |c| c.is_ascii_digit()) < 3 || card_digits(b, i) < 12 {
+    if run(b, i, |c| c.is_ascii_digit()) < 3 {
         return None;
     }
     let mut count = 0usize;
@@ -979,27 +982,6 @@ fn card(b: &[u8], i: usize) -> Option<usize> {
                 && !(*k == 13 && validate::isbn13(&digits[..13]))
         })
         .map(|(e, _)| *e)
-}
-
-/// How many digits `card` gathers from `i` (its loop, without keeping groups): fewer than 12
-/// is no card, and most numbers in text are, so they cost no more than this.
-fn card_digits(b: &[u8], i: usize) -> usize {
-    let (mut count, mut sep, mut j) = (0usize, 0u8, i);
-    loop {
-        let d = run(b, j, |c| c.is_ascii_digit());
-        if d == 0 || count + d > 19 {
-            return count;
-        }
-        count += d;
-        j += d;
-        let c = at(b, j);
-        if (c == b' ' || c == b'-') && (sep == 0 || sep == c) && at(b, j + 1).is_ascii_digit() {
-            sep = c;
-            j += 1;
-        } else {
-            return count;
-        }
-    }
 }
 
 /// International (`+CC ...`, `00CC ...`) and national formats; bare digit runs only after a
