@@ -39,6 +39,16 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
         chunks = list(client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        # The gateway's own catalogue, and a provider model routed to its provider only.
+        ids = [m.id for m in client.models.list().data]
+        assert ids == [xds.PRIVATE_MODEL, "vm-demo"], ids
+        assert xds.PRIVATE_MODEL in banner and "/v1/models" in banner
+        r = client.chat.completions.with_raw_response.create(
+            model=xds.PRIVATE_MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert r.headers["x-upstream-id"] == xds.PRIVATE_PROVIDER
+        r = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert r.headers["x-upstream-id"] == "local-mock"
 
         # The gateway runs from the state dir's gateway.yaml over xDS: a model added to the file
         # is served without a restart.

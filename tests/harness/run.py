@@ -26,8 +26,10 @@ def main() -> int:
     try:
         mock = procs.MockLLM("local-mock", record=False)
         started.append(mock)
+        private = procs.MockLLM(xds.PRIVATE_PROVIDER, record=False)
+        started.append(private)
         gw = xds.demo_state(gw_path.resolve(), key, mock.url, port=port, openai=bool(openai_key),
-                            access_log=str(audit.resolve()))
+                            access_log=str(audit.resolve()), private_url=private.url)
         server = xds.XdsServer(config_path=gw_path.resolve(), port=xds_port, poll_ms=200)
         started.append(server)
         # Envoy gets OPENAI_API_KEY by inheritance; header-auth reads it (host_env_keys).
@@ -48,7 +50,9 @@ def main() -> int:
     print(f"""
 aimesh is running: gateway http://127.0.0.1:{envoy.port}  admin {envoy.admin}  xDS {server.admin}/healthz
 Demo key (also in {demo.DEMO_ENV}): {key}
-Models: {", ".join(vms) or "none"} (virtual) and any other name go to a local fake OpenAI provider{openai_note}.
+Models: {", ".join(vms) or "none"} (virtual) and any other name go to a local fake OpenAI provider{openai_note};
+{xds.PRIVATE_MODEL} goes only to a second one, {xds.PRIVATE_PROVIDER} (`providers[].models`).
+GET {base}/models lists what your key may use.
 Config: {gw_path} - edit it while the gateway runs: valid changes apply live (invalid ones are
 refused and logged in {server.log_path}; `aimesh-xds validate` checks a file first).
 Audit log: {audit}

@@ -121,12 +121,19 @@ def mock_provider(name: str, mock: procs.MockLLM, models: list[str] | None = Non
     return {"name": name, "kind": "openai_compatible", "base_url": mock.url, "models": models or []}
 
 
+#: The second fake provider of `make run`: a private backend serving `PRIVATE_MODEL` only.
+PRIVATE_PROVIDER = "local-private"
+PRIVATE_MODEL = "private-llm"
+
+
 def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: bool = False,
-                 access_log: str = "/dev/stdout") -> dict:
+                 access_log: str = "/dev/stdout", private_url: str | None = None) -> dict:
     """The gateway.yaml equivalent of `demo.demo_config` (for `make run` over xDS): the fake
     upstream as default provider with the virtual model `vm-demo`, the demo key, prices, limits,
-    the audit log, and optionally OpenAI's models as `openai/<model>` with the key from Envoy's
-    `OPENAI_API_KEY` (header-auth resolves it in Envoy's environment)."""
+    the audit log, optionally a second fake provider at `private_url` that serves
+    `PRIVATE_MODEL` (routed by `providers[].models`), and optionally OpenAI's models as
+    `openai/<model>` with the key from Envoy's `OPENAI_API_KEY` (header-auth resolves it in
+    Envoy's environment)."""
     ta = demo.filter_configs("", openai=False)["token-accounting"]
     limits = ta["limits"]["default"]
     gw: dict = {
@@ -141,6 +148,9 @@ def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: boo
         "prices": ta["prices"],
         "pii": {"mode": "redact"},
     }
+    if private_url:
+        gw["providers"].append({"name": PRIVATE_PROVIDER, "kind": "openai_compatible",
+                                "base_url": private_url, "models": [PRIVATE_MODEL]})
     if openai:
         gw["providers"].append({"name": "openai", "kind": "openai", "api_key": "${env:OPENAI_API_KEY}"})
         gw["virtual_models"] += [{"name": f"openai/{m}", "targets": [{"provider": "openai", "model": m}]}
@@ -159,24 +169,27 @@ def shipped_bootstrap(server_port: int, *, admin_port: int = 0) -> dict:
 
 
 def demo_state(path: Path, key: str, mock_url: str, *, port: int, openai: bool,
-               access_log: str) -> dict:
+               access_log: str, private_url: str | None = None) -> dict:
     """`make run`'s gateway.yaml at `path`: written on first run; later runs keep the user's
-    file and only make sure the demo key is in it and the fake provider's (new) address is."""
+    file and only make sure the demo key is in it and the fake providers' (new) addresses are."""
     key_h = demo.key_hash(key)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         text = ("# aimesh `make run`: edit this file while the gateway runs; valid changes apply live\n"
                 "# (reference: docs/gateway-yaml.md). Delete it to start over from the demo.\n"
                 + yaml.safe_dump(demo_gateway(key_h, mock_url, port=port, openai=openai,
-                                              access_log=access_log), sort_keys=False))
+                                              access_log=access_log, private_url=private_url),
+                                 sort_keys=False))
         write_gateway(path, text)
     text = path.read_text()
     gw = yaml.safe_load(text) or {}
-    # The fake provider listens on a new port each run: swap its address in the text, so the
+    # The fake providers listen on new ports each run: swap their addresses in the text, so the
     # user's comments and layout survive.
+    urls = {"local-mock": mock_url, PRIVATE_PROVIDER: private_url}
     for p in gw.get("providers") or []:
-        if p.get("name") == "local-mock" and p.get("base_url") and p["base_url"] != mock_url:
-            text = text.replace(p["base_url"], mock_url)
+        new = urls.get(p.get("name"))
+        if new and p.get("base_url") and p["base_url"] != new:
+            text = text.replace(p["base_url"], new)
     gw = yaml.safe_load(text) or {}
     keys = gw.setdefault("keys", []) or []
     if not any(k.get("hash") == key_h for k in keys):

@@ -165,7 +165,32 @@ fn auth(gw: &Gateway) -> Value {
             e
         })
         .collect();
-    json!({ "keys": keys })
+    json!({ "keys": keys, "catalogue": catalogue(gw) })
+}
+
+/// `owned_by` of virtual models in the model list: the gateway itself serves them.
+pub const VIRTUAL_OWNER: &str = "aimesh";
+
+/// `filters/core/src/auth/catalogue.rs::CatalogueConfig`: every provider model with its route,
+/// every virtual model (routed by virtual-model), and the default provider's route. Auth routes
+/// provider models from it (the RDS has no per-model routes: see [`crate::resources`]) and
+/// answers `GET /v1/models` with it.
+fn catalogue(gw: &Gateway) -> Value {
+    let route = |p: &str| json!({ "cluster": provider_cluster(p), "backend": p });
+    let provider_models = gw.providers.iter().flat_map(|p| {
+        p.models
+            .iter()
+            .map(|m| json!({ "id": m, "owned_by": p.name, "route": route(&p.name) }))
+    });
+    let virtual_models = gw
+        .virtual_models
+        .iter()
+        .map(|vm| json!({ "id": vm.name, "owned_by": VIRTUAL_OWNER }));
+    let mut c = json!({ "models": provider_models.chain(virtual_models).collect::<Vec<_>>() });
+    if let Some(d) = &gw.default_provider {
+        c["default_route"] = route(d);
+    }
+    c
 }
 
 /// Aggregate cluster of a virtual model's entry `i` (targets, then fallbacks): that entry's
@@ -414,6 +439,36 @@ mod tests {
             serde_json::json!({"tpm": 200, "monthly_usd": 3.5})
         );
         assert!(ta["limits"]["keys"].get("c").is_none());
+    }
+
+    #[test]
+    fn auth_routes_provider_models_and_lists_virtual_ones() {
+        use serde_json::json;
+        let load = |t: &str| load_str(t).unwrap_or_else(|e| panic!("{e:?}"));
+        let gw = load(
+            "providers:\n- {name: pub1, kind: openai, models: [gpt-x]}\n\
+             - {name: gpu1, kind: openai_compatible, base_url: 'http://10.0.0.1:8000', models: [llama, qwen]}\n\
+             virtual_models:\n- {name: smart, targets: [{provider: pub1, model: gpt-x}]}\n\
+             default_provider: pub1\n",
+        );
+        let c = &super::auth(&gw)["catalogue"];
+        let route = |p: &str| json!({"cluster": format!("provider.{p}"), "backend": p});
+        assert_eq!(
+            c["models"],
+            json!([
+                {"id": "gpt-x", "owned_by": "pub1", "route": route("pub1")},
+                {"id": "llama", "owned_by": "gpu1", "route": route("gpu1")},
+                {"id": "qwen", "owned_by": "gpu1", "route": route("gpu1")},
+                {"id": "smart", "owned_by": "aimesh"},
+            ])
+        );
+        assert_eq!(c["default_route"], route("pub1"));
+        // What the auth filter loads: the xds server's output passes the filter's own checks.
+        let cfg: aimesh_core::auth::AuthConfig =
+            serde_json::from_value(super::auth(&gw)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.check(), Ok(()));
+        let none = super::auth(&load("providers:\n- {name: pub1, kind: openai}\n"));
+        assert_eq!(none["catalogue"], json!({"models": []}));
     }
 
     #[test]

@@ -409,21 +409,6 @@ fn header_present(name: &str) -> rt::HeaderMatcher {
     }
 }
 
-fn header_exact(name: &str, value: &str) -> rt::HeaderMatcher {
-    rt::HeaderMatcher {
-        name: name.to_string(),
-        header_match_specifier: Some(rt::header_matcher::HeaderMatchSpecifier::StringMatch(
-            matcher::StringMatcher {
-                match_pattern: Some(matcher::string_matcher::MatchPattern::Exact(
-                    value.to_string(),
-                )),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    }
-}
-
 fn prefix_match(prefix: &str, headers: Vec<rt::HeaderMatcher>) -> rt::RouteMatch {
     rt::RouteMatch {
         path_specifier: Some(rt::route_match::PathSpecifier::Prefix(prefix.to_string())),
@@ -549,22 +534,15 @@ fn routes(gw: &Gateway) -> Result<rt::RouteConfiguration, String> {
         r#"{"error":{"message":"no such custom endpoint","type":"invalid_request_error","param":null,"code":"not_found"}}"#));
     routes.push(not_found("mcp.unknown", "/mcp/",
         r#"{"error":{"message":"no such MCP server","type":"invalid_request_error","param":null,"code":"not_found"}}"#));
-    // No filter chose a cluster: the model the client asked for decides, else the default.
-    for p in &gw.providers {
-        for m in &p.models {
-            routes.push(to_cluster(
-                &format!("v1.model.{m}"),
-                prefix_match("/v1/", vec![header_exact("x-aimesh-model", m)]),
-                C::Cluster(provider_cluster(&p.name)),
-                timeout,
-            ));
-        }
-    }
-    match &gw.default_provider {
-        Some(d) => routes.push(to_cluster("v1.default", prefix_match("/v1/", vec![]), C::Cluster(provider_cluster(d)), timeout)),
-        None => routes.push(not_found("v1.unknown", "/v1/",
-            r#"{"error":{"message":"no provider serves this model","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#)),
-    }
+    // `/v1/` requests reach a provider only through `x-aimesh-cluster`: auth sets it from the
+    // model (provider models, else the default provider), virtual-model for its targets. No
+    // route matches the model or falls back to the default provider, so a request whose cluster
+    // no filter chose (a provider model whose route was lost) gets this 404 and never reaches
+    // another provider with its prompt. A route matching `x-aimesh-model` could not work anyway:
+    // header-auth strips that internal fact before the router, and the one-filter build keeps it
+    // in the VM.
+    routes.push(not_found("v1.unrouted", "/v1/",
+        r#"{"error":{"message":"no provider serves this request","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#));
     Ok(rt::RouteConfiguration {
         name: GATEWAY.to_string(),
         virtual_hosts: vec![rt::VirtualHost {
@@ -576,6 +554,10 @@ fn routes(gw: &Gateway) -> Result<rt::RouteConfiguration, String> {
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod routes_tests;
 
 fn listener(gw: &Gateway) -> lis::Listener {
     let mut http_filters: Vec<hcm::HttpFilter> = filters::loaded(gw)

@@ -26,6 +26,17 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Model names the auth filter accepts in its catalogue (as in a request's `model`).
+fn model_name_error(m: &str) -> Option<&'static str> {
+    if m.is_empty() {
+        Some("must not be empty")
+    } else if m.len() > 256 || m.chars().any(char::is_control) {
+        Some("must be at most 256 bytes without control characters")
+    } else {
+        None
+    }
+}
+
 /// Parses and validates a gateway.yaml text.
 pub fn load_str(text: &str) -> Result<Gateway, Vec<ConfigError>> {
     let gw: Gateway = serde_yaml::from_str(text).map_err(|e| {
@@ -248,8 +259,8 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
             }
         }
         for (j, m) in p.models.iter().enumerate() {
-            if m.is_empty() {
-                v.err(format!("{f}.models[{j}]"), "must not be empty");
+            if let Some(e) = model_name_error(m) {
+                v.err(format!("{f}.models[{j}]"), e);
             } else if let Some(other) = model_owner.insert(m, &p.name) {
                 v.err(
                     format!("{f}.models[{j}]"),
@@ -326,8 +337,8 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
     let mut vnames = HashSet::new();
     for (i, vm) in gw.virtual_models.iter().enumerate() {
         let f = format!("virtual_models[{i}]");
-        if vm.name.is_empty() {
-            v.err(format!("{f}.name"), "must not be empty");
+        if let Some(e) = model_name_error(&vm.name) {
+            v.err(format!("{f}.name"), e);
         } else if !vnames.insert(vm.name.as_str()) {
             v.err(
                 format!("{f}.name"),
@@ -677,6 +688,7 @@ mod tests {
             ("providers:\n- {name: pa1, kind: vllm}\n", "providers[0].endpoints"),
             ("providers:\n- {name: pa1, kind: openai_compatible}\n", "providers[0].base_url"),
             ("providers:\n- {name: pa1, kind: openai, models: [m]}\n- {name: pb1, kind: anthropic, models: [m]}\n", "providers[1].models[0]"),
+            ("providers:\n- {name: pa1, kind: openai, models: [\"a\\tb\"]}\n", "providers[0].models[0]"),
             ("default_provider: x\n", "default_provider"),
             ("keys:\n- {id: a, hash: 'sk-plain'}\n", "keys[0].hash"),
             ("limits:\n- {key: ghost, requests_per_minute: 1}\n", "limits[0].key"),

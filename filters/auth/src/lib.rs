@@ -11,13 +11,15 @@ mod jwt;
 
 use std::rc::Rc;
 
+use aimesh_core::auth::catalogue::models_request;
 use aimesh_core::auth::limits::{self, Admitted};
-use aimesh_core::auth::{AuthError, Policies, PolicyId};
+use aimesh_core::auth::{AuthError, Destination, ModelRoute, ModelsRequest, Policies, PolicyId};
 use aimesh_core::host::{Clock, Metrics};
 use aimesh_core::openai::{carries_model, request_facts, BodyError};
 use aimesh_core::{headers, ErrorKind};
 use aimesh_glue::{
-    load_config, send_error, strip_internal_headers, Headers, HostClock, HostMetrics, HostStore,
+    load_config, send_error, send_json, strip_internal_headers, Headers, HostClock, HostMetrics,
+    HostStore,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -47,6 +49,8 @@ mod stat {
     pub const ALLOWED: &str = "aimesh.auth.allowed";
     pub const INVALID_KEY: &str = "aimesh.auth.denied.invalid_key";
     pub const MODEL: &str = "aimesh.auth.denied.model_not_allowed";
+    pub const UNKNOWN_MODEL: &str = "aimesh.auth.denied.model_not_found";
+    pub const CATALOGUE: &str = "aimesh.auth.catalogue_answered";
     pub const RATE: &str = "aimesh.auth.denied.rate_limited";
     pub const BODY: &str = "aimesh.auth.denied.bad_request";
     pub const JWT: &str = "aimesh.auth.jwt_authenticated";
@@ -141,7 +145,11 @@ impl HttpContext for Auth {
             aimesh_glue::host::set_property(&[STATE_TEAM], team.as_bytes());
         }
         let path = hs.get(":path").unwrap_or_default();
-        if !policy.models.allows_all() && is_model_list(&hs, path) {
+        if self.policies.catalogue.is_some() {
+            if let Some(req) = models_request(hs.get(":method").unwrap_or_default(), path) {
+                return self.answer_models(req);
+            }
+        } else if !policy.models.allows_all() && is_model_list(&hs, path) {
             self.filter_models = true;
             // The rewrite needs a plain body; a compressed one would pass unfiltered.
             aimesh_glue::set_request_header(self, "accept-encoding", None);
@@ -149,6 +157,9 @@ impl HttpContext for Auth {
         // MCP and custom endpoints carry arbitrary (even binary) bodies and no model: key and
         // limits only.
         if end_of_stream || !carries_model(path) {
+            if carries_model(path) {
+                self.route_default();
+            }
             return self.admit();
         }
         Action::Pause
@@ -263,6 +274,7 @@ impl Auth {
     fn check_body(&mut self) -> Action {
         // An empty body (HTTP/2 can end a GET with an empty DATA frame) counts as none.
         if self.body_size == 0 {
+            self.route_default();
             return self.admit();
         }
         let body = aimesh_glue::Body::Request
@@ -279,6 +291,18 @@ impl Auth {
         if !allowed {
             return self.refuse(stat::MODEL, &AuthError::ModelNotAllowed(facts.model));
         }
+        let policies = self.policies.clone();
+        match policies
+            .catalogue
+            .as_ref()
+            .map(|c| c.destination(&facts.model))
+        {
+            Some(Destination::Route(r)) => self.route_to(r),
+            Some(Destination::Unknown) => {
+                return self.refuse(stat::UNKNOWN_MODEL, &AuthError::ModelNotFound(facts.model));
+            }
+            Some(Destination::Elsewhere) | None => {}
+        }
         aimesh_glue::set_request_header(self, headers::MODEL, Some(&facts.model));
         aimesh_glue::set_request_header(self, headers::STREAM, Some(bool_str(facts.stream)));
         aimesh_glue::set_request_header(
@@ -290,6 +314,55 @@ impl Auth {
             aimesh_glue::set_request_header(self, headers::MAX_TOKENS, Some(&n.to_string()));
         }
         self.admit()
+    }
+
+    /// Sends the request to `r`. Envoy re-picks the route on the changed headers (a Wasm filter's
+    /// request-header change clears the route cache, in the body callback too) and finds the
+    /// `x-aimesh-cluster` route; with the catalogue configured there is no other `/v1/` route,
+    /// so a request no filter routed gets a 404 and never reaches the default provider.
+    fn route_to(&self, r: &ModelRoute) {
+        aimesh_glue::set_request_header(self, headers::CLUSTER, Some(&r.cluster));
+        aimesh_glue::set_request_header(self, headers::BACKEND, Some(&r.backend));
+    }
+
+    /// A `/v1/` request that names no model goes to the default route, if there is one.
+    fn route_default(&self) {
+        let policies = self.policies.clone();
+        if let Some(r) = policies.catalogue.as_ref().and_then(|c| c.default_route()) {
+            self.route_to(r);
+        }
+    }
+
+    /// Answers `/v1/models` and `/v1/models/{id}` from the catalogue: never forwarded, so the
+    /// list is this gateway's (provider and virtual models the key may use), not a provider's.
+    fn answer_models(&mut self, req: ModelsRequest) -> Action {
+        if req == ModelsRequest::OtherMethod {
+            return self.refuse(stat::CATALOGUE, &AuthError::MethodNotAllowed);
+        }
+        let action = self.admit();
+        if self.admitted.is_none() {
+            return action;
+        }
+        let policies = self.policies.clone();
+        let (Some(catalogue), Some(policy)) = (
+            policies.catalogue.as_ref(),
+            self.who.and_then(|id| policies.get(id)),
+        ) else {
+            return self.refuse(stat::INVALID_KEY, &AuthError::InvalidKey);
+        };
+        let body = match req {
+            ModelsRequest::List => Ok(catalogue.list(&policy.models)),
+            ModelsRequest::Retrieve(Some(id)) => catalogue.retrieve(&policy.models, &id).ok_or(id),
+            ModelsRequest::Retrieve(None) | ModelsRequest::OtherMethod => Err(String::new()),
+        };
+        match body {
+            Ok(body) => {
+                self.metrics.count(stat::CATALOGUE, 1);
+                send_json(self, 200, &[], body.as_bytes());
+                Action::Pause
+            }
+            Err(id) => self.refuse(stat::CATALOGUE, &AuthError::ModelNotFound(id)),
+        }
     }
 
     /// Takes the policy's limits; the request goes on or gets 429.

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::catalogue::CatalogueConfig;
 use super::models::validate_pattern;
 use super::time::parse_rfc3339_ms;
 
@@ -23,6 +24,11 @@ pub struct AuthConfig {
     /// Largest request body accepted; larger bodies get 413 `request_too_large`.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The models this gateway serves. With it, auth routes provider models and answers
+    /// `GET /v1/models` itself; without it, `/v1/models` goes to the provider and its list is
+    /// filtered to the key's models.
+    #[serde(default)]
+    pub catalogue: Option<CatalogueConfig>,
 }
 
 fn default_max_body() -> usize {
@@ -198,6 +204,9 @@ impl AuthConfig {
                 }
             }
             check_limits(k.requests_per_minute, k.max_concurrent).map_err(|(f, e)| at(f, e))?;
+        }
+        if let Some(c) = &self.catalogue {
+            c.check()?;
         }
         if let Some(jwt) = &self.jwt {
             if jwt.payload_key.is_empty() {

@@ -6,12 +6,14 @@
 //! [`Policy::allows_model`], and [`limits`] admits it against the per-key rate and concurrency
 //! limits kept in the shared store.
 
+pub mod catalogue;
 pub mod config;
 pub mod limits;
 pub mod models;
 pub mod table;
 pub mod time;
 
+pub use catalogue::{Catalogue, CatalogueConfig, Destination, ModelRoute, ModelsRequest};
 pub use config::{AuthConfig, JwtConfig, JwtRule, KeyEntry};
 pub use limits::Limited;
 pub use models::ModelAllow;
@@ -32,6 +34,12 @@ pub enum AuthError {
     /// Per-key request rate or concurrency limit reached.
     #[error("{0}")]
     RateLimited(Limited),
+    /// The gateway serves no such model, or the key may not see it (one answer for both).
+    #[error("The model '{0}' does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    /// A method other than GET on `/v1/models`: the catalogue is the gateway's, read-only.
+    #[error("Only GET is allowed on the model catalogue.")]
+    MethodNotAllowed,
 }
 
 impl ErrorKind for AuthError {
@@ -40,6 +48,8 @@ impl ErrorKind for AuthError {
             AuthError::InvalidKey => 401,
             AuthError::ModelNotAllowed(_) => 403,
             AuthError::RateLimited(_) => 429,
+            AuthError::ModelNotFound(_) => 404,
+            AuthError::MethodNotAllowed => 405,
         }
     }
 
@@ -48,12 +58,23 @@ impl ErrorKind for AuthError {
             AuthError::InvalidKey => "invalid_api_key",
             AuthError::ModelNotAllowed(_) => "model_not_allowed",
             AuthError::RateLimited(_) => "rate_limit_exceeded",
+            AuthError::ModelNotFound(_) => "model_not_found",
+            AuthError::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            // What OpenAI answers for an unknown model, which SDKs match on.
+            AuthError::ModelNotFound(_) | AuthError::MethodNotAllowed => "invalid_request_error",
+            _ => crate::error::error_type_for_status(self.status()),
         }
     }
 
     fn headers(&self) -> Vec<(String, String)> {
         match self {
             AuthError::RateLimited(l) => l.headers(),
+            AuthError::MethodNotAllowed => vec![("allow".into(), "GET, HEAD".into())],
             _ => Vec::new(),
         }
     }
@@ -73,5 +94,14 @@ mod tests {
         assert_eq!(v["error"]["type"], "permission_error");
         let e = ApiError::from_kind(&AuthError::InvalidKey);
         assert_eq!((e.status, e.headers.len()), (401, 0));
+        let e = ApiError::from_kind(&AuthError::ModelNotFound("x".into()));
+        let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(
+            (e.status, &v["error"]["code"]),
+            (404, &"model_not_found".into())
+        );
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        let e = ApiError::from_kind(&AuthError::MethodNotAllowed);
+        assert_eq!((e.status, e.headers[0].0.as_str()), (405, "allow"));
     }
 }

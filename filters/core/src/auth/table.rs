@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
+use super::catalogue::Catalogue;
 use super::config::{parse_hash, AuthConfig, JwtConfig};
 use super::models::ModelAllow;
 use super::time::parse_rfc3339_ms;
@@ -113,6 +114,8 @@ pub struct Policies {
     pub jwt: Option<JwtTable>,
     /// Body limit in bytes.
     pub max_body_bytes: usize,
+    /// The gateway's models, when configured.
+    pub catalogue: Option<Catalogue>,
 }
 
 /// Compares two digests in time independent of where they differ.
@@ -157,6 +160,7 @@ impl Policies {
             policies: keys,
             jwt,
             max_body_bytes: c.max_body_bytes,
+            catalogue: c.catalogue.map(Catalogue::new),
         }
     }
 
