@@ -22,9 +22,11 @@ SECRETS = {"AIMESH_TEST_KEY_PUBLIC": "sk-public-secret", "AIMESH_TEST_KEY_PRIVAT
 PRIVATE_MODELS = ["private-llm", "private-llm-2"]
 
 
-def gateway(build: str, public: procs.MockLLM | None, private: procs.MockLLM) -> dict:
-    providers = [{**xds.mock_provider("private-gpu", private, PRIVATE_MODELS),
-                  "api_key": "${env:AIMESH_TEST_KEY_PRIVATE}"}]
+def gateway(build: str, public: procs.MockLLM | None, private: procs.MockLLM,
+            private_key: bool = True) -> dict:
+    providers = [xds.mock_provider("private-gpu", private, PRIVATE_MODELS)]
+    if private_key:
+        providers[0]["api_key"] = "${env:AIMESH_TEST_KEY_PRIVATE}"
     gw: dict = {
         "listener": {"address": "127.0.0.1", "port": 0, "route_timeout": "30s", "filter_build": build},
         "providers": providers,
@@ -40,10 +42,10 @@ def gateway(build: str, public: procs.MockLLM | None, private: procs.MockLLM) ->
 
 
 class Gateway:
-    def __init__(self, build: str, with_default: bool) -> None:
+    def __init__(self, build: str, with_default: bool, private_key: bool = True) -> None:
         self.public = procs.MockLLM("public") if with_default else None
         self.private = procs.MockLLM("private")
-        self.server = xds.XdsServer(gateway(build, self.public, self.private))
+        self.server = xds.XdsServer(gateway(build, self.public, self.private, private_key))
         self.envoy = procs.Envoy(xds.ads_bootstrap(self.server.port), env=SECRETS)
         # The filters' configs (ECDS) may land a moment after the listener.
         deadline = time.time() + 10
@@ -171,5 +173,21 @@ def test_without_a_default_provider_listed_models_route_and_others_are_not_found
         r = requests.get(f"{g.envoy.url}/v1/files", headers={"authorization": f"Bearer {ALICE}"}, timeout=10)
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
         assert len(g.private.records()) == before
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("build", ["separate", "chain"])
+def test_a_keyless_private_provider_never_gets_the_default_providers_key(build):
+    """A self-hosted backend often needs no key: its requests must carry none, not the default
+    (external) provider's, which header-auth used to inject for every request it had no
+    provider for."""
+    g = Gateway(build, with_default=True, private_key=False)
+    try:
+        assert ask(g.client(), "private-llm").headers["x-upstream-id"] == "private"
+        [rec] = g.private.records()
+        assert "authorization" not in rec["headers"], rec["headers"]
+        assert ask(g.client(), "gpt-4o-mini").headers["x-upstream-id"] == "public"
+        assert g.public.records()[-1]["headers"]["authorization"] == "Bearer sk-public-secret"
     finally:
         g.stop()
