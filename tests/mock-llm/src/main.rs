@@ -184,13 +184,14 @@ fn streamed(frames: Vec<Vec<u8>>, gap: u64, reset: Reset) -> Body {
     StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
 }
 
-/// A `data:` line of `n` bytes (a content delta that never closes), then silence with the stream
-/// open until the client leaves.
+/// A `data:` line of `n` bytes (a JSON string that never closes, before any `choices`: nothing
+/// tells what the event is), then silence with the stream open until the client leaves.
 fn endless_line(n: usize) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {
-        let head =
-            Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"");
+        let head = Bytes::from_static(
+            b"data: {\"id\":\"chatcmpl-endless\",\"model\":\"gpt-4o-mini\",\"padding\":\"",
+        );
         let mut left = n.saturating_sub(head.len());
         if tx.send(Ok(Frame::data(head))).await.is_err() {
             return;
