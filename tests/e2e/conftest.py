@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import demo, paths, procs  # noqa: E402
+from harness import audit, demo, paths, procs  # noqa: E402
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -28,6 +28,21 @@ def _stop_processes():
     for p in procs.live():
         if id(p) not in before:
             p.stop()
+
+
+@pytest.fixture(autouse=True)
+def _audit_lines_match_the_schema():
+    """Every audit-log line a test produced follows docs/audit-log.schema.json, checked once the
+    test's processes are stopped (Envoy flushes its logs on exit)."""
+    audit.take_registered()
+    before = set(map(id, procs.live()))
+    yield
+    for p in procs.live():
+        if id(p) not in before:
+            p.stop()
+    for log in audit.take_registered():
+        if log.exists():
+            audit.check(log)
 
 
 @pytest.fixture(scope="session", autouse=True)

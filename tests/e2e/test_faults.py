@@ -58,7 +58,7 @@ def test_reset_before_headers_is_a_clear_503(gw):
     assert status == 503 and headers["content-type"] == "application/json"
     assert error_code(body).startswith("upstream_reset_before_response_started")
     [line] = audit(envoy, log)
-    assert line["output_tokens"] in (None, "0", 0, "-")
+    assert line["output_tokens"] in (None, 0)
 
 
 def test_reset_mid_stream_is_accounted_as_served(gw):
@@ -69,7 +69,7 @@ def test_reset_mid_stream_is_accounted_as_served(gw):
     delivered = [json.loads(e[6:]) for e in got.decode().split("\n\n") if e.startswith("data: {")]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in delivered if c.get("choices"))
     [line] = audit(envoy, log)
-    assert line["usage_estimated"] == "true"
+    assert line["usage_estimated"] is True
     # Estimated from what went through: one token per delivered word ("mock0" .. is one token each
     # in o200k), never the 30 the upstream meant to send.
     assert 0 < int(line["output_tokens"]) < 30
@@ -81,7 +81,7 @@ def test_upstream_slower_than_the_route_timeout_is_a_clear_504(gw):
     status, headers, body, _ = send(envoy, CHAT, {"x-mock-latency-ms": "2500"})
     assert status == 504 and error_code(body) == "response_timeout"
     [line] = audit(envoy, log)
-    assert line["output_tokens"] in (None, "0", 0, "-")
+    assert line["output_tokens"] in (None, 0)
 
 
 def test_storm_of_429s_keeps_retry_after_and_costs_nothing(gw):
@@ -111,4 +111,4 @@ def test_truncated_json_response_is_not_charged_as_complete(gw):
     status, _, got, err = send(envoy, CHAT, {"x-mock-reset": "after-bytes:60"})
     assert status == 200 and err is not None and len(got) <= 60
     [line] = audit(envoy, log)
-    assert line["usage_estimated"] == "true" or line["output_tokens"] in (None, "0", 0, "-")
+    assert line["usage_estimated"] is True or line["output_tokens"] in (None, 0)

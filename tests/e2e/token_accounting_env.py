@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import config, demo, paths, procs
+from harness import audit, config, demo, paths, procs
 
 SHIPPED = paths.ENVOY_DIR / "token-accounting.yaml"
 # Lets a developer point the tests at a wasm built elsewhere; unset in `make test`.
@@ -56,7 +56,8 @@ def auth(kid: str) -> dict:
 
 
 def audit_lines(log_path: Path) -> list[dict]:
-    return [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
+    """The audit log's lines, each checked against docs/audit-log.schema.json."""
+    return audit.check(log_path)
 
 
 def token_stats(envoy: procs.Envoy) -> dict[tuple[str, str, str], int]:

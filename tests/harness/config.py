@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from . import paths
+from . import audit, paths
 
 WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 STRING = "type.googleapis.com/google.protobuf.StringValue"
@@ -90,6 +90,8 @@ def json_access_log(path: str, fields: dict[str, str] | None = None) -> dict:
         "team": "%FILTER_STATE(wasm.aimesh.team:PLAIN)%",
         "duration_ms": "%DURATION%",
     }
+    if any(audit.RECORD in str(v) for v in fmt.values()):
+        audit.register(path)
     return {
         "name": "envoy.access_loggers.file",
         "typed_config": {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from . import demo, paths, procs
+from . import audit, demo, paths, procs
 
 
 def write_gateway(path: Path, gateway: dict | str) -> None:
@@ -38,6 +38,8 @@ class XdsServer(procs._Proc):
         self.config_path = config_path or self.dir / "gateway.yaml"
         if gateway is not None:
             write_gateway(self.config_path, gateway)
+            if isinstance(gateway, dict) and gateway.get("listener", {}).get("access_log"):
+                audit.register(gateway["listener"]["access_log"])
         cmd = [str(paths.XDS), "serve", "--config", str(self.config_path),
                "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
                "--wasm-dir", str(paths.WASM_DIR), "--poll-ms", str(poll_ms)]

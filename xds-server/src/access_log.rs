@@ -7,50 +7,49 @@ use envoy_types::pb::envoy::config::accesslog::v3 as al;
 use envoy_types::pb::google::protobuf::{value::Kind, Any, Value};
 use prost::Message;
 
-/// The audit line, field for field as in `envoy/token-accounting.yaml` (a test keeps them equal).
-pub const FIELDS: [(&str, &str); 17] = [
+/// Fields Envoy itself knows best: when, which request, what the client got and how long it took.
+const ENVOY_FIELDS: [(&str, &str); 4] = [
     ("time", "%START_TIME%"),
     ("request_id", "%REQ(X-REQUEST-ID)%"),
-    ("path", "%REQ(:PATH)%"),
     ("status", "%RESPONSE_CODE%"),
-    ("key_id", "%FILTER_STATE(wasm.aimesh.key_id:PLAIN)%"),
-    ("team", "%FILTER_STATE(wasm.aimesh.team:PLAIN)%"),
-    ("model", "%FILTER_STATE(wasm.aimesh.model:PLAIN)%"),
-    (
-        "model_served",
-        "%FILTER_STATE(wasm.aimesh.model_served:PLAIN)%",
-    ),
-    ("backend", "%FILTER_STATE(wasm.aimesh.backend:PLAIN)%"),
-    (
-        "upstream_status",
-        "%FILTER_STATE(wasm.aimesh.status:PLAIN)%",
-    ),
-    (
-        "input_tokens",
-        "%FILTER_STATE(wasm.aimesh.input_tokens:PLAIN)%",
-    ),
-    (
-        "cached_input_tokens",
-        "%FILTER_STATE(wasm.aimesh.cached_input_tokens:PLAIN)%",
-    ),
-    (
-        "output_tokens",
-        "%FILTER_STATE(wasm.aimesh.output_tokens:PLAIN)%",
-    ),
-    (
-        "usage_estimated",
-        "%FILTER_STATE(wasm.aimesh.usage_estimated:PLAIN)%",
-    ),
-    (
-        "cost_micro_usd",
-        "%FILTER_STATE(wasm.aimesh.cost_micro_usd:PLAIN)%",
-    ),
-    ("ttft_ms", "%FILTER_STATE(wasm.aimesh.ttft_ms:PLAIN)%"),
-    (
-        "duration_ms",
-        "%FILTER_STATE(wasm.aimesh.duration_ms:PLAIN)%",
-    ),
+    ("duration_ms", "%DURATION%"),
 ];
+
+/// Fields of the token-accounting filter's typed record (`wasm.aimesh.audit`, a protobuf
+/// `Struct`; `aimesh_core::accounting::audit::FIELDS`). Read with `TYPED_CEL`, numbers stay
+/// numbers and an absent fact (or a missing record) is `null`.
+pub const RECORD_FIELDS: [&str; 17] = [
+    "path",
+    "mcp_server",
+    "account",
+    "endpoint",
+    "key_id",
+    "team",
+    "model",
+    "model_served",
+    "backend",
+    "upstream_status",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "usage_estimated",
+    "truncated",
+    "cost_micro_usd",
+    "ttft_ms",
+];
+
+/// The audit line, field for field as in `envoy/token-accounting.yaml` and
+/// `docs/audit-log.schema.json` (tests keep the three equal).
+pub fn fields() -> Vec<(String, String)> {
+    let envoy = ENVOY_FIELDS
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()));
+    let record = RECORD_FIELDS.iter().map(|f| {
+        let v = format!("%TYPED_CEL(filter_state['wasm.aimesh.audit'].{f})%");
+        ((*f).to_string(), v)
+    });
+    envoy.chain(record).collect()
+}
 
 // Wire-compatible mirrors of `FileAccessLog { path, log_format: SubstitutionFormatString {
 // json_format: Struct } }` with a sorted map: envoy-types' `Struct` is a `HashMap`, whose
@@ -81,13 +80,13 @@ pub fn audit(path: &str) -> Vec<al::AccessLog> {
     if path.is_empty() {
         return vec![];
     }
-    let fields = FIELDS
-        .iter()
+    let fields = fields()
+        .into_iter()
         .map(|(k, v)| {
             let value = Value {
-                kind: Some(Kind::StringValue((*v).to_string())),
+                kind: Some(Kind::StringValue(v)),
             };
-            ((*k).to_string(), value)
+            (k, value)
         })
         .collect();
     let log = FileAccessLog {
@@ -131,11 +130,33 @@ mod tests {
                 (s(k), s(v))
             })
             .collect();
-        let ours: Vec<(String, String)> = super::FIELDS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+        assert_eq!(super::fields(), shipped);
+    }
+
+    #[test]
+    fn fields_are_those_of_the_schema() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-log.schema.json");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let mut props: Vec<&str> = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
             .collect();
-        assert_eq!(ours, shipped);
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let ours = super::fields();
+        let mut ours: Vec<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
+        props.sort_unstable();
+        required.sort_unstable();
+        ours.sort_unstable();
+        assert_eq!(ours, props);
+        assert_eq!(ours, required);
     }
 
     #[test]
@@ -156,7 +177,7 @@ mod tests {
         let Some(envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::JsonFormat(s)) = f.format else {
             panic!("not json")
         };
-        assert_eq!(s.fields.len(), super::FIELDS.len());
+        assert_eq!(s.fields.len(), super::fields().len());
         assert!(super::audit("").is_empty());
     }
 }

@@ -68,7 +68,7 @@ fn sse_parsing(c: &mut Criterion) {
     for chunk in [64usize, 4096] {
         g.bench_with_input(BenchmarkId::new("chunk_bytes", chunk), &stream, |b, s| {
             b.iter(|| {
-                let mut tap = aimesh_core::accounting::sse::SseTap::new(true);
+                let mut tap = aimesh_core::accounting::sse::SseTap::new(true, 16 << 20);
                 for part in s.chunks(chunk) {
                     std::hint::black_box(tap.feed(part));
                 }

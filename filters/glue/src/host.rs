@@ -97,3 +97,10 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
 pub fn set_property(path: &[&str], value: &[u8]) {
     let _ = hostcalls::set_property(path.to_vec(), Some(value));
 }
+
+/// Declares a typed filter-state property through Envoy's `declare_property` foreign function;
+/// `args` are its serialized `DeclarePropertyArguments`. False when the host refused (the root
+/// declared it already, or the host is not Envoy); the property then holds plain bytes.
+pub fn declare_property(args: &[u8]) -> bool {
+    hostcalls::call_foreign_function("declare_property", Some(args)).is_ok()
+}

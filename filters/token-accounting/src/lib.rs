@@ -6,7 +6,8 @@
 //! `stream_options.include_usage`, to estimate a prompt for limits, or when those headers are
 //! missing. Response: every chunk is forwarded as it arrives while an incremental SSE scanner
 //! reads usage; the usage-only chunk is removed when the client did not ask for it. At the end:
-//! metrics, filter state for the access log, and the exact charge against the limits.
+//! metrics, the exact charge against the limits, and (in `on_log`, once per request, accounted
+//! or not) the typed audit record for the access log.
 
 mod config;
 mod limit;
@@ -17,7 +18,7 @@ mod response;
 use std::rc::Rc;
 use std::time::Duration;
 
-use aimesh_core::accounting::admission;
+use aimesh_core::accounting::{admission, audit};
 use aimesh_core::host::Clock;
 use aimesh_glue::{load_config, HostClock, HostMetrics, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -72,6 +73,10 @@ impl RootContext for Root {
         let Some(c) = load_config::<Config>("token-accounting", raw.as_deref()) else {
             return false;
         };
+        // Typed, so the access log shows numbers and nulls; a reconfiguration finds it declared.
+        if !aimesh_glue::host::declare_property(&audit::declaration()) {
+            log::debug!("token-accounting: audit record already declared");
+        }
         let compiled = config::Compiled::new(c);
         let has_limits = !compiled.limits.is_empty();
         self.config = Some(Rc::new(compiled));

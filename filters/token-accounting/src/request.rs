@@ -18,6 +18,7 @@ use proxy_wasm::types::Action;
 use crate::config::Compiled;
 use crate::limit::LimitError;
 use crate::metrics;
+use crate::response::Outcome;
 
 /// One request.
 pub(crate) struct Filter {
@@ -48,6 +49,12 @@ pub(crate) struct Filter {
     pub(crate) body: Vec<u8>,
     pub(crate) body_truncated: bool,
     pub(crate) first_token_ms: Option<u64>,
+    /// Path as this filter saw it, before header-auth or the router rewrite it.
+    pub(crate) path: Option<String>,
+    /// What accounting found, for the audit record.
+    pub(crate) outcome: Option<Outcome>,
+    /// A limit refused the request.
+    pub(crate) refused: bool,
     /// Accounting ran (it runs once, at end of stream or at the latest in `on_log`).
     pub(crate) done: bool,
     /// Nothing to account (refused locally, or not an LLM request).
@@ -84,6 +91,9 @@ impl Filter {
             body: Vec::new(),
             body_truncated: false,
             first_token_ms: None,
+            path: None,
+            outcome: None,
+            refused: false,
             done: false,
             skip: false,
             reading_body: false,
@@ -157,7 +167,7 @@ impl Filter {
                     .map(|_| remaining_tokens(&self.key_id, &self.limits, now));
                 let err = LimitError::from_refusal(refusal, remaining.flatten());
                 metrics::rejected(self.metrics.as_ref(), &self.key_id, err.reason());
-                self.publish_refusal();
+                self.refused = true;
                 self.skip = true;
                 send_error(self, &err);
                 false
@@ -217,6 +227,7 @@ impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         self.start_ms = HostClock.unix_millis();
         let hs = Headers::request(self);
+        self.path = hs.get(":path").map(str::to_string);
         let h = |name: &str| hs.get_nonempty(name).map(str::to_string);
         let (key_id, team, model) = (h(headers::KEY_ID), h(headers::TEAM), h(headers::MODEL));
         let (stream, usage) = (
@@ -289,8 +300,11 @@ impl HttpContext for Filter {
     }
 
     fn on_log(&mut self) {
-        if !self.done && !self.skip {
+        // start_ms is 0 when an earlier filter answered before this one saw the request: there is
+        // nothing to account (and no start to measure a duration from).
+        if !self.done && !self.skip && self.start_ms > 0 {
             self.finish();
         }
+        self.publish();
     }
 }

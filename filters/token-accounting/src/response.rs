@@ -1,6 +1,7 @@
 //! Response phase: read usage as chunks pass, then account once at the end.
 
 use aimesh_core::accounting::admission;
+use aimesh_core::accounting::audit::{self, Record};
 use aimesh_core::accounting::sse::{Forward, SseTap};
 use aimesh_core::accounting::{estimate, usage, Usage};
 use aimesh_core::host::Clock;
@@ -10,14 +11,22 @@ use crate::metrics::{self, Labels};
 use crate::request::Filter;
 
 /// The figures of one finished request.
-struct Outcome {
+pub(crate) struct Outcome {
     usage: Usage,
     estimated: bool,
+    /// Part of the response was past `max_response_bytes` and not read.
+    truncated: bool,
     model_served: String,
     backend: String,
     cost: u64,
     duration_ms: u64,
     ttft_ms: Option<u64>,
+}
+
+/// Output tokens of `bytes` that were not read: OpenAI's ~4 bytes a token, rounded up (JSON
+/// syntax makes it err high, never low for English).
+fn tokens_of_skipped(bytes: u64) -> u64 {
+    bytes.div_ceil(4)
 }
 
 impl Filter {
@@ -36,7 +45,7 @@ impl Filter {
                 // Removing an event changes the length.
                 aimesh_glue::set_response_header(self, "content-length", None);
             }
-            self.tap = Some(SseTap::new(strip));
+            self.tap = Some(SseTap::new(strip, self.config.config.max_response_bytes));
         }
         if let Some(r) = self.reservation.as_ref().and_then(|r| r.remaining_tokens) {
             aimesh_glue::set_response_header(
@@ -90,6 +99,8 @@ impl Filter {
 
     fn outcome(&mut self) -> Outcome {
         let now = HostClock.unix_millis();
+        let skipped = self.tap.as_ref().map_or(0, |t| t.facts.skipped);
+        let truncated = skipped > 0 || self.body_truncated;
         let (provider, text, model) = match &mut self.tap {
             Some(tap) => (
                 tap.facts.usage,
@@ -120,7 +131,7 @@ impl Filter {
                     .as_deref()
                     .and_then(|b| estimate::prompt_tokens(enc, b))
                     .unwrap_or(0);
-                let output = estimate::count(enc, &text).unwrap_or(0);
+                let output = estimate::count(enc, &text).unwrap_or(0) + tokens_of_skipped(skipped);
                 (
                     Usage {
                         input,
@@ -146,6 +157,7 @@ impl Filter {
         Outcome {
             usage,
             estimated,
+            truncated,
             model_served,
             backend,
             cost,
@@ -165,7 +177,7 @@ impl Filter {
             }
         }
         self.record_metrics(&o);
-        self.publish(&o);
+        self.outcome = Some(o);
     }
 
     fn record_metrics(&self, o: &Outcome) {
@@ -189,40 +201,37 @@ impl Filter {
         }
     }
 
-    /// Who was refused, for the audit log; the usage fields stay unset.
-    pub(crate) fn publish_refusal(&self) {
-        for (name, value) in [
-            ("key_id", self.key_id.as_str()),
-            ("team", self.team.as_str()),
-            ("model", self.model.as_str()),
-            ("status", "429"),
-        ] {
-            let path = format!("aimesh.{name}");
-            aimesh_glue::host::set_property(&[path.as_str()], value.as_bytes());
+    /// The audit record (filter state `wasm.aimesh.audit`), once per request, from `on_log`:
+    /// every request gets one, accounted or not, refused by any filter or not.
+    pub(crate) fn publish(&mut self) {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let mut r = Record {
+            key_id: nonempty(&self.key_id),
+            team: nonempty(&self.team),
+            model: nonempty(&self.model),
+            upstream_status: self.refused.then_some(429),
+            ..Record::default()
+        };
+        // Refused before this filter saw the request: its path is still the client's.
+        let path = self
+            .path
+            .take()
+            .or_else(|| Headers::request(self).get(":path").map(str::to_string));
+        if let Some(p) = path {
+            r.set_path(&p);
         }
-    }
-
-    /// Filter state for the access log (`%FILTER_STATE(wasm.aimesh.<field>:PLAIN)%`).
-    fn publish(&self, o: &Outcome) {
-        let ttft = o.ttft_ms.map(|t| t.to_string()).unwrap_or_default();
-        let fields: [(&str, String); 13] = [
-            ("key_id", self.key_id.clone()),
-            ("team", self.team.clone()),
-            ("model", self.model.clone()),
-            ("model_served", o.model_served.clone()),
-            ("backend", o.backend.clone()),
-            ("status", self.status.to_string()),
-            ("input_tokens", o.usage.input.to_string()),
-            ("cached_input_tokens", o.usage.cached_input.to_string()),
-            ("output_tokens", o.usage.output.to_string()),
-            ("usage_estimated", o.estimated.to_string()),
-            ("cost_micro_usd", o.cost.to_string()),
-            ("ttft_ms", ttft),
-            ("duration_ms", o.duration_ms.to_string()),
-        ];
-        for (name, value) in fields {
-            let path = format!("aimesh.{name}");
-            aimesh_glue::host::set_property(&[path.as_str()], value.as_bytes());
+        if let Some(o) = self.outcome.take() {
+            r.upstream_status = Some(self.status);
+            r.backend = nonempty(&o.backend);
+            r.model_served = Some(o.model_served);
+            r.input_tokens = Some(o.usage.input);
+            r.cached_input_tokens = Some(o.usage.cached_input);
+            r.output_tokens = Some(o.usage.output);
+            r.usage_estimated = Some(o.estimated);
+            r.truncated = Some(o.truncated);
+            r.cost_micro_usd = Some(o.cost);
+            r.ttft_ms = o.ttft_ms;
         }
+        aimesh_glue::host::set_property(&[audit::PROPERTY], &r.encode());
     }
 }

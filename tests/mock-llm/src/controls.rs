@@ -53,6 +53,9 @@ pub struct Controls {
     pub malformed_sse: bool,
     /// Pad the completion so the reply body is at least this many bytes.
     pub response_bytes: Option<usize>,
+    /// Streams one SSE `data:` line of this many bytes that never ends: no line break, and the
+    /// stream stays open until the client goes away (a provider that misbehaves without end).
+    pub endless_line: Option<usize>,
     /// Status of `GET /healthz`.
     pub health_status: Option<u16>,
     #[serde(skip)]
@@ -117,6 +120,9 @@ impl Controls {
         }
         if let Some(v) = num(h, "x-mock-response-bytes") {
             c.response_bytes = Some(v);
+        }
+        if let Some(v) = num(h, "x-mock-endless-line") {
+            c.endless_line = Some(v);
         }
         if let Some(v) = header(h, "x-mock-split") {
             c.split = parse_split(v);

@@ -184,6 +184,31 @@ fn streamed(frames: Vec<Vec<u8>>, gap: u64, reset: Reset) -> Body {
     StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
 }
 
+/// A `data:` line of `n` bytes (a JSON string that never closes, before any `choices`: nothing
+/// tells what the event is), then silence with the stream open until the client leaves.
+fn endless_line(n: usize) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let head = Bytes::from_static(
+            b"data: {\"id\":\"chatcmpl-endless\",\"model\":\"gpt-4o-mini\",\"padding\":\"",
+        );
+        let mut left = n.saturating_sub(head.len());
+        if tx.send(Ok(Frame::data(head))).await.is_err() {
+            return;
+        }
+        let block = Bytes::from(vec![b'a'; 64 * 1024]);
+        while left > 0 {
+            let part = block.slice(..left.min(block.len()));
+            left -= part.len();
+            if tx.send(Ok(Frame::data(part))).await.is_err() {
+                return;
+            }
+        }
+        tx.closed().await;
+    });
+    StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
@@ -237,6 +262,9 @@ async fn handle(
             &json!({"object": "list", "data": data}),
             &[],
         ));
+    }
+    if let Some(n) = c.endless_line {
+        return Ok(response(&state, 200, "text/event-stream", endless_line(n)));
     }
     if path.starts_with("/v1/") && parts.method == hyper::Method::POST {
         let Ok(req_json) = serde_json::from_slice::<Value>(&body) else {

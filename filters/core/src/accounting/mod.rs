@@ -7,8 +7,10 @@
 //! - [`estimate`]: tiktoken counts when the provider reports no usage.
 //! - [`price`]: price table and per-request cost in micro-USD.
 //! - [`admission`]: tokens-per-minute and USD budgets across workers.
+//! - [`audit`]: the typed audit record the access log reads.
 
 pub mod admission;
+pub mod audit;
 pub mod estimate;
 pub mod inject;
 pub mod price;

@@ -6,6 +6,11 @@
 //! gateway injected `include_usage`, the client did not ask for it) the bytes of an unfinished
 //! event are held only until the event shows it is an ordinary chunk (`"choices":[{`) or ends;
 //! a complete usage-only event is dropped, everything else is released at once.
+//!
+//! Memory is bounded by the `max` given to [`SseTap::new`]: a line, an event's data, the held
+//! bytes and the collected text each stay under it. A line or event past it (a provider that
+//! streams a line without end) is skipped and its bytes are counted instead
+//! ([`StreamFacts::skipped`]), so accounting can estimate them and flag the figures.
 
 use super::usage::{read, Reading, Usage};
 
@@ -33,12 +38,22 @@ pub struct StreamFacts {
     pub dropped: u64,
     /// True once a chunk carried generated text.
     pub first_token_seen: bool,
+    /// Bytes of `data` (or generated text) past the limit, not read; 0 when all was read.
+    pub skipped: u64,
 }
 
 /// The scanner; feed it every response chunk in order, then call [`SseTap::finish`].
 #[derive(Debug, Default)]
 pub struct SseTap {
     strip: bool,
+    /// Most bytes kept in `line`, in `data`, in `held` and in `facts.text`.
+    max: usize,
+    /// The current line went past `max`: the rest of it is skipped.
+    line_over: bool,
+    /// The skipped line is a `data` line.
+    line_over_data: bool,
+    /// The current event lost data past `max`: it is not parsed.
+    event_over: bool,
     /// Current line, without its terminator.
     line: Vec<u8>,
     /// `data:` payload of the current event (lines joined by `\n`).
@@ -67,10 +82,12 @@ enum Step {
 const CHOICES: &[u8] = b"\"choices\"";
 
 impl SseTap {
-    /// A scanner; `strip` drops the usage-only event from the client's stream.
-    pub fn new(strip: bool) -> Self {
+    /// A scanner; `strip` drops the usage-only event from the client's stream; `max` bounds
+    /// each of its buffers (bytes).
+    pub fn new(strip: bool, max: usize) -> Self {
         SseTap {
             strip,
+            max: max.max(1),
             ..SseTap::default()
         }
     }
@@ -108,7 +125,12 @@ impl SseTap {
                 }
             }
         }
-        if !self.releasing && !self.held.is_empty() && self.ordinary_so_far() {
+        // An event past the limit is no usage-only chunk (those are a few hundred bytes):
+        // holding it longer would only grow memory.
+        if !self.releasing
+            && !self.held.is_empty()
+            && (self.held.len() > self.max || self.event_over || self.ordinary_so_far())
+        {
             self.releasing = true;
             out.append(&mut self.held);
         }
@@ -122,7 +144,9 @@ impl SseTap {
     /// End of stream: an unterminated last event is still read for its usage; the bytes still
     /// held go to the client unless they are the usage-only event.
     pub fn finish(&mut self) -> Vec<u8> {
-        if !self.line.is_empty() {
+        if self.line_over {
+            self.end_long_line();
+        } else if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.field(&line);
         }
@@ -160,7 +184,18 @@ impl SseTap {
             return Step::LfOfCrlf;
         }
         if b != b'\n' && b != b'\r' {
-            self.line.push(b);
+            if self.line_over {
+                self.facts.skipped += u64::from(self.line_over_data);
+            } else if self.line.len() < self.max {
+                self.line.push(b);
+            } else {
+                self.start_long_line();
+                self.facts.skipped += u64::from(self.line_over_data);
+            }
+            return Step::Byte;
+        }
+        if self.line_over {
+            self.end_long_line();
             return Step::Byte;
         }
         if self.line.is_empty() {
@@ -173,6 +208,34 @@ impl SseTap {
         Step::Byte
     }
 
+    /// The current line reached `max`: what it kept is dropped (and counted, for a data line);
+    /// its event can no longer be read.
+    fn start_long_line(&mut self) {
+        self.line_over = true;
+        self.line_over_data = self.line.starts_with(b"data");
+        if self.line_over_data {
+            self.facts.skipped += self.line.len() as u64;
+            self.drop_event_data();
+        }
+        self.line = Vec::new();
+    }
+
+    /// A skipped line ended: its event ends normally later (or at the end of the stream).
+    fn end_long_line(&mut self) {
+        self.line_over = false;
+        if self.line_over_data {
+            self.has_data = true;
+        }
+        self.line_over_data = false;
+    }
+
+    /// The current event's data is past the limit: count it, free it, do not parse the event.
+    fn drop_event_data(&mut self) {
+        self.facts.skipped += self.data.len() as u64;
+        self.data = Vec::new();
+        self.event_over = true;
+    }
+
     fn field(&mut self, line: &[u8]) {
         let (name, value) = match line.iter().position(|&c| c == b':') {
             Some(i) => {
@@ -182,11 +245,20 @@ impl SseTap {
             None => (line, &b""[..]),
         };
         if name == b"data" {
-            if self.has_data {
+            let had = std::mem::replace(&mut self.has_data, true);
+            if self.event_over {
+                self.facts.skipped += value.len() as u64;
+                return;
+            }
+            if self.data.len() + value.len() + 1 > self.max {
+                self.drop_event_data();
+                self.facts.skipped += value.len() as u64;
+                return;
+            }
+            if had {
                 self.data.push(b'\n');
             }
             self.data.extend_from_slice(value);
-            self.has_data = true;
         }
     }
 
@@ -196,6 +268,9 @@ impl SseTap {
             return false;
         }
         self.has_data = false;
+        if std::mem::take(&mut self.event_over) {
+            return false;
+        }
         let data = std::mem::take(&mut self.data);
         let drop = match read(&data) {
             Some(r) => self.absorb(r),
@@ -217,7 +292,11 @@ impl SseTap {
         }
         if !r.text.is_empty() {
             self.facts.first_token_seen = true;
-            self.facts.text.push_str(&r.text);
+            if self.facts.text.len() + r.text.len() <= self.max {
+                self.facts.text.push_str(&r.text);
+            } else {
+                self.facts.skipped += r.text.len() as u64;
+            }
         }
         let drop = self.strip && usage_only;
         if drop {
@@ -228,117 +307,5 @@ impl SseTap {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STREAM: &str = concat!(
-        "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
-        "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"content\":\"héllo\"}}],\"usage\":null}\r\n\r\n",
-        ": keep-alive\n\n",
-        "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"content\":\" world\"}}],\"usage\":null}\n\n",
-        "data: {\"model\":\"m1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
-        "data: [DONE]\n\n",
-    );
-
-    fn without_usage_event() -> String {
-        STREAM
-            .split_inclusive("\n\n")
-            .filter(|e| !e.contains("\"choices\":[]"))
-            .collect()
-    }
-
-    fn run(strip: bool, cuts: &[usize]) -> (Vec<u8>, SseTap) {
-        let bytes = STREAM.as_bytes();
-        let mut tap = SseTap::new(strip);
-        let mut out = Vec::new();
-        let mut last = 0;
-        for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
-            let chunk = &bytes[last..c];
-            match tap.feed(chunk) {
-                Forward::Unchanged => out.extend_from_slice(chunk),
-                Forward::Replace(b) => out.extend(b),
-            }
-            last = c;
-        }
-        out.extend(tap.finish());
-        (out, tap)
-    }
-
-    fn check(cuts: &[usize]) {
-        let (out, tap) = run(false, cuts);
-        assert_eq!(out, STREAM.as_bytes(), "cuts {cuts:?}");
-        let want = Some(Usage {
-            input: 3,
-            cached_input: 0,
-            output: 2,
-        });
-        assert_eq!(tap.facts.usage, want);
-        assert_eq!(tap.facts.text, "héllo world");
-        assert_eq!(tap.facts.model.as_deref(), Some("m1"));
-        let (out, tap) = run(true, cuts);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            without_usage_event(),
-            "cuts {cuts:?}"
-        );
-        assert_eq!(tap.facts.usage, want);
-        assert_eq!(tap.facts.dropped, 1);
-    }
-
-    #[test]
-    fn every_single_and_double_cut() {
-        let n = STREAM.len();
-        for i in 0..=n {
-            check(&[i]);
-        }
-        for i in (0..=n).step_by(3) {
-            for j in (i..=n).step_by(7) {
-                check(&[i, j]);
-            }
-        }
-    }
-
-    #[test]
-    fn byte_at_a_time() {
-        let cuts: Vec<usize> = (1..STREAM.len()).collect();
-        check(&cuts);
-    }
-
-    #[test]
-    fn ordinary_events_are_released_before_they_end() {
-        let mut tap = SseTap::new(true);
-        let part = b"data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"ab";
-        assert_eq!(tap.feed(part), Forward::Unchanged);
-        let part = b"data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":1";
-        let mut tap = SseTap::new(true);
-        assert_eq!(tap.feed(part), Forward::Replace(Vec::new()));
-        assert_eq!(tap.feed(b"}}\n\n"), Forward::Replace(Vec::new()));
-        assert_eq!(tap.facts.dropped, 1);
-    }
-
-    #[test]
-    fn unterminated_last_event_is_read() {
-        let mut tap = SseTap::new(true);
-        let ev = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}";
-        assert_eq!(tap.feed(ev), Forward::Replace(Vec::new()));
-        assert_eq!(tap.finish(), Vec::<u8>::new());
-        assert_eq!(tap.facts.usage.map(|u| u.output), Some(1));
-        let mut tap = SseTap::new(true);
-        let ev = b"data: {\"choices\":[]";
-        assert_eq!(tap.feed(ev), Forward::Replace(Vec::new()));
-        assert_eq!(tap.finish(), ev.to_vec());
-    }
-
-    #[test]
-    fn malformed_events_pass_through() {
-        let s = b"data: {\"choices\": [\n\nthis line is not sse\n\ndata: [DONE]\n\n";
-        let mut tap = SseTap::new(true);
-        let mut out = match tap.feed(s) {
-            Forward::Unchanged => s.to_vec(),
-            Forward::Replace(b) => b,
-        };
-        out.extend(tap.finish());
-        assert_eq!(out, s.to_vec());
-        assert_eq!(tap.facts.usage, None);
-    }
-}
+#[path = "sse_tests.rs"]
+mod tests;

@@ -12,6 +12,10 @@ use super::json::{self, Seg};
 
 /// Longest tail held while waiting for more text; a longer unbroken run is released as is.
 pub const MAX_HOLD: usize = 16 * 1024;
+/// Largest SSE event reassembled. A longer one (a server streaming a line without end) is not
+/// parsed: its bytes pass as they come, or are dropped when responses are redacted (unread text
+/// must not leak), and memory stays bounded.
+pub const MAX_EVENT: usize = 4 * 1024 * 1024;
 /// Spaced values (`+44 20 7946 0958`, `GB82 WEST 1234 ...`) are held up to this many bytes.
 const SPACED_HOLD: usize = 64;
 /// Bytes of already released text kept as context for the next scan (context words,
@@ -133,6 +137,10 @@ impl TextStream {
 #[derive(Debug, Default)]
 pub struct SseRedactor {
     buf: Vec<u8>,
+    /// The current event went past [`MAX_EVENT`]: its bytes are not reassembled.
+    oversize: bool,
+    /// Bytes of oversize events dropped (redacting) or passed unread (restoring only).
+    pub unread: u64,
     searched: usize,
     /// Per (choice index, tool-call index): `None` is the choice's `content`.
     choices: BTreeMap<(u64, Option<u64>), TextStream>,
@@ -185,10 +193,24 @@ impl SseRedactor {
     ) -> Vec<u8> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(chunk.len() + 64);
+        if self.oversize {
+            self.skip_oversize(policy, &mut out);
+        }
         while let Some(end) = event_end(&self.buf, self.searched.saturating_sub(2)) {
             let ev: Vec<u8> = self.buf.drain(..end).collect();
             self.searched = 0;
             self.event(&ev, engine, policy, session, &mut out);
+        }
+        if self.oversize || self.buf.len() > MAX_EVENT {
+            self.oversize = true;
+            self.skip_oversize(policy, &mut out);
+            if eos {
+                let rest = std::mem::take(&mut self.buf);
+                self.unread += rest.len() as u64;
+                if !policy.redact_responses {
+                    out.extend_from_slice(&rest);
+                }
+            }
         }
         self.searched = self.buf.len();
         if eos {
@@ -199,6 +221,21 @@ impl SseRedactor {
             self.flush_all(engine, policy, session, &mut out);
         }
         out
+    }
+
+    /// Lets the bytes of an oversize event go (or drops them) up to its end, keeping only the two
+    /// bytes that may start its terminating blank line.
+    fn skip_oversize(&mut self, policy: &Policy, out: &mut Vec<u8>) {
+        let (upto, ended) = match event_end(&self.buf, 0) {
+            Some(end) => (end, true),
+            None => (self.buf.len().saturating_sub(2), false),
+        };
+        let gone: Vec<u8> = self.buf.drain(..upto).collect();
+        self.unread += gone.len() as u64;
+        if !policy.redact_responses {
+            out.extend_from_slice(&gone);
+        }
+        self.oversize = !ended;
     }
 
     fn flush_all(
@@ -515,5 +552,45 @@ mod tests {
         let mut r = SseRedactor::default();
         let out = r.push(body.as_bytes(), true, &e, &p, &mut Session::default());
         assert_eq!(String::from_utf8(out).unwrap(), body);
+    }
+
+    #[test]
+    fn an_event_without_end_is_bounded_and_the_next_events_still_work() {
+        let e = engine(r#"{"policies":{"default":{"restore":true,"redact_responses":false}}}"#);
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        e.redact("me: jane@example.com", &p, &mut s).unwrap();
+        let block = vec![b'a'; 64 * 1024];
+        let mut r = SseRedactor::default();
+        let mut out = r.push(b"data: {\"x\":\"", false, &e, &p, &mut s);
+        for _ in 0..(2 * MAX_EVENT / block.len()) {
+            out.extend(r.push(&block, false, &e, &p, &mut s));
+            assert!(r.buf.len() <= MAX_EVENT + block.len());
+        }
+        // Restoring only: the unread bytes went on as they came.
+        assert!(out.len() >= MAX_EVENT);
+        assert!(r.unread > 0);
+        out.clear();
+        out.extend(r.push(b"\"}\n\n", false, &e, &p, &mut s));
+        out.extend(r.push(chunk("Hi [EMAIL_1].").as_bytes(), true, &e, &p, &mut s));
+        assert_eq!(sse_text(&out), "Hi jane@example.com.");
+        // Redacting responses: unread text never goes out.
+        let e = engine(r#"{"policies":{"default":{"redact_responses":true}}}"#);
+        let p = e.policy(0).clone();
+        let mut r = SseRedactor::default();
+        let mut out = r.push(b"data: {\"x\":\"", false, &e, &p, &mut s);
+        for _ in 0..(2 * MAX_EVENT / block.len()) {
+            out.extend(r.push(&block, false, &e, &p, &mut s));
+        }
+        out.extend(r.push(b"\"}\n\n", false, &e, &p, &mut s));
+        assert!(out.len() < MAX_EVENT, "{}", out.len());
+        out.extend(r.push(
+            chunk("mail jane@example.com").as_bytes(),
+            true,
+            &e,
+            &p,
+            &mut s,
+        ));
+        assert_eq!(sse_text(&out), "mail [EMAIL_1]");
     }
 }
