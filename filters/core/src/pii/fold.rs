@@ -17,10 +17,41 @@ enum Fold {
     Text(&'static str),
 }
 
+/// Code points per block of [`BLOCKS`] (log2).
+const BLOCK: u32 = 6;
+
+/// One bit per block of 64 code points: set when some character of the block folds. Text in
+/// other scripts (Greek, Cyrillic, kana, CJK, Arabic...) is rejected by one lookup per character.
+static BLOCKS: [u64; 0x11_0000 >> BLOCK >> 6] = blocks();
+
+const fn blocks() -> [u64; 0x11_0000 >> BLOCK >> 6] {
+    let mut bits = [0u64; 0x11_0000 >> BLOCK >> 6];
+    let mut i = 0;
+    while i < table::RUNS.len() {
+        let mut b = table::RUNS[i].0 >> BLOCK;
+        while b <= table::RUNS[i].1 >> BLOCK {
+            bits[(b >> 6) as usize] |= 1 << (b & 63);
+            b += 1;
+        }
+        i += 1;
+    }
+    i = 0;
+    while i < table::MULTI.len() {
+        let b = table::MULTI[i].0 >> BLOCK;
+        bits[(b >> 6) as usize] |= 1 << (b & 63);
+        i += 1;
+    }
+    bits
+}
+
 fn fold(c: char) -> Option<Fold> {
     let cp = u32::from(c);
     // Below U+00A0 nothing folds (ASCII and C1 controls): the common case decides here.
     if cp < 0xA0 {
+        return None;
+    }
+    let block = cp >> BLOCK;
+    if BLOCKS[(block >> 6) as usize] & (1 << (block & 63)) == 0 {
         return None;
     }
     let i = table::RUNS.partition_point(|r| r.1 < cp);
@@ -135,6 +166,19 @@ mod tests {
             .map(|c| char::from_u32(0xE0000 + u32::from(c)).unwrap())
             .collect();
         assert_eq!(view(&tagged), "a@x.com");
+    }
+
+    #[test]
+    fn every_table_entry_is_reached_through_the_block_map() {
+        for &(first, last, ..) in &table::RUNS {
+            for cp in first..=last {
+                let c = char::from_u32(cp).unwrap();
+                assert!(fold(c).is_some(), "U+{cp:04X}");
+            }
+        }
+        for &(cp, _) in &table::MULTI {
+            assert!(fold(char::from_u32(cp).unwrap()).is_some(), "U+{cp:04X}");
+        }
     }
 
     #[test]
