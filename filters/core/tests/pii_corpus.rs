@@ -6,6 +6,9 @@
 //!
 //! `cargo test -p aimesh-core --test pii_corpus -- --nocapture` prints the figures.
 
+// Test helpers: a malformed corpus line must fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
