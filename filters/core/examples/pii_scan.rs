@@ -1,10 +1,12 @@
 //! Native PII scan throughput: `cargo run --release -p aimesh-core --example pii_scan`.
 //!
-//! Prints MB/s for realistic chat text (with and without PII), a JSON chat body end to end
+//! Prints MB/s for realistic chat text (with and without PII, in other scripts, hidden by
+//! zero-width and fullwidth characters), a JSON chat body end to end
 //! (parse, scan, splice), and adversarial inputs (1 MB of digits, `@`, one character...).
 
 use std::time::Instant;
 
+use aimesh_core::pii::fold::View;
 use aimesh_core::pii::json::redact_request;
 use aimesh_core::pii::{Engine, PiiConfig, Session};
 
@@ -20,6 +22,16 @@ fn prose(bytes: usize, with_pii: bool) -> String {
         i += 1;
     }
     s
+}
+
+fn other_scripts(bytes: usize) -> String {
+    "Résumé du rapport trimestriel : 東京の売上は 12% 増加、Ελληνικά и русский текст. "
+        .repeat(bytes / 100 + 1)
+}
+
+/// Every `@` fullwidth and a zero-width space after every digit group's first digit.
+fn hidden(text: String) -> String {
+    text.replace('@', "＠").replace(" 1111", " 1\u{200B}111")
 }
 
 fn rate(label: &str, bytes: usize, reps: usize, mut f: impl FnMut()) {
@@ -44,6 +56,15 @@ fn main() {
     for (label, text) in [
         ("prose, no PII (4 MB)", prose(4 << 20, false)),
         ("prose, PII every 4th sentence (4 MB)", prose(4 << 20, true)),
+        // Other scripts take the no-copy path of the normalised view; hidden forms build it.
+        (
+            "prose in other scripts, no PII (4 MB)",
+            other_scripts(4 << 20),
+        ),
+        (
+            "prose, PII hidden by zero-width/fullwidth (4 MB)",
+            hidden(prose(4 << 20, true)),
+        ),
         ("1 MB of digits", "7".repeat(1 << 20)),
         ("1 MB of '@'", "@".repeat(1 << 20)),
         ("1 MB of 'a'", "a".repeat(1 << 20)),
@@ -55,6 +76,18 @@ fn main() {
     ] {
         rate(label, text.len(), 5, || {
             let _ = engine.redact(&text, &policy, &mut Session::default());
+        });
+    }
+    // What deciding "no view needed" costs on its own, next to the scans above.
+    for (label, text) in [
+        ("view check alone, ASCII prose (4 MB)", prose(4 << 20, true)),
+        (
+            "view check alone, other scripts (4 MB)",
+            other_scripts(4 << 20),
+        ),
+    ] {
+        rate(label, text.len(), 5, || {
+            std::hint::black_box(View::of(&text));
         });
     }
     for size in [1 << 10, 100 << 10] {

@@ -12,6 +12,7 @@ use aimesh_core::host::Metrics;
 use aimesh_core::pii::json::{redact_request, respond_body};
 use aimesh_core::pii::stream::SseRedactor;
 use aimesh_core::pii::{Engine, PiiConfig, PiiError, Session};
+use aimesh_core::ErrorKind;
 use aimesh_glue::{load_config, send_error, Headers, HostMetrics, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -88,6 +89,7 @@ impl RootContext for Root {
             session: Session::default(),
             scanning: false,
             done: false,
+            not_json: PiiError::InvalidJson,
             response: Response::Pass,
         }))
     }
@@ -110,6 +112,8 @@ struct Filter {
     session: Session,
     scanning: bool,
     done: bool,
+    /// The refusal for this request's body should it not be JSON.
+    not_json: PiiError,
     response: Response,
 }
 
@@ -128,9 +132,9 @@ impl HttpContext for Filter {
         let path = hs.get(":path").unwrap_or_default();
         let headers = |n: &str| hs.get(n).map(str::to_string);
         self.policy = self.engine.select(route.as_deref(), path, &headers);
-        let json = hs
-            .get("content-type")
-            .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
+        // Kept for the refusal only: the body is scanned whatever it is declared as, because
+        // auth (and any provider) may read a `text/plain` body as JSON all the same.
+        self.not_json = PiiError::not_json(hs.get("content-type"), hs.get("content-encoding"));
         if self.responds() && hs.has("accept-encoding") {
             // Response text must be readable to be restored or redacted.
             aimesh_glue::set_request_header(self, "accept-encoding", None);
@@ -138,7 +142,7 @@ impl HttpContext for Filter {
         // A policy that allows every type has nothing to look for in the request: the body
         // streams through unbuffered.
         let scans = self.engine.policy(self.policy).scans_anything();
-        if end_of_stream || !json || !scans {
+        if end_of_stream || !scans {
             return Action::Continue;
         }
         self.scanning = true;
@@ -238,6 +242,11 @@ impl Filter {
 
     fn check_body(&mut self, size: usize) -> Action {
         self.done = true;
+        // An empty body (HTTP/2 may end headers-only requests with an empty DATA frame) holds
+        // no text.
+        if size == 0 {
+            return Action::Continue;
+        }
         let body = aimesh_glue::Body::Request.read(size).unwrap_or_default();
         let policy = self.engine.policy(self.policy).clone();
         let result = redact_request(&self.engine, &policy, &mut self.session, &body);
@@ -245,7 +254,10 @@ impl Filter {
         self.report();
         match (result, blocked) {
             (_, Some(err)) => self.refuse("blocked", &err),
-            (Err(err), None) => self.refuse("invalid_json", &err),
+            (Err(_), None) => {
+                let err = self.not_json.clone();
+                self.refuse(err.code(), &err)
+            }
             (Ok(None), None) => Action::Continue,
             (Ok(Some(new)), None) => {
                 aimesh_glue::replace_request_body(self, size, &new);

@@ -7,6 +7,7 @@ use regex::Regex;
 use sha2::{Digest, Sha256};
 
 use super::config::{type_names, Action, PiiConfig, PolicyConfig};
+use super::fold::View;
 use super::scan::{self, Hit};
 use super::{PiiError, PiiType};
 
@@ -184,10 +185,26 @@ impl Engine {
     }
 
     /// Non-overlapping findings in `text`, in order, for the labels `policy` does not allow.
+    /// Detectors read the text as a model would ([`View`]); findings are ranges of `text`.
     pub fn find(&self, text: &str, policy: &Policy) -> Vec<Finding> {
         if !policy.scans_anything() {
             return Vec::new();
         }
+        let Some(view) = View::of(text) else {
+            return self.find_in(text, policy);
+        };
+        let mut out: Vec<Finding> = Vec::new();
+        for f in self.find_in(&view.text, policy) {
+            let (start, end) = view.original(f.start, f.end);
+            // Two findings inside one folded character (`⑴`) would overlap in the original.
+            if out.last().is_none_or(|l| start >= l.end) {
+                out.push(Finding { start, end, ..f });
+            }
+        }
+        out
+    }
+
+    fn find_in(&self, text: &str, policy: &Policy) -> Vec<Finding> {
         let wanted = |l: usize| policy.action(l) != Action::Allow;
         let mut hits: Vec<Hit> = Vec::new();
         scan::scan(text, &|t: PiiType| wanted(t.index()), &mut hits);

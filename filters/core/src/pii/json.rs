@@ -28,6 +28,8 @@ pub struct Span {
     /// The first two array indexes on the path (`choices[k]...tool_calls[j]`); `usize::MAX`
     /// where the path has fewer.
     pub idx: [usize; 2],
+    /// The value of an enumeration member ([`ENUM_MEMBERS`]).
+    pub is_enum: bool,
 }
 
 const MAX_DEPTH: usize = 128;
@@ -42,6 +44,8 @@ struct Walker<'a, 'f> {
     i: usize,
     path: Vec<Seg<'a>>,
     select: &'f dyn Fn(&[Seg<'_>]) -> bool,
+    /// Also collect object keys that are not member names ([`is_word`]).
+    keys: bool,
     out: Vec<Span>,
 }
 
@@ -71,6 +75,7 @@ impl<'a> Walker<'a, '_> {
                         end: self.i,
                         is_args: false,
                         idx: [usize::MAX; 2],
+                        is_enum: false,
                     };
                     return Ok((span, escaped));
                 }
@@ -96,6 +101,7 @@ impl<'a> Walker<'a, '_> {
                 let (mut span, _) = self.string()?;
                 if (self.select)(&self.path) {
                     span.is_args = key_is(self.path.last(), &["arguments"]);
+                    span.is_enum = key_is(self.path.last(), ENUM_MEMBERS);
                     let mut idx = self.path.iter().filter_map(|p| match p {
                         Seg::Index(i) => Some(*i),
                         Seg::Key(_) => None,
@@ -128,6 +134,9 @@ impl<'a> Walker<'a, '_> {
                     } else {
                         Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| ())?)
                     };
+                    if self.keys && !is_word(&key) {
+                        self.out.push(span);
+                    }
                     self.ws();
                     if self.peek() != Some(b':') {
                         return Err(());
@@ -188,6 +197,16 @@ impl<'a> Walker<'a, '_> {
 
 /// Spans of the string values whose path `select` accepts; `Err` when `doc` is not JSON.
 pub fn strings(doc: &[u8], select: &dyn Fn(&[Seg<'_>]) -> bool) -> Result<Vec<Span>, NotJson> {
+    walk(doc, select, false)
+}
+
+/// Spans of the request text: every string value but [`request_text`]'s exceptions, and every
+/// object key that is not a member name (`metadata` maps are keyed by what people write).
+pub fn request_strings(doc: &[u8]) -> Result<Vec<Span>, NotJson> {
+    walk(doc, &request_text, true)
+}
+
+fn walk(doc: &[u8], select: &dyn Fn(&[Seg<'_>]) -> bool, keys: bool) -> Result<Vec<Span>, NotJson> {
     if std::str::from_utf8(doc).is_err() {
         return Err(NotJson);
     }
@@ -196,6 +215,7 @@ pub fn strings(doc: &[u8], select: &dyn Fn(&[Seg<'_>]) -> bool) -> Result<Vec<Sp
         i: 0,
         path: Vec::new(),
         select,
+        keys,
         out: Vec::new(),
     };
     w.value().map_err(|()| NotJson)?;
@@ -236,32 +256,58 @@ fn key_is(seg: Option<&Seg<'_>>, names: &[&str]) -> bool {
     matches!(seg, Some(Seg::Key(k)) if names.contains(&k.as_ref()))
 }
 
-/// Request fields holding user text: chat `messages[].content` (string or text parts), tool
-/// call `arguments`, legacy `prompt`, embeddings `input`, Responses/Anthropic-style `input`,
-/// `instructions` and `system`.
+/// Base64 media payloads, by `(parent member, member)`: OpenAI's `input_audio.data` and
+/// `file.file_data`, Anthropic's `source.data`. The provider decodes them as audio, images or
+/// files; the model never reads them as text, and detectors cannot read them without decoding.
+pub const MEDIA_MEMBERS: &[(&str, &str)] = &[
+    ("input_audio", "data"),
+    ("file", "file_data"),
+    ("source", "data"),
+];
+
+/// Members whose value the API defines as one of a few words (`"role":"user"`,
+/// `"type":"text"`): skipped when the value is such a word ([`is_word`]), scanned otherwise.
+pub const ENUM_MEMBERS: &[&str] = &[
+    "role",
+    "type",
+    "object",
+    "tool_choice",
+    "reasoning_effort",
+    "service_tier",
+    "encoding_format",
+    "detail",
+    "modalities",
+    "voice",
+    "truncation",
+    "finish_reason",
+];
+
+/// Which request strings are scanned: all of them but the top-level `model` (sent verbatim:
+/// auth's allow-list and routing decide on it) and the [`MEDIA_MEMBERS`].
 pub fn request_text(path: &[Seg<'_>]) -> bool {
-    const TOP: &[&str] = &["messages", "prompt", "input", "instructions", "system"];
-    const LEAF: &[&str] = &[
-        "content",
-        "text",
-        "arguments",
-        "prompt",
-        "input",
-        "instructions",
-        "system",
-    ];
-    if !key_is(path.first(), TOP) {
-        return false;
+    if let [Seg::Key(k)] = path {
+        return k != "model";
     }
-    match path.len() {
-        1 => true,
-        2 => matches!(path[1], Seg::Index(_)) || key_is(path.get(1), LEAF),
-        _ => {
-            key_is(path.last(), LEAF)
-                || matches!(path.last(), Some(Seg::Index(_)))
-                    && key_is(path.get(path.len() - 2), &["content", "input"])
-        }
-    }
+    let [.., Seg::Key(parent), Seg::Key(member)] = path else {
+        return true;
+    };
+    !MEDIA_MEMBERS.contains(&(parent.as_ref(), member.as_ref()))
+}
+
+/// A lowercase word of at most 64 bytes (`user`, `tool_calls`, `json-schema`): what member
+/// names and enumeration values look like. It holds no digit, `@`, capital or separator, so no
+/// built-in type can be in it.
+pub fn is_word(s: &str) -> bool {
+    s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c == b'_' || c == b'-')
+}
+
+/// `data:<type>;base64,<payload>`: an inline file, not text.
+pub fn is_base64_data_url(s: &str) -> bool {
+    s.strip_prefix("data:")
+        .and_then(|rest| rest.split_once(','))
+        .is_some_and(|(head, _)| head.ends_with(";base64"))
 }
 
 /// Response fields holding model text: `choices[].message.content`, `choices[].text`, tool
@@ -290,7 +336,15 @@ pub fn rewrite(
     select: &dyn Fn(&[Seg<'_>]) -> bool,
     f: &mut dyn FnMut(Span, &str) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, NotJson> {
-    let spans = strings(doc, select)?;
+    rewrite_spans(doc, strings(doc, select), f)
+}
+
+fn rewrite_spans(
+    doc: &[u8],
+    spans: Result<Vec<Span>, NotJson>,
+    f: &mut dyn FnMut(Span, &str) -> Option<String>,
+) -> Result<Option<Vec<u8>>, NotJson> {
+    let spans = spans?;
     let mut out: Vec<u8> = Vec::new();
     let mut last = 0;
     for span in spans {
@@ -322,7 +376,9 @@ fn redact_maybe_json(
     let t = text.trim_start();
     if t.starts_with('{') || t.starts_with('[') {
         let mut f = |_: Span, s: &str| engine.redact(s, policy, session);
-        if let Ok(r) = rewrite(text.as_bytes(), &|_| true, &mut f) {
+        // Arguments are free-form: every string and key in them is text.
+        let spans = walk(text.as_bytes(), &|_| true, true);
+        if let Ok(r) = rewrite_spans(text.as_bytes(), spans, &mut f) {
             return r.and_then(|v| String::from_utf8(v).ok());
         }
     }
@@ -337,11 +393,14 @@ pub fn redact_request(
     session: &mut Session,
     body: &[u8],
 ) -> Result<Option<Vec<u8>>, PiiError> {
-    let spans = strings(body, &request_text).map_err(|_| PiiError::InvalidJson)?;
+    let spans = request_strings(body).map_err(|_| PiiError::InvalidJson)?;
     let mut out: Vec<u8> = Vec::new();
     let mut last = 0;
     for span in spans {
         let text = decode(body, span).ok_or(PiiError::InvalidJson)?;
+        if span.is_enum && is_word(&text) || is_base64_data_url(&text) {
+            continue;
+        }
         let new = if span.is_args {
             redact_maybe_json(engine, policy, session, &text)
         } else {
@@ -424,12 +483,69 @@ mod tests {
     }
 
     #[test]
-    fn redacts_text_fields_only() {
-        let body = r#"{"model":"a@x.com","messages":[{"role":"user","content":"mail a@x.com"},{"role":"user","content":[{"type":"text","text":"é and b@x.com"},{"type":"image_url","image_url":{"url":"https://c@x.com"}}]}],"user":"a@x.com"}"#;
-        let out = run(body).unwrap();
+    fn every_written_string_is_scanned_but_model_and_media() {
+        let png = "data:image/png;base64,iVBORw0KGgo+4111111111111111/a@x.com";
+        let body = serde_json::json!({
+            "model": "a@x.com",
+            "user": "a@x.com",
+            "messages": [
+                {"role": "user", "name": "b@x.com", "content": [
+                    {"type": "text", "text": "é and c@x.com"},
+                    {"type": "image_url", "image_url": {"url": png, "detail": "auto"}},
+                    {"type": "image_url", "image_url": {"url": "https://d@x.com/i.png"}},
+                    {"type": "input_audio", "input_audio": {"data": "UklGRg+4111111111111111/", "format": "wav"}}]},
+                {"role": "assistant", "tool_calls": [{"id": "call_e@x.com", "type": "function",
+                    "function": {"name": "send", "arguments": "{\"model\":\"f@x.com\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_e@x.com", "content": "ok"}],
+            "prediction": {"type": "content", "content": "g@x.com"},
+            "tools": [{"type": "function", "function": {"name": "send", "description": "mails h@x.com",
+                "parameters": {"type": "object", "properties": {"to": {"type": "string",
+                    "description": "like i@x.com", "enum": ["j@x.com"]}}}}}],
+            "metadata": {"k@x.com": "l@x.com"},
+            "stop": ["m@x.com"],
+            "modalities": ["text"],
+        })
+        .to_string();
+        let out: serde_json::Value = serde_json::from_str(&run(&body).unwrap()).unwrap();
+        let text = out.to_string();
+        for kept in ["a@x.com\"", png, "UklGRg+4111111111111111/"] {
+            assert!(text.contains(kept), "{kept} changed: {text}");
+        }
+        assert_eq!(out["model"], "a@x.com");
+        for gone in "bcdefghijklm".chars() {
+            assert!(
+                !text.contains(&format!("{gone}@x.com")),
+                "{gone}@x.com kept: {text}"
+            );
+        }
+        assert!(out["user"].as_str().unwrap().starts_with("[EMAIL_"));
+        let m = &out["messages"];
+        assert_eq!(m[0]["role"], "user");
+        assert_eq!(m[0]["content"][0]["type"], "text");
+        // One value, one placeholder: the call and its result stay linked.
+        assert_eq!(m[1]["tool_calls"][0]["id"], m[2]["tool_call_id"]);
+        assert_eq!(out["modalities"][0], "text");
+    }
+
+    #[test]
+    fn enumeration_members_are_scanned_unless_a_word() {
+        let out = run(r#"{"model":"m","messages":[{"role":"a@x.com","content":"hi"}]}"#).unwrap();
         assert_eq!(
             out,
-            r#"{"model":"a@x.com","messages":[{"role":"user","content":"mail [EMAIL_1]"},{"role":"user","content":[{"type":"text","text":"é and [EMAIL_2]"},{"type":"image_url","image_url":{"url":"https://c@x.com"}}]}],"user":"a@x.com"}"#
+            r#"{"model":"m","messages":[{"role":"[EMAIL_1]","content":"hi"}]}"#
+        );
+        assert!(is_word("tool_calls") && is_word("json-schema") && !is_word("a1") && !is_word("A"));
+    }
+
+    #[test]
+    fn invisible_and_fullwidth_forms_are_masked_in_place() {
+        let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content":
+            "mail ja\u{200B}ne@exa\u{200D}mple.com, card ４１１１ １１１１ １１１１ １１１１, done"}]})
+        .to_string();
+        let out: serde_json::Value = serde_json::from_str(&run(&body).unwrap()).unwrap();
+        assert_eq!(
+            out["messages"][0]["content"],
+            "mail [EMAIL_1], card [CREDIT_CARD_1], done"
         );
     }
 
