@@ -11,6 +11,7 @@ mod jwt;
 
 use std::rc::Rc;
 
+use aimesh_core::auth::endpoints::Refusal;
 use aimesh_core::auth::limits::{self, Admitted};
 use aimesh_core::auth::{AuthError, Policies, PolicyId};
 use aimesh_core::host::{Clock, Metrics};
@@ -47,6 +48,7 @@ mod stat {
     pub const ALLOWED: &str = "aimesh.auth.allowed";
     pub const INVALID_KEY: &str = "aimesh.auth.denied.invalid_key";
     pub const MODEL: &str = "aimesh.auth.denied.model_not_allowed";
+    pub const ENDPOINT: &str = "aimesh.auth.denied.endpoint_not_allowed";
     pub const RATE: &str = "aimesh.auth.denied.rate_limited";
     pub const BODY: &str = "aimesh.auth.denied.bad_request";
     pub const JWT: &str = "aimesh.auth.jwt_authenticated";
@@ -93,6 +95,7 @@ impl RootContext for Root {
             decided: false,
             filter_models: false,
             body_size: 0,
+            if_empty: Ok(()),
         }))
     }
 
@@ -114,6 +117,8 @@ struct Auth {
     filter_models: bool,
     /// Request body bytes buffered so far.
     body_size: usize,
+    /// The decision for this request should its body turn out empty (it then names no model).
+    if_empty: Result<(), Refusal>,
 }
 
 impl Context for Auth {}
@@ -146,11 +151,14 @@ impl HttpContext for Auth {
             // The rewrite needs a plain body; a compressed one would pass unfiltered.
             aimesh_glue::set_request_header(self, "accept-encoding", None);
         }
-        // MCP and custom endpoints carry arbitrary (even binary) bodies and no model: key and
-        // limits only.
+        let method = hs.get(":method").unwrap_or_default();
+        let without_model = policy.admits_without_model(method, path);
+        // MCP and custom endpoints carry arbitrary (even binary) bodies that auth does not read:
+        // like body-less requests they name no model, so the key's endpoint grants decide.
         if end_of_stream || !carries_model(path) {
-            return self.admit();
+            return self.admit_without_model(without_model);
         }
+        self.if_empty = without_model;
         Action::Pause
     }
 
@@ -263,7 +271,7 @@ impl Auth {
     fn check_body(&mut self) -> Action {
         // An empty body (HTTP/2 can end a GET with an empty DATA frame) counts as none.
         if self.body_size == 0 {
-            return self.admit();
+            return self.admit_without_model(self.if_empty);
         }
         let body = aimesh_glue::Body::Request
             .read(self.body_size)
@@ -290,6 +298,15 @@ impl Auth {
             aimesh_glue::set_request_header(self, headers::MAX_TOKENS, Some(&n.to_string()));
         }
         self.admit()
+    }
+
+    /// A request that names no model: admitted on the key's endpoint grants, else refused.
+    fn admit_without_model(&mut self, decision: Result<(), Refusal>) -> Action {
+        match decision {
+            Ok(()) => self.admit(),
+            Err(Refusal::MissingBody) => self.refuse(stat::BODY, &BodyError::MissingModel),
+            Err(Refusal::NotGranted) => self.refuse(stat::ENDPOINT, &AuthError::EndpointNotAllowed),
+        }
     }
 
     /// Takes the policy's limits; the request goes on or gets 429.

@@ -7,12 +7,14 @@
 //! limits kept in the shared store.
 
 pub mod config;
+pub mod endpoints;
 pub mod limits;
 pub mod models;
 pub mod table;
 pub mod time;
 
 pub use config::{AuthConfig, JwtConfig, JwtRule, KeyEntry};
+pub use endpoints::EndpointAllow;
 pub use limits::Limited;
 pub use models::ModelAllow;
 pub use table::{Policies, Policy, PolicyId};
@@ -29,6 +31,9 @@ pub enum AuthError {
     /// The key may not use this model.
     #[error("The API key is not allowed to use model '{0}'.")]
     ModelNotAllowed(String),
+    /// The request names no model and the key's `endpoints` do not grant it.
+    #[error("The API key is not allowed to call this endpoint.")]
+    EndpointNotAllowed,
     /// Per-key request rate or concurrency limit reached.
     #[error("{0}")]
     RateLimited(Limited),
@@ -38,7 +43,7 @@ impl ErrorKind for AuthError {
     fn status(&self) -> u16 {
         match self {
             AuthError::InvalidKey => 401,
-            AuthError::ModelNotAllowed(_) => 403,
+            AuthError::ModelNotAllowed(_) | AuthError::EndpointNotAllowed => 403,
             AuthError::RateLimited(_) => 429,
         }
     }
@@ -47,6 +52,7 @@ impl ErrorKind for AuthError {
         match self {
             AuthError::InvalidKey => "invalid_api_key",
             AuthError::ModelNotAllowed(_) => "model_not_allowed",
+            AuthError::EndpointNotAllowed => "endpoint_not_allowed",
             AuthError::RateLimited(_) => "rate_limit_exceeded",
         }
     }
@@ -71,6 +77,12 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
         assert_eq!(v["error"]["code"], "model_not_allowed");
         assert_eq!(v["error"]["type"], "permission_error");
+        let e = ApiError::from_kind(&AuthError::EndpointNotAllowed);
+        let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(
+            (e.status, v["error"]["code"].as_str()),
+            (403, Some("endpoint_not_allowed"))
+        );
         let e = ApiError::from_kind(&AuthError::InvalidKey);
         assert_eq!((e.status, e.headers.len()), (401, 0));
     }
