@@ -164,7 +164,7 @@ pub fn validate_endpoint(e: &str) -> Result<(), String> {
             "'{e}': a path only ('*' alone grants every endpoint)"
         ));
     }
-    if path.len() > 1 && check_base_path(path.trim_end_matches('/')).is_err() {
+    if check_base_path(path).is_err() {
         return Err(format!(
             "'{e}': not a plain path (dot segments, empty segments or encoded separators)"
         ));
@@ -263,6 +263,7 @@ mod tests {
             "/v1/../admin",
             "/v1/%2e%2e",
             "/v1//files",
+            "/v1/files//",
             "GET  /v1/files",
         ] {
             assert!(validate_endpoint(e).is_err(), "{e:?}");
