@@ -162,6 +162,12 @@ def edge_options(trusted_hops: int = 0) -> dict:
     }
 
 
+# A listener that passes paths as sent, like a mesh HCM configured without the edge options:
+# for tests of the filters' own path checks, which must hold there too.
+PATHS_AS_SENT = {"normalize_path": False, "merge_slashes": False,
+                 "path_with_escaped_slashes_action": "KEEP_UNCHANGED"}
+
+
 def gateway(filters: list[dict], clusters: list[dict], *, default_cluster: str | None = None,
             routes: list[dict] | None = None, access_logs: list[dict] | None = None,
             route_timeout: str = "30s", retry_policy: dict | None = None,
