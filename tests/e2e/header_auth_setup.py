@@ -116,7 +116,7 @@ ATTEMPT_BACKEND = lua(
 
 def gateway_config(s: Secrets, provider_port: int, speech_port: int,
                    ha_config: dict | None = None, access_log: str | None = None,
-                   upstream_role: bool = False) -> dict:
+                   upstream_role: bool = False, normalize: bool = True) -> dict:
     auth = config.wasm_filter("auth", {"keys": [
         {"id": kid, "team": team, "hash": demo.key_hash(k)} for k, (kid, team) in KEYS.items()]})
     ha = with_env(config.wasm_filter("header-auth", ha_config or header_auth_config()),
@@ -131,7 +131,8 @@ def gateway_config(s: Secrets, provider_port: int, speech_port: int,
                 config.cluster("speech-tts", speech_port),
                 config.cluster("speech-stt", speech_port)]
     logs = [config.json_access_log(access_log)] if access_log else None
-    return config.gateway([auth, BACKEND_PICKER, ha], clusters, routes=ROUTES, access_logs=logs)
+    return config.gateway([auth, BACKEND_PICKER, ha], clusters, routes=ROUTES, access_logs=logs,
+                          extra_hcm=None if normalize else config.PATHS_AS_SENT)
 
 
 def start(s: Secrets, provider: procs.MockLLM, speech: procs.MockLLM, **kw) -> procs.Envoy:

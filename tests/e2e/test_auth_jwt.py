@@ -58,6 +58,8 @@ def envoy(mock):
             {"id": "jwt-alice", "sub": "alice", "team": "research", "models": ["gpt-4o-mini"]},
             {"id": "jwt-ml", "group": "ml-team", "team": "ml", "models": ["ml/*"],
              "requests_per_minute": 2},
+            {"id": "jwt-files", "sub": "dave", "models": ["gpt-4o-mini"],
+             "endpoints": ["GET /v1/files"]},
         ]},
     }
     e = gateway(mock, auth, before=[jwt_authn()])
@@ -105,3 +107,15 @@ def test_unmapped_or_invalid_tokens_are_401(envoy, mock, token):
 def test_api_keys_still_work_next_to_jwt(envoy, mock):
     assert request(envoy, "POST", CHAT, chat_body("gpt-4o"), bearer(APIKEY))[0] == 200
     assert mock.records()[0]["headers"]["x-aimesh-key-id"] == "svc"
+
+
+def test_rules_with_a_model_list_need_endpoint_grants(envoy, mock):
+    """A JWT rule is a policy like a key: requests naming no model need its `endpoints`."""
+    alice, dave = bearer(sign({"sub": "alice"})), bearer(sign({"sub": "dave"}))
+    status, _, body = request(envoy, "GET", "/v1/files", None, alice)
+    assert (status, error_code(body)) == (403, "endpoint_not_allowed")
+    assert request(envoy, "GET", "/v1/files", None, dave)[0] == 200
+    for method, path in (("DELETE", "/v1/files/file-1"), ("GET", "/v1/batches")):
+        status, _, body = request(envoy, method, path, None, dave)
+        assert (status, error_code(body)) == (403, "endpoint_not_allowed"), (method, path)
+    assert [r["path"] for r in mock.records()] == ["/v1/files"]

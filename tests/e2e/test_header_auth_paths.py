@@ -2,7 +2,10 @@
 
 Requests go out as raw bytes on a socket, so no client library normalises or refuses them first.
 Envoy's codec rejects a few itself (raw CR/LF/NUL in the request line); the rest must be refused by
-the header-auth filter with its own 400, which the `rejected_path` counter proves.
+the header-auth filter with its own 400, which the `rejected_path` counter proves. The listener
+here passes paths as sent (`config.PATHS_AS_SENT`, like a mesh HCM without the edge options), so
+the filter's own checks are what is tested; on the shipped listener Envoy normalizes first
+(`test_on_the_edge_listener_nothing_unsafe_reaches_an_upstream`).
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ ATTACKS: list[tuple[bytes, bool]] = [
 @pytest.fixture(scope="module")
 def env():
     provider, speech = procs.MockLLM("provider"), procs.MockLLM("speech")
-    envoy = start(Secrets(), provider, speech)
+    envoy = start(Secrets(), provider, speech, normalize=False)
     yield envoy, provider, speech
     envoy.stop()
     provider.stop()
@@ -159,3 +162,18 @@ def test_http2_clean_path_is_forwarded(env):
     assert h2_status(envoy.port, b"/proxy-api/speech/tts/h2/ok") == 200
     assert [r["path"] for r in speech.records()] == ["/cognitiveservices/v1/h2/ok"]
     speech.clear()
+
+
+def test_on_the_edge_listener_nothing_unsafe_reaches_an_upstream():
+    """The shipped listener normalizes before header-auth sees the path: an attack is refused, or
+    becomes a plain path the key could have asked for (`/speech/../speech/tts/x` is
+    `/speech/tts/x`); no upstream ever gets a dot segment or an encoded separator."""
+    provider, speech = procs.MockLLM("provider"), procs.MockLLM("speech")
+    envoy = start(Secrets(), provider, speech)
+    for target, _ in ATTACKS:
+        status = raw_request(envoy.port, target, [b"Authorization: Bearer " + APP1.encode()])
+        assert status != 0 and status < 500, f"{target!r} -> {status}"
+    for rec in speech.records() + provider.records():
+        lower = rec["path"].lower()
+        assert "/../" not in lower + "/" and "/./" not in lower + "/", rec["path"]
+        assert not any(bad in lower for bad in ("%2e", "%2f", "%5c", "\\", "%00")), rec["path"]

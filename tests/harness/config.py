@@ -102,6 +102,11 @@ def json_access_log(path: str, fields: dict[str, str] | None = None) -> dict:
     }
 
 
+# Envoy refuses a path with an encoded `/` or `\\` (`path_with_escaped_slashes_action`) and one
+# it cannot normalize, with an empty body of its own.
+PATH_REFUSED = "the request path has an encoded slash or backslash, or cannot be normalized"
+
+
 def openai_local_replies() -> dict:
     """HCM `local_reply_config` giving Envoy's own local replies (no route, 413 past buffer limits,
     codec errors, no healthy upstream, timeouts) the OpenAI error shape the SDKs parse.
@@ -124,9 +129,45 @@ def openai_local_replies() -> dict:
     return {"mappers": [
         {"filter": cel("response.code_details == 'route_not_found'"),
          "body_format_override": body("no route for this path")},
+        {"filter": cel("response.code_details == 'path_normalization_failed'"),
+         "body_format_override": body(PATH_REFUSED)},
         {"filter": cel("response.code_details != '' && response.code_details != 'direct_response'"),
          "body_format_override": body("%LOCAL_REPLY_BODY%")},
     ]}
+
+
+def edge_options(trusted_hops: int = 0) -> dict:
+    """HCM settings of a listener that faces untrusted clients (Envoy's edge-proxy guidance);
+    the same as `envoy/*.yaml` and the listener `aimesh-xds` builds (`resources::edge`).
+
+    - Paths are normalized before any filter or route sees them (RFC 3986 dot segments, `%2e`
+      included; `//` merged), and a path with an encoded `/` or `\\` is refused: what auth,
+      header-auth and the routes check is what the upstream gets.
+    - `use_remote_address`: the client is whoever connected (or, behind `trusted_hops` proxies,
+      what they put in `x-forwarded-for`), so every request is external and Envoy strips the
+      client's `x-envoy-*` control headers (retries, timeouts, original path, ...).
+    - `skip_xff_append`: the provider is a third party; client addresses are not appended for it.
+    - Header names with `_` are dropped: some servers read `x_aimesh_key_id` as
+      `x-aimesh-key-id`, which auth strips only in its `-` spelling. (Refusing them would reset
+      HTTP/2 streams without an answer.)
+    - `strip_any_host_port`: `Host: x:1234` matches routes as `x`.
+    """
+    return {
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "use_remote_address": True,
+        "xff_num_trusted_hops": trusted_hops,
+        "skip_xff_append": True,
+        "strip_any_host_port": True,
+        "common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"},
+    }
+
+
+# A listener that passes paths as sent, like a mesh HCM configured without the edge options:
+# for tests of the filters' own path checks, which must hold there too.
+PATHS_AS_SENT = {"normalize_path": False, "merge_slashes": False,
+                 "path_with_escaped_slashes_action": "KEEP_UNCHANGED"}
 
 
 def gateway(filters: list[dict], clusters: list[dict], *, default_cluster: str | None = None,
@@ -153,6 +194,7 @@ def gateway(filters: list[dict], clusters: list[dict], *, default_cluster: str |
         "route_config": {"name": "gateway", "virtual_hosts": [
             {"name": "all", "domains": ["*"], "routes": route_list}]},
         "local_reply_config": openai_local_replies(),
+        **edge_options(),
         "http_filters": filters + [{
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

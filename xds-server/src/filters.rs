@@ -154,6 +154,7 @@ fn auth(gw: &Gateway) -> Value {
             for (field, v) in [
                 ("owner", k.owner.as_ref().map(|v| json!(v))),
                 ("models", k.models.as_ref().map(|v| json!(v))),
+                ("endpoints", k.endpoints.as_ref().map(|v| json!(v))),
                 ("expires_at", k.expires_at.as_ref().map(|v| json!(v))),
                 ("max_concurrent", k.max_concurrent.map(|v| json!(v))),
                 ("disabled", k.disabled.then_some(json!(true))),

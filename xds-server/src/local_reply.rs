@@ -50,13 +50,24 @@ fn body(message: &str) -> core::SubstitutionFormatString {
     }
 }
 
-/// The mappers: a useful message for "no route", Envoy's own text for everything else.
+/// Envoy's answer to a path with an encoded `/` or `\\` (the listener refuses them) or one it
+/// cannot normalize has an empty body of its own.
+const PATH_REFUSED: &str =
+    "the request path has an encoded slash or backslash, or cannot be normalized";
+
+/// The mappers: useful messages for "no route" and refused paths, Envoy's own text for
+/// everything else.
 pub fn openai_shaped() -> hcm::LocalReplyConfig {
     hcm::LocalReplyConfig {
         mappers: vec![
             hcm::ResponseMapper {
                 filter: Some(cel("response.code_details == 'route_not_found'")),
                 body_format_override: Some(body("no route for this path")),
+                ..Default::default()
+            },
+            hcm::ResponseMapper {
+                filter: Some(cel("response.code_details == 'path_normalization_failed'")),
+                body_format_override: Some(body(PATH_REFUSED)),
                 ..Default::default()
             },
             hcm::ResponseMapper {

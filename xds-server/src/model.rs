@@ -74,6 +74,12 @@ pub struct Listener {
     /// request, same behaviour; not yet with virtual-model fallbacks).
     #[serde(default)]
     pub filter_build: FilterBuild,
+    /// Proxies in front of the gateway (load balancers) whose `x-forwarded-for` entries are
+    /// trusted: the client address is the entry this many hops from the end. 0 (default): the
+    /// address that connected. Decides which requests are external (all, unless an operator
+    /// trusts more) and so which `x-envoy-*` headers Envoy strips.
+    #[serde(default)]
+    pub trusted_hops: u32,
 }
 
 /// How the filters are loaded into Envoy.
@@ -109,6 +115,7 @@ impl Default for Listener {
             route_timeout: default_route_timeout(),
             access_log: default_access_log(),
             filter_build: FilterBuild::default(),
+            trusted_hops: 0,
         }
     }
 }
@@ -312,6 +319,12 @@ pub struct Key {
     /// Models the key may use (`gpt-4o-mini`, `team-a/*`); all when absent.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// Requests naming no model the key may make (`GET /v1/files`, `/mcp/docs`): `*`, or paths
+    /// covering themselves and what is below them, optionally after a method
+    /// (`GET /v1/batches`). Absent: all when `models` is absent or `*`, else none.
+    /// `GET /v1/models` and custom endpoints need no grant.
+    #[serde(default)]
+    pub endpoints: Option<Vec<String>>,
     /// RFC 3339 expiry, e.g. `2026-12-31T23:59:59Z`.
     #[serde(default)]
     pub expires_at: Option<String>,

@@ -486,9 +486,15 @@ fn routes(gw: &Gateway) -> Result<rt::RouteConfiguration, String> {
     for m in &gw.mcp_servers {
         let u = parse_url(&m.url)?;
         // MCP streams (SSE) stay open for long: no route timeout.
+        // On a segment boundary: `/mcp/docs` and `/mcp/docs/...`, never `/mcp/docsX`.
         let r = to_cluster(
             &format!("mcp.{}", m.name),
-            prefix_match(&format!("/mcp/{}", m.name), vec![]),
+            rt::RouteMatch {
+                path_specifier: Some(rt::route_match::PathSpecifier::PathSeparatedPrefix(
+                    format!("/mcp/{}", m.name),
+                )),
+                ..Default::default()
+            },
             C::Cluster(format!("mcp.{}", m.name)),
             dur(0),
         );
@@ -594,7 +600,7 @@ fn listener(gw: &Gateway) -> lis::Listener {
         http_filters,
         access_log: access_log::audit(&gw.listener.access_log),
         local_reply_config: Some(local_reply::openai_shaped()),
-        ..Default::default()
+        ..edge(gw.listener.trusted_hops)
     };
     lis::Listener {
         name: GATEWAY.to_string(),
@@ -609,6 +615,37 @@ fn listener(gw: &Gateway) -> lis::Listener {
             }],
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// HCM settings of a listener facing untrusted clients (Envoy's edge-proxy guidance), as in
+/// `envoy/*.yaml` and the test harness (`config.edge_options`):
+/// - paths normalized before any filter or route sees them (dot segments, `%2e` included; `//`
+///   merged) and an encoded `/` or `\` refused, so what auth, header-auth and the routes check
+///   is what the upstream gets;
+/// - the client is whoever connected (or what `trusted_hops` proxies in front put in
+///   `x-forwarded-for`): every request is external, so Envoy strips the client's `x-envoy-*`
+///   control headers (retries, timeouts, original path, ...); client addresses are not
+///   appended to `x-forwarded-for` for a third-party provider;
+/// - header names with `_` dropped (some servers read `x_aimesh_key_id` as `x-aimesh-key-id`,
+///   which auth strips only in its `-` spelling; refusing them would reset HTTP/2 streams
+///   without an answer); a `Host` port ignored for route matching.
+fn edge(trusted_hops: u32) -> hcm::HttpConnectionManager {
+    use hcm::http_connection_manager::{PathWithEscapedSlashesAction, StripPortMode};
+    hcm::HttpConnectionManager {
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
+        path_with_escaped_slashes_action: PathWithEscapedSlashesAction::RejectRequest as i32,
+        use_remote_address: Some(BoolValue { value: true }),
+        xff_num_trusted_hops: trusted_hops,
+        skip_xff_append: true,
+        strip_port_mode: Some(StripPortMode::StripAnyHostPort(true)),
+        common_http_protocol_options: Some(core::HttpProtocolOptions {
+            headers_with_underscores_action:
+                core::http_protocol_options::HeadersWithUnderscoresAction::DropHeader as i32,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -12,6 +12,7 @@ mod jwt;
 use std::rc::Rc;
 
 use aimesh_core::auth::catalogue::models_request;
+use aimesh_core::auth::endpoints::Refusal;
 use aimesh_core::auth::limits::{self, Admitted};
 use aimesh_core::auth::{AuthError, Destination, ModelRoute, ModelsRequest, Policies, PolicyId};
 use aimesh_core::host::{Clock, Metrics};
@@ -51,6 +52,7 @@ mod stat {
     pub const MODEL: &str = "aimesh.auth.denied.model_not_allowed";
     pub const UNKNOWN_MODEL: &str = "aimesh.auth.denied.model_not_found";
     pub const CATALOGUE: &str = "aimesh.auth.catalogue_answered";
+    pub const ENDPOINT: &str = "aimesh.auth.denied.endpoint_not_allowed";
     pub const RATE: &str = "aimesh.auth.denied.rate_limited";
     pub const BODY: &str = "aimesh.auth.denied.bad_request";
     pub const JWT: &str = "aimesh.auth.jwt_authenticated";
@@ -97,6 +99,7 @@ impl RootContext for Root {
             decided: false,
             filter_models: false,
             body_size: 0,
+            if_empty: Ok(()),
         }))
     }
 
@@ -118,6 +121,8 @@ struct Auth {
     filter_models: bool,
     /// Request body bytes buffered so far.
     body_size: usize,
+    /// The decision for this request should its body turn out empty (it then names no model).
+    if_empty: Result<(), Refusal>,
 }
 
 impl Context for Auth {}
@@ -154,14 +159,17 @@ impl HttpContext for Auth {
             // The rewrite needs a plain body; a compressed one would pass unfiltered.
             aimesh_glue::set_request_header(self, "accept-encoding", None);
         }
-        // MCP and custom endpoints carry arbitrary (even binary) bodies and no model: key and
-        // limits only.
+        let method = hs.get(":method").unwrap_or_default();
+        let without_model = policy.admits_without_model(method, path);
+        // MCP and custom endpoints carry arbitrary (even binary) bodies that auth does not read:
+        // like body-less requests they name no model, so the key's endpoint grants decide.
         if end_of_stream || !carries_model(path) {
             if carries_model(path) {
                 self.route_default();
             }
-            return self.admit();
+            return self.admit_without_model(without_model);
         }
+        self.if_empty = without_model;
         Action::Pause
     }
 
@@ -275,7 +283,7 @@ impl Auth {
         // An empty body (HTTP/2 can end a GET with an empty DATA frame) counts as none.
         if self.body_size == 0 {
             self.route_default();
-            return self.admit();
+            return self.admit_without_model(self.if_empty);
         }
         let body = aimesh_glue::Body::Request
             .read(self.body_size)
@@ -362,6 +370,15 @@ impl Auth {
                 Action::Pause
             }
             Err(id) => self.refuse(stat::CATALOGUE, &AuthError::ModelNotFound(id)),
+        }
+    }
+
+    /// A request that names no model: admitted on the key's endpoint grants, else refused.
+    fn admit_without_model(&mut self, decision: Result<(), Refusal>) -> Action {
+        match decision {
+            Ok(()) => self.admit(),
+            Err(Refusal::MissingBody) => self.refuse(stat::BODY, &BodyError::MissingModel),
+            Err(Refusal::NotGranted) => self.refuse(stat::ENDPOINT, &AuthError::EndpointNotAllowed),
         }
     }
 

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::catalogue::CatalogueConfig;
+use super::endpoints::validate_endpoint;
 use super::models::validate_pattern;
 use super::time::parse_rfc3339_ms;
 
@@ -57,6 +58,13 @@ pub struct KeyEntry {
     /// allows no model (only body-less requests such as `GET /v1/models`).
     #[serde(default = "all_models")]
     pub models: Vec<String>,
+    /// Requests that bring no model to check (no body, e.g. `GET /v1/files`, or a path whose
+    /// body auth does not read, e.g. `/mcp/...`) the key may make: `*`, or paths, each covering
+    /// itself and what is below it, optionally after a method (`GET /v1/batches`). Absent: `*`
+    /// when `models` allows every model, else none. `GET /v1/models` and custom endpoints
+    /// (`/proxy-api/...`, governed by header-auth) need no grant.
+    #[serde(default)]
+    pub endpoints: Option<Vec<String>>,
     /// RFC 3339 instant after which the key is refused (`2026-12-31T23:59:59Z`).
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -117,6 +125,9 @@ pub struct JwtRule {
     /// Allowed models, as for keys.
     #[serde(default = "all_models")]
     pub models: Vec<String>,
+    /// Requests without a model to check, as for keys.
+    #[serde(default)]
+    pub endpoints: Option<Vec<String>>,
     /// Requests per minute for everyone this rule matches together.
     #[serde(default)]
     pub requests_per_minute: Option<u64>,
@@ -161,6 +172,16 @@ fn check_team(team: Option<&String>) -> Result<(), String> {
     }
 }
 
+fn check_lists(models: &[String], endpoints: Option<&Vec<String>>) -> Result<(), (String, String)> {
+    for (j, m) in models.iter().enumerate() {
+        validate_pattern(m).map_err(|e| (format!("models[{j}]"), e))?;
+    }
+    for (j, e) in endpoints.into_iter().flatten().enumerate() {
+        validate_endpoint(e).map_err(|msg| (format!("endpoints[{j}]"), msg))?;
+    }
+    Ok(())
+}
+
 fn check_limits(rpm: Option<u64>, conc: Option<u64>) -> Result<(), (&'static str, String)> {
     if rpm == Some(0) {
         return Err(("requests_per_minute", "must be at least 1".into()));
@@ -195,9 +216,7 @@ impl AuthConfig {
                 return Err(at("hash", "same key hash as an earlier entry".into()));
             }
             check_team(k.team.as_ref()).map_err(|e| at("team", e))?;
-            for (j, m) in k.models.iter().enumerate() {
-                validate_pattern(m).map_err(|e| at(&format!("models[{j}]"), e))?;
-            }
+            check_lists(&k.models, k.endpoints.as_ref()).map_err(|(f, e)| at(&f, e))?;
             if let Some(e) = &k.expires_at {
                 if parse_rfc3339_ms(e).is_none() {
                     return Err(at("expires_at", format!("'{e}' is not an RFC 3339 time")));
@@ -222,9 +241,7 @@ impl AuthConfig {
                     return Err(at("sub", "set exactly one of 'sub' and 'group'".into()));
                 }
                 check_team(r.team.as_ref()).map_err(|e| at("team", e))?;
-                for (j, m) in r.models.iter().enumerate() {
-                    validate_pattern(m).map_err(|e| at(&format!("models[{j}]"), e))?;
-                }
+                check_lists(&r.models, r.endpoints.as_ref()).map_err(|(f, e)| at(&f, e))?;
                 check_limits(r.requests_per_minute, r.max_concurrent).map_err(|(f, e)| at(f, e))?;
             }
         }
@@ -276,6 +293,15 @@ mod tests {
             err(k(serde_json::json!({"expires_at": "soon"}))).starts_with("keys[0].expires_at:")
         );
         assert!(err(k(serde_json::json!({"id": "a b"}))).starts_with("keys[0].id:"));
+        assert!(
+            err(k(serde_json::json!({"endpoints": ["/v1/files", "v1/x"]})))
+                .starts_with("keys[0].endpoints[1]:")
+        );
+        assert!(
+            err(serde_json::json!({"jwt": {"payload_key": "p", "rules": [
+            {"id": "r", "sub": "s", "endpoints": ["GET /v1/../x"]}]}}))
+            .starts_with("jwt.rules[0].endpoints[0]:")
+        );
         assert!(err(k(serde_json::json!({"requests_per_minute": 0})))
             .starts_with("keys[0].requests_per_minute:"));
         assert!(err(k(serde_json::json!({"colour": "red"}))).contains("unknown field"));

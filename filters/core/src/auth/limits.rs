@@ -197,6 +197,7 @@ mod tests {
             id: "k".into(),
             team: None,
             models: ModelAllow::new(&["*"]),
+            endpoints: crate::auth::EndpointAllow::all(),
             expires_at_ms: None,
             disabled: false,
             requests_per_minute: rpm,

@@ -8,6 +8,7 @@
 
 pub mod catalogue;
 pub mod config;
+pub mod endpoints;
 pub mod limits;
 pub mod models;
 pub mod table;
@@ -15,6 +16,7 @@ pub mod time;
 
 pub use catalogue::{Catalogue, CatalogueConfig, Destination, ModelRoute, ModelsRequest};
 pub use config::{AuthConfig, JwtConfig, JwtRule, KeyEntry};
+pub use endpoints::EndpointAllow;
 pub use limits::Limited;
 pub use models::ModelAllow;
 pub use table::{Policies, Policy, PolicyId};
@@ -31,6 +33,9 @@ pub enum AuthError {
     /// The key may not use this model.
     #[error("The API key is not allowed to use model '{0}'.")]
     ModelNotAllowed(String),
+    /// The request names no model and the key's `endpoints` do not grant it.
+    #[error("The API key is not allowed to call this endpoint.")]
+    EndpointNotAllowed,
     /// Per-key request rate or concurrency limit reached.
     #[error("{0}")]
     RateLimited(Limited),
@@ -46,7 +51,7 @@ impl ErrorKind for AuthError {
     fn status(&self) -> u16 {
         match self {
             AuthError::InvalidKey => 401,
-            AuthError::ModelNotAllowed(_) => 403,
+            AuthError::ModelNotAllowed(_) | AuthError::EndpointNotAllowed => 403,
             AuthError::RateLimited(_) => 429,
             AuthError::ModelNotFound(_) => 404,
             AuthError::MethodNotAllowed => 405,
@@ -57,6 +62,7 @@ impl ErrorKind for AuthError {
         match self {
             AuthError::InvalidKey => "invalid_api_key",
             AuthError::ModelNotAllowed(_) => "model_not_allowed",
+            AuthError::EndpointNotAllowed => "endpoint_not_allowed",
             AuthError::RateLimited(_) => "rate_limit_exceeded",
             AuthError::ModelNotFound(_) => "model_not_found",
             AuthError::MethodNotAllowed => "method_not_allowed",
@@ -92,6 +98,12 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
         assert_eq!(v["error"]["code"], "model_not_allowed");
         assert_eq!(v["error"]["type"], "permission_error");
+        let e = ApiError::from_kind(&AuthError::EndpointNotAllowed);
+        let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(
+            (e.status, v["error"]["code"].as_str()),
+            (403, Some("endpoint_not_allowed"))
+        );
         let e = ApiError::from_kind(&AuthError::InvalidKey);
         assert_eq!((e.status, e.headers.len()), (401, 0));
         let e = ApiError::from_kind(&AuthError::ModelNotFound("x".into()));

@@ -4,6 +4,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalogue::Catalogue;
 use super::config::{parse_hash, AuthConfig, JwtConfig};
+use super::endpoints::{admit_without_model, EndpointAllow, Refusal};
 use super::models::ModelAllow;
 use super::time::parse_rfc3339_ms;
 
@@ -16,6 +17,8 @@ pub struct Policy {
     pub team: Option<String>,
     /// Allowed models.
     pub models: ModelAllow,
+    /// Requests without a model to check that the policy may make.
+    pub endpoints: EndpointAllow,
     /// Refused from this instant (Unix ms).
     pub expires_at_ms: Option<u64>,
     /// Refused always.
@@ -30,6 +33,11 @@ impl Policy {
     /// Whether the policy admits `model`.
     pub fn allows_model(&self, model: &str) -> bool {
         self.models.allows(model)
+    }
+
+    /// Decides a request that brings no model to check (see [`admit_without_model`]).
+    pub fn admits_without_model(&self, method: &str, path: &str) -> Result<(), Refusal> {
+        admit_without_model(&self.endpoints, method, path)
     }
 
     fn usable(&self, now_ms: u64) -> bool {
@@ -76,10 +84,12 @@ impl JwtTable {
                     (Some(s), _) => ClaimMatch::Sub(s),
                     (None, g) => ClaimMatch::Group(g.unwrap_or_default()),
                 };
+                let models = ModelAllow::new(&r.models);
                 let p = Policy {
                     id: r.id,
                     team: r.team,
-                    models: ModelAllow::new(&r.models),
+                    endpoints: endpoint_grants(&models, r.endpoints.as_deref()),
+                    models,
                     expires_at_ms: None,
                     disabled: false,
                     requests_per_minute: r.requests_per_minute,
@@ -95,6 +105,16 @@ impl JwtTable {
             groups_claim: c.groups_claim,
             rules,
         }
+    }
+}
+
+/// A policy's `endpoints`: as configured, else every endpoint for a policy that allows every
+/// model (it could reach any of them with a model anyway) and none for a partial model list.
+fn endpoint_grants(models: &ModelAllow, configured: Option<&[String]>) -> EndpointAllow {
+    match configured {
+        Some(list) => EndpointAllow::new(list),
+        None if models.allows_all() => EndpointAllow::all(),
+        None => EndpointAllow::default(),
     }
 }
 
@@ -139,10 +159,12 @@ impl Policies {
                 None => None,
             };
             digests.push(d);
+            let models = ModelAllow::new(&k.models);
             keys.push(Policy {
                 id: k.id,
                 team: k.team,
-                models: ModelAllow::new(&k.models),
+                endpoints: endpoint_grants(&models, k.endpoints.as_deref()),
+                models,
                 expires_at_ms,
                 disabled: k.disabled,
                 requests_per_minute: k.requests_per_minute,
@@ -240,6 +262,43 @@ mod tests {
         assert!(by_key("key-a", now).unwrap().allows_model("m1"));
         assert!(!by_key("key-a", now).unwrap().allows_model("m2"));
         assert!(by_key("key-b", now).unwrap().allows_model("m2"));
+    }
+
+    #[test]
+    fn endpoints_default_to_all_only_for_keys_allowing_every_model() {
+        let c: AuthConfig = serde_json::from_value(serde_json::json!({
+            "keys": [
+                {"id": "all", "hash": hash("k1")},
+                {"id": "some", "hash": hash("k2"), "models": ["m1"]},
+                {"id": "files", "hash": hash("k3"), "models": ["m1"], "endpoints": ["/v1/files"]},
+                {"id": "none", "hash": hash("k4"), "endpoints": []},
+            ],
+            "jwt": {"payload_key": "p", "rules": [
+                {"id": "j", "sub": "s", "models": ["m1"], "endpoints": ["GET /v1/batches"]}]}
+        }))
+        .unwrap();
+        c.check().unwrap();
+        let p = Policies::new(c);
+        let get = |name: &str| p.all().find(|x| x.id == name).unwrap();
+        let files = ("GET", "/v1/files");
+        assert_eq!(get("all").admits_without_model(files.0, files.1), Ok(()));
+        assert_eq!(
+            get("some").admits_without_model(files.0, files.1),
+            Err(Refusal::NotGranted)
+        );
+        assert_eq!(get("files").admits_without_model(files.0, files.1), Ok(()));
+        assert_eq!(
+            get("none").admits_without_model(files.0, files.1),
+            Err(Refusal::NotGranted)
+        );
+        assert_eq!(
+            get("j").admits_without_model("GET", "/v1/batches/b"),
+            Ok(())
+        );
+        assert_eq!(
+            get("j").admits_without_model("POST", "/v1/batches/b/cancel"),
+            Err(Refusal::NotGranted)
+        );
     }
 
     #[test]
