@@ -169,7 +169,8 @@ class Envoy(_Proc):
             self.stop()
             raise RuntimeError(f"envoy not ready in {timeout}s:\n{self.log()[-6000:]}")
         self.ports = self._listener_ports()
-        self.port = next(iter(self.ports.values()))
+        # None: an Envoy that got no listener (tests of a control plane that refused it).
+        self.port = next(iter(self.ports.values()), None)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def _listener_ports(self) -> dict[str, int]:

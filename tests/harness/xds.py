@@ -3,7 +3,9 @@
 `XdsServer(gateway_dict)` writes the gateway.yaml, starts the server on free ports and exposes
 `.port` (ADS gRPC), `.admin` (health/metrics URL), `.write(gateway_dict)` to change the file
 (the server picks changes up by polling) and `.metrics()`. `ads_bootstrap(server)` is the Envoy
-bootstrap for it (`delta=True` for incremental xDS); pass it to `procs.Envoy`.
+bootstrap for it (`delta=True` for incremental xDS); pass it to `procs.Envoy`. With
+`tls_args=pki.server_args()` (`harness.certs`) the server requires mutual TLS, and
+`ads_bootstrap(..., tls=certs.upstream_tls(...))` is an Envoy that speaks it.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ class XdsServer(procs._Proc):
 
     def __init__(self, gateway: dict | str | None = None, *, config_path: Path | None = None,
                  port: int = 0, admin_port: int = 0, env: dict | None = None,
-                 poll_ms: int = 100) -> None:
+                 poll_ms: int = 100, tls_args: list[str] | None = None) -> None:
         super().__init__()
         self.config_path = config_path or self.dir / "gateway.yaml"
         if gateway is not None:
@@ -42,7 +44,7 @@ class XdsServer(procs._Proc):
                 audit.register(gateway["listener"]["access_log"])
         cmd = [str(paths.XDS), "serve", "--config", str(self.config_path),
                "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
-               "--wasm-dir", str(paths.WASM_DIR), "--poll-ms", str(poll_ms)]
+               "--wasm-dir", str(paths.WASM_DIR), "--poll-ms", str(poll_ms)] + (tls_args or [])
         log = open(self.log_path, "ab")
         # Own session, like the other processes: a terminal Ctrl-C reaches `make run`, which
         # stops its children in order.
@@ -83,9 +85,12 @@ class XdsServer(procs._Proc):
         raise AssertionError(f"metric {name} = {value} did not reach the expected value")
 
 
-def ads_bootstrap(server_port: int, *, node_id: str = "gw-1", delta: bool = False) -> dict:
-    """Envoy bootstrap that takes everything from the xDS server on `server_port`."""
-    return {
+def ads_bootstrap(server_port: int, *, node_id: str = "gw-1", delta: bool = False,
+                  tls: dict | None = None, initial_fetch_timeout: str | None = None) -> dict:
+    """Envoy bootstrap that takes everything from the xDS server on `server_port`; `tls`: the
+    `transport_socket` of its cluster (`certs.upstream_tls`); `initial_fetch_timeout`: how long
+    Envoy waits for its first config before it reports ready without one."""
+    boot = {
         "node": {"id": node_id, "cluster": "aimesh"},
         # The audit stats' tags (model, backend, key id, ...), as in envoy/token-accounting.yaml.
         "stats_config": demo.shipped_accounting()["stats_config"],
@@ -116,6 +121,12 @@ def ads_bootstrap(server_port: int, *, node_id: str = "gw-1", delta: bool = Fals
                     "explicit_http_config": {"http2_protocol_options": {}}}},
         }]},
     }
+    if tls is not None:
+        boot["static_resources"]["clusters"][0]["transport_socket"] = tls
+    if initial_fetch_timeout is not None:
+        for source in ("cds_config", "lds_config"):
+            boot["dynamic_resources"][source]["initial_fetch_timeout"] = initial_fetch_timeout
+    return boot
 
 
 def mock_provider(name: str, mock: procs.MockLLM, models: list[str] | None = None) -> dict:
@@ -160,9 +171,23 @@ def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: boo
     return gw
 
 
-def shipped_bootstrap(server_port: int, *, admin_port: int = 0) -> dict:
-    """`envoy/ads-bootstrap.yaml` (what `make run` boots from), pointed at `server_port`."""
-    boot = yaml.safe_load((paths.ENVOY_DIR / "ads-bootstrap.yaml").read_text())
+def shipped_bootstrap(server_port: int, *, admin_port: int = 0, mtls: dict[str, str] | None = None) -> dict:
+    """`envoy/ads-bootstrap.yaml` (what `make run` boots from), pointed at `server_port`.
+    `mtls`: its commented-out `transport_socket` turned on, each documented certificate path
+    (`/etc/aimesh/certs/gateway.crt`, ...) replaced by the file given for its name."""
+    text = (paths.ENVOY_DIR / "ads-bootstrap.yaml").read_text()
+    if mtls is not None:
+        head, sep, block = text.partition("    # transport_socket:\n")
+        assert sep, "ads-bootstrap.yaml documents the mTLS transport_socket"
+        lines = [sep.replace("# ", "", 1).rstrip("\n")]
+        for line in block.splitlines():
+            if not line.startswith("    #   "):
+                break
+            lines.append(line.replace("    # ", "    ", 1))
+        text = head + "\n".join(lines) + "\n"
+        for name, path in mtls.items():
+            text = text.replace(f"/etc/aimesh/certs/{name}", path)
+    boot = yaml.safe_load(text)
     boot["admin"]["address"]["socket_address"]["port_value"] = admin_port
     [cluster] = boot["static_resources"]["clusters"]
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][

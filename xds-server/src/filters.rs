@@ -90,6 +90,14 @@ pub fn header_auth_env(gw: &Gateway) -> Vec<String> {
     names
 }
 
+/// True when a provider or MCP server key is a `${file:...}` reference: the xDS server reads
+/// those and header-auth's config then carries the value itself.
+pub fn has_file_secrets(gw: &Gateway) -> bool {
+    let keys = gw.providers.iter().map(|p| p.api_key.as_ref());
+    keys.chain(gw.mcp_servers.iter().map(|m| m.api_key.as_ref()))
+        .any(|k| matches!(k.and_then(SecretRef::source), Some(SecretSource::File(_))))
+}
+
 /// `filters/pii-redaction` config: one `default` policy. Other data types (operator patterns,
 /// deny words) are not declared in gateway.yaml, so everything not listed is allowed.
 fn pii(gw: &Gateway) -> Value {
@@ -408,6 +416,24 @@ fn mcp_paths(gw: &Gateway, resolve_files: bool) -> Result<Vec<Value>, String> {
 #[cfg(test)]
 mod tests {
     use crate::validate::load_str;
+
+    #[test]
+    fn only_file_secrets_make_a_config_sensitive_and_it_travels_as_a_generic_secret() {
+        let gw = |key: &str| {
+            load_str(&format!(
+                "providers:\n- {{name: oai, kind: openai, api_key: '{key}'}}\n"
+            ))
+            .unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        assert!(!super::has_file_secrets(&gw("${env:OA_KEY}")));
+        assert!(super::has_file_secrets(&gw("${file:/run/oa}")));
+        let wrapped = crate::resources::plugin_configuration("{}", true);
+        assert_eq!(wrapped.type_url, crate::resources::GENERIC_SECRET);
+        // aimesh-glue's `unwrap_generic_secret` test decodes these very bytes.
+        assert_eq!(wrapped.value, [0x0a, 0x04, 0x1a, 0x02, b'{', b'}']);
+        let plain = crate::resources::plugin_configuration("{}", false);
+        assert!(plain.type_url.ends_with("StringValue"));
+    }
 
     #[test]
     fn limits_pick_key_then_team_then_default() {

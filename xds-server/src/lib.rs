@@ -14,4 +14,5 @@ pub mod schema;
 pub mod serve;
 pub mod sim;
 pub mod snapshot;
+pub mod tls;
 pub mod validate;

@@ -123,6 +123,8 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         clusters.insert(c.name.clone(), any(CLUSTER, &c));
     }
     let header_auth_env = filters::header_auth_env(gw);
+    // Resolved `${file:...}` values sit in header-auth's config (and the chain's, which holds it).
+    let sensitive = resolve_files && filters::has_file_secrets(gw);
     if gw.virtual_models.iter().any(|vm| !vm.fallbacks.is_empty()) {
         let upstream = [
             wasm_filter(
@@ -130,12 +132,14 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
                 &filters::virtual_model_upstream(gw),
                 wasm_dir,
                 &[],
+                false,
             ),
             wasm_filter(
                 "header-auth",
                 &filters::header_auth_upstream(gw, resolve_files)?,
                 wasm_dir,
                 &header_auth_env,
+                sensitive,
             ),
         ];
         for vm in gw
@@ -176,12 +180,9 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         configs = vec![(filters::CHAIN, filters::chain_config(&configs)?)];
     }
     for (name, json) in configs {
-        let env: &[String] = if name == "header-auth" || name == filters::CHAIN {
-            &header_auth_env
-        } else {
-            &[]
-        };
-        let cfg = wasm_extension(name, &json, wasm_dir, env);
+        let holds_secrets = name == "header-auth" || name == filters::CHAIN;
+        let env: &[String] = if holds_secrets { &header_auth_env } else { &[] };
+        let cfg = wasm_extension(name, &json, wasm_dir, env, sensitive && holds_secrets);
         ext.insert(cfg.name.clone(), any(EXTENSION, &cfg));
     }
     out.insert(EXTENSION, ext);
@@ -650,13 +651,43 @@ fn edge(trusted_hops: u32) -> hcm::HttpConnectionManager {
     }
 }
 
+/// A filter's `PluginConfig.configuration`: the JSON as a `StringValue`, or, when it holds
+/// secret values (`sensitive`), as the `inline_string` of a `GenericSecret`. Envoy's
+/// `/config_dump` redacts that message's `secret` field (it is marked sensitive) and still
+/// hands the VM the message's bytes, which `aimesh_glue::plugin_configuration` unwraps.
+pub fn plugin_configuration(json: &str, sensitive: bool) -> Any {
+    if !sensitive {
+        return any(
+            "type.googleapis.com/google.protobuf.StringValue",
+            &StringValue {
+                value: json.to_string(),
+            },
+        );
+    }
+    any(
+        GENERIC_SECRET,
+        &tls::GenericSecret {
+            secret: Some(core::DataSource {
+                specifier: Some(core::data_source::Specifier::InlineString(json.to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+/// Type URL of a generic secret (what [`plugin_configuration`] wraps secrets in).
+pub const GENERIC_SECRET: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.GenericSecret";
+
 /// The ECDS resource of one filter: the whole Wasm filter config, code from `wasm_dir`.
-/// `env`: Envoy environment variables the VM may read.
+/// `env`: Envoy environment variables the VM may read; `sensitive`: the JSON holds secret values.
 fn wasm_extension(
     filter: &str,
     json: &str,
     wasm_dir: &Path,
     env: &[String],
+    sensitive: bool,
 ) -> core::TypedExtensionConfig {
     let name = filters::extension_name(filter);
     let file = wasm_dir.join(format!("aimesh_{}.wasm", filter.replace('-', "_")));
@@ -667,12 +698,7 @@ fn wasm_extension(
         allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
         // A filter that fails to load must refuse traffic, never wave it through.
         failure_policy: wasm::FailurePolicy::FailClosed as i32,
-        configuration: Some(any(
-            "type.googleapis.com/google.protobuf.StringValue",
-            &StringValue {
-                value: json.to_string(),
-            },
-        )),
+        configuration: Some(plugin_configuration(json, sensitive)),
         vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
             vm_id: name.clone(),
             runtime: "envoy.wasm.runtime.v8".into(),
@@ -707,8 +733,14 @@ fn wasm_extension(
 
 /// The same Wasm filter inline, for a cluster's `http_filters` (same `vm_id`: the upstream
 /// instance shares the downstream one's VM and shared data).
-fn wasm_filter(filter: &str, json: &str, wasm_dir: &Path, env: &[String]) -> hcm::HttpFilter {
-    let ext = wasm_extension(filter, json, wasm_dir, env);
+fn wasm_filter(
+    filter: &str,
+    json: &str,
+    wasm_dir: &Path,
+    env: &[String],
+    sensitive: bool,
+) -> hcm::HttpFilter {
+    let ext = wasm_extension(filter, json, wasm_dir, env, sensitive);
     hcm::HttpFilter {
         name: ext.name,
         config_type: ext

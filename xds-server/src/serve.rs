@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// How often the file is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
+    /// mTLS of the ADS listener (plaintext is for loopback only).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Builds a snapshot from a file's text.
@@ -59,6 +62,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mode = args.tls.mode(args.listen).map_err(|e| e.to_string())?;
+    let tls = crate::tls::server_config(&mode).map_err(|e| e.to_string())?;
     let text = std::fs::read(&args.config)
         .map_err(|e| format!("cannot read {}: {e}", args.config.display()))?;
     let first = snapshot_of(&String::from_utf8_lossy(&text), &args.wasm_dir)
@@ -97,7 +102,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(256 << 20);
     let mut stop_signal = stop_rx.clone();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("ADS TLS: {e}"))?;
+        eprintln!("ADS: mutual TLS, client certificates required");
+    } else {
+        eprintln!("ADS: plaintext on {}", args.listen);
+    }
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(svc)
         .serve_with_incoming_shutdown(

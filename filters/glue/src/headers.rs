@@ -233,6 +233,11 @@ impl Headers {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.pairs.iter().map(|(k, _)| k.as_str())
     }
+
+    /// Every `(name, value)`, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
 }
 
 #[cfg(test)]

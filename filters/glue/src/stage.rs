@@ -35,14 +35,19 @@ pub fn record_body_rewrite(old: usize, new: usize) {
 }
 
 /// The filter's configuration: the chain's section for the stage being configured, else
-/// `PluginConfig.configuration`.
+/// `PluginConfig.configuration` (unwrapped when it came as a generic secret, see
+/// [`crate::config::unwrap_generic_secret`]).
 pub fn plugin_configuration() -> Option<Bytes> {
     if let Some(section) = CONFIG.with(|c| c.borrow().clone()) {
         return Some(section);
     }
-    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+    let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
         .ok()
-        .flatten()
+        .flatten()?;
+    match crate::config::unwrap_generic_secret(&raw) {
+        Some(inner) => Some(inner.to_vec()),
+        None => Some(raw),
+    }
 }
 
 /// Runs `f` (a stage's `on_configure`) with `section` as its configuration.

@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use aimesh_core::endpoints::{Config, EndpointError, Plan, Request, StdEnv};
+use aimesh_core::endpoints::{Config, EndpointError, Plan, Request, Role, Scrubber, StdEnv};
 use aimesh_core::headers;
 use aimesh_core::host::Metrics;
 use aimesh_glue::{load_config, send_error, Headers, HostMetrics, Validate};
@@ -51,6 +51,8 @@ impl Validate for FilterConfig {
 #[derive(Default)]
 struct Root {
     plan: Option<Rc<Plan>>,
+    /// The downstream instance's: it sees every reply before the client does.
+    scrubber: Option<Rc<Scrubber>>,
     metrics: Rc<HostMetrics>,
 }
 
@@ -68,6 +70,9 @@ impl RootContext for Root {
                 for w in &plan.warnings {
                     log::warn!("{NAME}: {w}");
                 }
+                let scrubber = plan.scrubber();
+                self.scrubber = (plan.role() == Role::Downstream && !scrubber.is_empty())
+                    .then(|| Rc::new(scrubber));
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -81,6 +86,8 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter {
             plan: self.plan.clone()?,
+            scrubber: self.scrubber.clone(),
+            scrub_body: false,
             metrics: self.metrics.clone(),
         }))
     }
@@ -92,6 +99,9 @@ impl RootContext for Root {
 
 struct Filter {
     plan: Rc<Plan>,
+    scrubber: Option<Rc<Scrubber>>,
+    /// An error reply: its body is held to its end and scrubbed.
+    scrub_body: bool,
     metrics: Rc<HostMetrics>,
 }
 
@@ -143,6 +153,64 @@ impl HttpContext for Filter {
             aimesh_glue::set_request_header(self, ":authority", Some(route.authority));
             aimesh_glue::set_request_header(self, ":path", Some(&route.path));
             self.metrics.count("aimesh.header_auth.proxied", 1);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let Some(scrubber) = self.scrubber.clone() else {
+            return Action::Continue;
+        };
+        let hs = Headers::response(self);
+        let mut scrubbed: Vec<&str> = Vec::new();
+        for (name, value) in hs.pairs() {
+            if !scrubbed.contains(&name) && scrubber.scrub(value).is_some() {
+                scrubbed.push(name);
+            }
+        }
+        for name in &scrubbed {
+            // Every value of the name is rewritten, a repeated header keeping its other values.
+            let values: Vec<Vec<u8>> = hs
+                .pairs()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| scrubber.scrub(v).unwrap_or_else(|| v.to_vec()))
+                .collect();
+            aimesh_glue::set_response_header(self, name, None);
+            for v in &values {
+                self.add_http_response_header_bytes(name, v);
+            }
+        }
+        if !scrubbed.is_empty() {
+            self.metrics.count("aimesh.header_auth.scrubbed", 1);
+        }
+        let status = hs.get(":status").and_then(|s| s.parse::<u16>().ok());
+        let encoded = hs
+            .get_bytes("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
+        if !end_of_stream && status.is_some_and(|s| s >= 400) && !encoded {
+            self.scrub_body = true;
+            // The scrubbed body may differ in length.
+            aimesh_glue::set_response_header(self, "content-length", None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.scrub_body {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Some(scrubber) = self.scrubber.clone() else {
+            return Action::Continue;
+        };
+        let body = aimesh_glue::Body::Response
+            .read(body_size)
+            .unwrap_or_default();
+        if let Some(clean) = scrubber.scrub(&body) {
+            aimesh_glue::Body::Response.replace(body_size, &clean);
+            self.metrics.count("aimesh.header_auth.scrubbed", 1);
         }
         Action::Continue
     }

@@ -58,6 +58,10 @@ pub struct Controls {
     pub endless_line: Option<usize>,
     /// Status of `GET /healthz`.
     pub health_status: Option<u16>,
+    /// Echo the credential the request carried (`authorization`, `x-api-key` or `api-key`):
+    /// in an `x-echo-credential` response header and in an error reply's message, as a
+    /// careless provider might.
+    pub echo_credentials: bool,
     #[serde(skip)]
     /// Frame splitting.
     pub split: Split,
@@ -111,6 +115,9 @@ impl Controls {
         }
         if let Some(v) = flag(h, "x-mock-echo") {
             c.echo = v;
+        }
+        if let Some(v) = flag(h, "x-mock-echo-credentials") {
+            c.echo_credentials = v;
         }
         if let Some(v) = flag(h, "x-mock-omit-usage") {
             c.omit_usage = v;

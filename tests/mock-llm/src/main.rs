@@ -209,9 +209,34 @@ fn endless_line(n: usize) -> Body {
     StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
 }
 
+/// The credential a request carried, for `echo_credentials`.
+fn credential(h: &hyper::HeaderMap) -> Option<String> {
+    ["authorization", "x-api-key", "api-key"]
+        .iter()
+        .find_map(|n| h.get(*n).and_then(|v| v.to_str().ok()))
+        .map(str::to_string)
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    let echo = {
+        let defaults = state.defaults.read().map(|d| d.clone()).unwrap_or_default();
+        Controls::from_headers(&defaults, req.headers(), &state.id).echo_credentials
+    };
+    let cred = credential(req.headers()).filter(|_| echo);
+    let mut resp = reply(state, req, cred.as_deref()).await?;
+    if let Some(v) = cred.and_then(|c| c.parse().ok()) {
+        resp.headers_mut().insert("x-echo-credential", v);
+    }
+    Ok(resp)
+}
+
+async fn reply(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    echoed: Option<&str>,
 ) -> Result<Response<Body>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = body
@@ -239,12 +264,11 @@ async fn handle(
         .map(|r| vec![("retry-after", r)])
         .unwrap_or_default();
     if let Some(status) = c.status.filter(|s| *s >= 400) {
-        return Ok(json_response(
-            &state,
-            status,
-            &replies::error(status),
-            &retry,
-        ));
+        let mut err = replies::error(status);
+        if let Some(cred) = echoed {
+            err["error"]["message"] = json!(format!("Incorrect API key provided: {cred}"));
+        }
+        return Ok(json_response(&state, status, &err, &retry));
     }
     if path == "/healthz" {
         let s = c.health_status.unwrap_or(200);

@@ -5,6 +5,7 @@
 //! Error messages name the field and the variable, never a value.
 
 use serde::Deserialize;
+use std::cell::RefCell;
 
 /// Environment lookups, so resolution is tested without a host.
 pub trait Env {
@@ -92,12 +93,22 @@ pub struct RenderedAuth {
     pub set: Vec<(String, String)>,
     /// Add only if absent (`anthropic-version`).
     pub defaults: Vec<(String, String)>,
+    /// The secret values in `set` as a provider could echo them: each whole header value and
+    /// the key, token or password inside it (`Plan::secrets`, for the reply scrubber).
+    pub secrets: Vec<String>,
 }
 
 impl AuthConfig {
     /// Resolves secrets and renders headers; `field` prefixes error messages.
     pub fn render(&self, field: &str, env: &dyn Env) -> Result<RenderedAuth, String> {
-        let r = |name: &str, v: &str| resolve(&format!("{field}.{name}"), v, env);
+        let secrets = RefCell::new(Vec::new());
+        let r = |name: &str, v: &str| -> Result<String, String> {
+            let value = resolve(&format!("{field}.{name}"), v, env)?;
+            if name != "version" && name != "username" {
+                secrets.borrow_mut().push(value.clone());
+            }
+            Ok(value)
+        };
         let bearer = |name: &str, v: &str| -> Result<Vec<(String, String)>, String> {
             Ok(vec![(
                 "authorization".into(),
@@ -126,6 +137,7 @@ impl AuthConfig {
                 }
                 let pass = r("password", password)?;
                 let token = base64(format!("{user}:{pass}").as_bytes());
+                secrets.borrow_mut().push(token.clone());
                 out.set = vec![("authorization".into(), format!("Basic {token}"))];
             }
             Self::Header { name, value } => {
@@ -137,7 +149,9 @@ impl AuthConfig {
             Self::Headers { headers } => {
                 for (k, v) in headers {
                     let f = format!("{field}.headers.{k}");
-                    out.set.push((header_name(&f, k)?, resolve(&f, v, env)?));
+                    let value = resolve(&f, v, env)?;
+                    secrets.borrow_mut().push(value.clone());
+                    out.set.push((header_name(&f, k)?, value));
                 }
             }
             Self::None => {}
@@ -145,6 +159,8 @@ impl AuthConfig {
         for (k, v) in out.set.iter().chain(&out.defaults) {
             header_value(&format!("{field} ({k})"), v)?;
         }
+        out.secrets = secrets.into_inner();
+        out.secrets.extend(out.set.iter().map(|(_, v)| v.clone()));
         Ok(out)
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Pure logic of the header-auth filter: config ([`config`]), secret resolution and credential
 //! rendering ([`creds`]), path parsing and safety checks ([`path`]), base URLs ([`url`]), the
-//! egress allow-list ([`egress`]) and the per-request decision ([`plan`]).
+//! egress allow-list ([`egress`]), the per-request decision ([`plan`]) and the reply scrubber
+//! ([`scrub`]).
 
 pub mod config;
 pub mod creds;
@@ -10,11 +11,13 @@ pub mod egress;
 pub mod names;
 pub mod path;
 pub mod plan;
+pub mod scrub;
 pub mod url;
 
 pub use config::{AccountConfig, AllowConfig, Config, EndpointConfig, MissingEnv, Role};
 pub use creds::{AuthConfig, Env, StdEnv};
 pub use plan::{Decision, EndpointError, HeaderSet, Plan, Request, Route};
+pub use scrub::Scrubber;
 
 #[cfg(test)]
 mod tests;

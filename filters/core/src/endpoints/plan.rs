@@ -67,6 +67,8 @@ pub struct Plan {
     injected_headers: HashSet<String>,
     /// Accounts disabled for unset variables, with the reason (for one warning each).
     pub warnings: Vec<String>,
+    /// Every secret value the credentials carry (see [`Plan::scrubber`]).
+    secrets: Vec<String>,
 }
 
 /// Passes lookups through and notes unset names; with `lenient` an unset name reads as `""`
@@ -380,6 +382,13 @@ impl Plan {
     fn note_credentials(&mut self, auth: &RenderedAuth) {
         self.credential_headers
             .extend(auth.set.iter().map(|(k, _)| k.clone()));
+        self.secrets.extend(auth.secrets.iter().cloned());
+    }
+
+    /// The scrubber of every credential value this plan injects, for response headers and
+    /// error bodies.
+    pub fn scrubber(&self) -> super::Scrubber {
+        super::Scrubber::new(self.secrets.iter().cloned())
     }
 
     /// Where this instance runs.

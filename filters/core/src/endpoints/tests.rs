@@ -402,3 +402,40 @@ fn path_rules_are_validated_and_an_unset_secret_disables_only_its_rule() {
     assert_eq!(p.decide(&req("/mcp/a")), Err(EndpointError::Disabled));
     assert!(p.warnings[0].starts_with("paths[0]"), "{:?}", p.warnings);
 }
+
+#[test]
+fn the_scrubber_knows_every_injected_credential_and_nothing_else() {
+    let c: Config = serde_json::from_str(CONFIG).unwrap();
+    let p = Plan::compile(
+        &c,
+        &env(&[
+            ("OA", "sk-oa-0123456789"),
+            ("AN", "sk-an-0123456789"),
+            ("PW", "password-0123"),
+            ("SUB", "sub-key-0123456789"),
+        ]),
+    )
+    .unwrap();
+    let sc = p.scrubber();
+    let basic = creds::base64(b"svc:password-0123");
+    for secret in [
+        "sk-oa-0123456789",
+        "Bearer sk-oa-0123456789",
+        "sk-an-0123456789",
+        "password-0123",
+        basic.as_str(),
+        "sub-key-0123456789",
+    ] {
+        let echoed = format!("echo: {secret}!");
+        assert_eq!(
+            sc.scrub(echoed.as_bytes()).as_deref(),
+            Some(&b"echo: [REDACTED]!"[..]),
+            "{secret}"
+        );
+    }
+    // Custom headers, the Basic user name and anthropic-version are not secrets.
+    for plain in ["org-1", "acme", "svc", "2023-06-01", "Basic"] {
+        assert_eq!(sc.scrub(plain.as_bytes()), None, "{plain}");
+    }
+    assert!(Plan::default().scrubber().is_empty());
+}
