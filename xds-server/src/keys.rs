@@ -21,6 +21,10 @@ pub enum KeysCommand {
         /// Allowed models, comma-separated (`gpt-4o-mini,team-a/*`); all when absent.
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
+        /// Requests naming no model the key may make, comma-separated
+        /// (`GET /v1/files,/mcp/docs`); absent: all when `--models` is, else none.
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Vec<String>,
         /// RFC 3339 expiry (`2026-12-31T23:59:59Z`).
         #[arg(long)]
         expires_at: Option<String>,
@@ -67,6 +71,8 @@ pub struct EntrySpec {
     pub owner: Option<String>,
     /// Allowed models; empty means the field is left out (all models).
     pub models: Vec<String>,
+    /// Endpoint grants; empty means the field is left out (the auth filter's default).
+    pub endpoints: Vec<String>,
     /// RFC 3339 expiry.
     pub expires_at: Option<String>,
     /// Requests per minute.
@@ -91,6 +97,9 @@ pub fn entry(spec: EntrySpec, hash: &str) -> serde_json::Value {
     if !spec.models.is_empty() {
         e.insert("models".into(), spec.models.into());
     }
+    if !spec.endpoints.is_empty() {
+        e.insert("endpoints".into(), spec.endpoints.into());
+    }
     opt(&mut e, "expires_at", spec.expires_at.map(Value::String));
     opt(&mut e, "requests_per_minute", spec.rpm.map(Value::from));
     opt(
@@ -109,6 +118,7 @@ pub fn run(cmd: KeysCommand) -> Result<(), String> {
             team,
             owner,
             models,
+            endpoints,
             expires_at,
             rpm,
             max_concurrent,
@@ -125,6 +135,7 @@ pub fn run(cmd: KeysCommand) -> Result<(), String> {
                 team,
                 owner,
                 models,
+                endpoints,
                 expires_at,
                 rpm,
                 max_concurrent,
@@ -166,6 +177,7 @@ mod tests {
             EntrySpec {
                 id: "a".into(),
                 models: vec!["m".into(), "p/*".into()],
+                endpoints: vec!["GET /v1/files".into()],
                 rpm: Some(5),
                 ..Default::default()
             },
@@ -174,7 +186,7 @@ mod tests {
         assert_eq!(
             e,
             serde_json::json!({"id": "a", "hash": "sha256:00", "models": ["m", "p/*"],
-                               "requests_per_minute": 5})
+                               "endpoints": ["GET /v1/files"], "requests_per_minute": 5})
         );
     }
 }

@@ -3,6 +3,9 @@
 //! (`fuzz/corpus/edge`), then a few thousand inputs derived from it with a fixed seed.
 //! `make fuzz` explores the same properties coverage-guided.
 
+// Test code: a property that does not hold, or a corpus that cannot be read, must stop it.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 #[path = "../../../fuzz/checks/edge.rs"]
 mod edge;
 
