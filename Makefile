@@ -72,6 +72,7 @@ bench-peers: setup build wrk
 
 # Coverage-guided fuzzing, FUZZ_SECONDS per target. cargo-fuzz passes nightly-only flags
 # (-Zsanitizer); RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.
+# A target with committed seeds (fuzz/seeds/<target>, which make test also replays) starts from them.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= $(shell sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | grep -v aimesh-fuzz)
 fuzz:
@@ -79,7 +80,8 @@ fuzz:
 	mkdir -p target/fuzz-logs
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  log=../target/fuzz-logs/$$t.log; \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) > $$log 2>&1; rc=$$?; \
+	  seeds=; [ -d seeds/$$t ] && { mkdir -p corpus/$$t; seeds="corpus/$$t seeds/$$t"; }; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t $$seeds -- -max_total_time=$(FUZZ_SECONDS) > $$log 2>&1; rc=$$?; \
 	  echo "$$t: $$(grep -E '^Done' $$log)"; \
 	  [ $$rc -eq 0 ] || { tail -40 $$log; echo "$$t: crash; the input is under fuzz/artifacts/$$t"; exit 1; }; \
 	done

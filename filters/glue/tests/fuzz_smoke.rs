@@ -1,6 +1,6 @@
 //! The `edge` fuzz target's body (`fuzz/checks/edge.rs`) as a plain test, so `make test` runs
 //! it on every change without cargo-fuzz and its nightly flags: the seed corpus
-//! (`fuzz/corpus/edge`), then a few thousand inputs derived from it with a fixed seed.
+//! (`fuzz/seeds/edge`), then a few thousand inputs derived from it with a fixed seed.
 //! `make fuzz` explores the same properties coverage-guided.
 
 // Test code: a property that does not hold, or a corpus that cannot be read, must stop it.
@@ -37,7 +37,7 @@ const TOKENS: [&[u8]; 20] = [
 ];
 
 fn seeds() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/edge");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/edge");
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
