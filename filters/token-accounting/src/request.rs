@@ -60,7 +60,7 @@ pub(crate) struct Filter {
     /// Nothing to account (refused locally, or not an LLM request).
     pub(crate) skip: bool,
     /// The request body is being buffered for [`Filter::on_body`].
-    reading_body: bool,
+    pub(crate) reading_body: bool,
 }
 
 fn truthy(v: Option<String>) -> Option<bool> {
@@ -300,9 +300,10 @@ impl HttpContext for Filter {
     }
 
     fn on_log(&mut self) {
-        // start_ms is 0 when an earlier filter answered before this one saw the request: there is
-        // nothing to account (and no start to measure a duration from).
-        if !self.done && !self.skip && self.start_ms > 0 {
+        // start_ms is 0 when an earlier filter answered before this one saw the request, and the
+        // body is still awaited when one answered while this filter held it: nothing went
+        // upstream, there is nothing to account (nor a start to measure a duration from).
+        if !self.done && !self.skip && self.start_ms > 0 && !self.reading_body {
             self.finish();
         }
         self.publish();

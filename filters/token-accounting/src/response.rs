@@ -31,6 +31,11 @@ fn tokens_of_skipped(bytes: u64) -> u64 {
 
 impl Filter {
     pub(crate) fn response_headers(&mut self) {
+        // A response while the request is still held here (or before this filter saw it) is an
+        // earlier filter's local reply: nothing went upstream, there is nothing to account.
+        if self.start_ms == 0 || self.reading_body {
+            self.skip = true;
+        }
         if self.skip {
             return;
         }
