@@ -192,9 +192,19 @@ def test_config_envoy_rejects_is_nacked_counted_and_old_config_keeps_serving(ser
     """header-auth refuses a provider whose `${env:...}` key is unset in Envoy's environment."""
     gw = base_gateway(mock)
     gw["providers"][0]["api_key"] = "${env:AIMESH_TEST_UNSET_VARIABLE}"
+    good = server.version()
     server.write(gw)
     server.wait_metric("aimesh_xds_nacks_total", lambda v: v >= 2)  # one per Envoy
-    assert "NACK from gw-sotw" in server.log() and "NACK from gw-delta" in server.log()
+    log = server.log()
+    assert "NACK from gw-sotw" in log and "NACK from gw-delta" in log
+    [rejected] = [k.split('"')[1] for k in server.metrics() if k.startswith("aimesh_xds_snapshot_info")]
+    # The NACK line names the rejected snapshot, what the Envoy keeps and where the reason is.
+    assert f"of snapshot {rejected}: Unable to create Wasm plugin aimesh.header-auth" in log
+    assert f"keeps snapshot {good}" in log and "wasm log aimesh." in log
+    # /healthz is not ok while an Envoy rejects the config, and names what still serves.
+    r = requests.get(f"{server.admin}/healthz", timeout=5)
+    assert r.status_code == 503, r.text
+    assert f"rejected {rejected} by gw-" in r.text and f"last good {good}" in r.text
     for e in envoys:
         fails = {k: v for k, v in e.stats("header-auth").items() if k.endswith("config_fail")}
         assert fails and all(v >= 1 for v in fails.values()), fails
@@ -202,6 +212,7 @@ def test_config_envoy_rejects_is_nacked_counted_and_old_config_keeps_serving(ser
     server.write(base_gateway(mock))
     for e in envoys:
         assert chat(e, KEY_A).status_code == 200
+    wait_until(lambda: requests.get(f"{server.admin}/healthz", timeout=5).status_code == 200)
 
 
 def test_graceful_shutdown(server, envoys):

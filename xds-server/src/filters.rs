@@ -304,10 +304,11 @@ fn secret(r: &SecretRef, resolve_files: bool) -> Result<String, String> {
 /// `filters/core/src/endpoints/config.rs::Config`: provider credentials and custom endpoints.
 fn header_auth(gw: &Gateway, resolve_files: bool) -> Result<Value, String> {
     let mut accounts = Map::new();
-    for p in &gw.providers {
+    for (i, p) in gw.providers.iter().enumerate() {
         let mut acct = json!({});
         if let Some(k) = &p.api_key {
-            let key = secret(k, resolve_files).map_err(|e| format!("provider {}: {e}", p.name))?;
+            let key =
+                secret(k, resolve_files).map_err(|e| format!("providers[{i}].api_key: {e}"))?;
             let kind = match p.kind {
                 ProviderKind::Openai | ProviderKind::OpenaiCompatible => "openai",
                 ProviderKind::AzureOpenai => "azure",
@@ -366,11 +367,11 @@ fn mcp_paths(gw: &Gateway, resolve_files: bool) -> Result<Vec<Value>, String> {
         return Ok(Vec::new());
     }
     let mut paths = Vec::new();
-    for m in &gw.mcp_servers {
+    for (i, m) in gw.mcp_servers.iter().enumerate() {
         let mut p = json!({ "prefix": format!("/mcp/{}", m.name) });
         if let Some(k) = &m.api_key {
             let token =
-                secret(k, resolve_files).map_err(|e| format!("mcp server {}: {e}", m.name))?;
+                secret(k, resolve_files).map_err(|e| format!("mcp_servers[{i}].api_key: {e}"))?;
             p["auth"] = json!({ "type": "bearer", "token": token });
         }
         paths.push(p);

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::model::{Gateway, SecretRef};
+use crate::model::{Gateway, SecretRef, SecretSource};
 
 /// A config error: field path, line (1-based) when known, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,58 @@ pub fn load_file(path: &std::path::Path) -> Result<Gateway, Vec<ConfigError>> {
         }]
     })?;
     load_str(&text)
+}
+
+/// `aimesh-xds validate`: what `serve` refuses, by the same code ([`crate::serve::snapshot_of`]:
+/// parsing, checks, building every resource, reading `${file:...}` secrets), and with
+/// `check_env` the `${env:NAME}` secrets unset in this environment. header-auth reads those
+/// in Envoy's environment and refuses its config without them, so validate where Envoy runs
+/// (or with the same environment); `serve` cannot see Envoy's environment and does not check.
+pub fn check_file(path: &std::path::Path, check_env: bool) -> Result<(), Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+    crate::serve::snapshot_of(&text, std::path::Path::new("/wasm"))?;
+    let gw =
+        load_str(&text).map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let unset: Vec<String> = env_secrets(&gw)
+        .filter(|(_, name)| check_env && std::env::var_os(name).is_none())
+        .map(|(field, name)| {
+            ConfigError {
+                line: locate(&text, &field),
+                field,
+                message: format!(
+                    "${{env:{name}}} is not set here; Envoy needs it in its environment (header-auth \
+                     refuses its config without it). Validate where Envoy runs, or pass --skip-env"
+                ),
+            }
+            .to_string()
+        })
+        .collect();
+    if unset.is_empty() {
+        Ok(())
+    } else {
+        Err(unset)
+    }
+}
+
+/// `(field, variable)` of every `${env:NAME}` secret.
+fn env_secrets(gw: &Gateway) -> impl Iterator<Item = (String, String)> + '_ {
+    let providers = gw
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("providers[{i}].api_key"), p.api_key.as_ref()));
+    let mcp = gw
+        .mcp_servers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("mcp_servers[{i}].api_key"), m.api_key.as_ref()));
+    providers
+        .chain(mcp)
+        .filter_map(|(field, k)| match k?.source()? {
+            SecretSource::Env(n) => Some((field, n.to_string())),
+            SecretSource::File(_) => None,
+        })
 }
 
 /// An upstream URL, split.
