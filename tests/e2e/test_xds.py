@@ -393,3 +393,17 @@ def test_envoy_errors_are_openai_shaped_through_xds(mock):
     # A filter's own reply keeps its code.
     denied = chat(e, "sk-not-a-key")
     assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_served_gateway_recovers_from_a_trapped_vm(mock):
+    """aimesh-xds sends FAIL_RELOAD: the chain (its `make build-trap` build) comes back."""
+    from harness import paths
+    assert (paths.TRAP_WASM_DIR / "aimesh_chain.wasm").exists(), "run `make build-trap`"
+    gw = base_gateway(mock)
+    gw["listener"]["filter_build"] = "chain"
+    server = xds.XdsServer(gw, wasm_dir=paths.TRAP_WASM_DIR)
+    e = procs.Envoy(xds.ads_bootstrap(server.port, node_id="gw-trap"), concurrency=1)
+    assert chat(e, KEY_A).status_code == 200
+    assert chat(e, KEY_A, **{"x-test-trap": "1"}).status_code == 503
+    wait_until(lambda: chat(e, KEY_A).status_code == 200, timeout=15)
+    assert chat(e, "sk-wrong").status_code == 401

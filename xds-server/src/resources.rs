@@ -646,8 +646,9 @@ fn wasm_extension(
         root_id: name.clone(),
         // Filters that read the body pause in on_request_headers; Envoy ignores the pause without it.
         allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
-        // A filter that fails to load must refuse traffic, never wave it through.
-        failure_policy: wasm::FailurePolicy::FailClosed as i32,
+        // A VM that traps is replaced by a fresh one (back-off ~1 s); until then, and for a
+        // filter that fails to load, the filter refuses traffic (503), never waves it through.
+        failure_policy: wasm::FailurePolicy::FailReload as i32,
         configuration: Some(any(
             "type.googleapis.com/google.protobuf.StringValue",
             &StringValue {
