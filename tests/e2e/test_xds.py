@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import openai
@@ -407,3 +408,36 @@ def test_a_served_gateway_recovers_from_a_trapped_vm(mock):
     assert chat(e, KEY_A, **{"x-test-trap": "1"}).status_code == 503
     wait_until(lambda: chat(e, KEY_A).status_code == 200, timeout=15)
     assert chat(e, "sk-wrong").status_code == 401
+
+
+def test_pii_hash_restore_patterns_and_per_request_policies_from_gateway_yaml(mock, tmp_path):
+    """Every pii feature gateway.yaml exposes reaches the filter through aimesh-xds."""
+    key_file = tmp_path / "pii-key"
+    key_file.write_text("a-pii-hash-key-of-32-bytes-000000\n")
+    gw = base_gateway(mock, pii={
+        "mode": "redact", "restore": True,
+        "actions": {"email": "hash", "phone": "off"},
+        "hash_key": f"${{file:{key_file}}}",
+        "patterns": [{"name": "EMPLOYEE_ID", "regex": r"\bE\d{6}\b"}],
+        "policies": {"strict": {"mode": "block"}},
+        "rules": [{"header": {"name": "X-Pii-Policy", "value": "strict"}, "policy": "strict"}],
+    })
+    server = xds.XdsServer(gw)
+    e = procs.Envoy(xds.ads_bootstrap(server.port, node_id="gw-pii"))
+    text = "I am E123456, mail jane@example.com, call +1 415 555 0123"
+    r = requests.post(f"{e.url}/v1/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {KEY_A}", "x-mock-echo": "true"},
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200, r.text
+    sent = json.loads(mock.records()[-1]["body"])["messages"][0]["content"]
+    assert "E123456" not in sent and "jane@example.com" not in sent
+    assert "[EMPLOYEE_ID_1]" in sent, sent                      # own pattern, masked by mode
+    assert re.search(r"\[EMAIL_[0-9a-f]{12}\]", sent), sent      # actions: hash, keyed
+    assert "+1 415 555 0123" in sent, sent                       # actions: off
+    assert "E123456" in r.json()["choices"][0]["message"]["content"], "restore puts it back"
+    r = chat(e, KEY_A, **{"x-pii-policy": "strict"})
+    assert r.status_code == 200, "no PII in this one"
+    r = requests.post(f"{e.url}/v1/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {KEY_A}", "x-pii-policy": "strict"},
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "pii_detected"

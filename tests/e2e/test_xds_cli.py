@@ -62,6 +62,23 @@ def test_validate_refuses_what_serve_or_envoy_would(tmp_path):
     assert "sk-from-file" not in r.stdout + r.stderr
 
 
+def test_validate_checks_pii_with_the_filters_rules(tmp_path):
+    f = tmp_path / "gateway.yaml"
+    f.write_text("pii:\n  mode: redact\n  patterns:\n    - name: EMPLOYEE_ID\n      regex: 'E(\\d{6}'\n")
+    r = run("validate", str(f))
+    assert r.returncode != 0
+    assert "line 5: pii.patterns[0].regex: regex parse error" in r.stderr, r.stderr
+    f.write_text("pii:\n  mode: hash\n")
+    r = run("validate", str(f))
+    assert "pii.hash_key: required" in r.stderr, r.stderr
+    f.write_text("pii:\n  actions: {nosuch: hash}\n")
+    r = run("validate", str(f))
+    assert "pii.actions.NOSUCH: unknown type" in r.stderr, r.stderr
+    f.write_text("pii:\n  rules:\n    - {path_prefix: /v1/embeddings, policy: ghost}\n")
+    r = run("validate", str(f))
+    assert "pii.rules[0].policy: unknown policy" in r.stderr, r.stderr
+
+
 def test_validate_unknown_field_has_line(tmp_path):
     f = tmp_path / "gateway.yaml"
     f.write_text("listener:\n  port: 10000\n  prot: 1\n")

@@ -475,17 +475,7 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
             v.err(format!("{f}.usd"), "must be a positive amount");
         }
     }
-    for (i, e) in gw.pii.entities.iter().enumerate() {
-        if !crate::filters::PII_ENTITIES.contains(&e.as_str()) {
-            v.err(
-                format!("pii.entities[{i}]"),
-                &format!(
-                    "unknown entity '{e}'; known: {}",
-                    crate::filters::PII_ENTITIES.join(", ")
-                ),
-            );
-        }
-    }
+    pii(&mut v, gw);
     for (model, p) in &gw.prices {
         let f = format!("prices.{model}");
         let star = model.find('*');
@@ -511,6 +501,63 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         }
     }
     v.errs
+}
+
+/// `pii`: entity names here, the rest by the pii filter's own checks on the config it will get
+/// (patterns compile, action kinds exist, rules name policies, `hash` has a key), with the
+/// filter's field paths turned back into gateway.yaml's.
+fn pii(v: &mut Checker, gw: &Gateway) {
+    let policies = std::iter::once(("pii".to_string(), gw.pii.default_policy())).chain(
+        gw.pii
+            .policies
+            .iter()
+            .map(|(n, p)| (format!("pii.policies.{n}"), p.clone())),
+    );
+    let mut bad = false;
+    for (f, p) in policies {
+        for (i, e) in p.entities.iter().enumerate() {
+            if !crate::filters::PII_ENTITIES.contains(&e.as_str()) {
+                bad = true;
+                v.err(
+                    format!("{f}.entities[{i}]"),
+                    &format!(
+                        "unknown entity '{e}'; known: {}",
+                        crate::filters::PII_ENTITIES.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    if gw.pii.policies.contains_key("default") {
+        bad = true;
+        v.err(
+            "pii.policies.default".into(),
+            "`default` is the top-level pii policy; pick another name",
+        );
+    }
+    if bad {
+        return;
+    }
+    let checked = crate::filters::pii(gw, false).and_then(|json| {
+        let cfg: aimesh_core::pii::PiiConfig =
+            serde_json::from_value(json).map_err(|e| format!("pii: {e}"))?;
+        cfg.validate()?;
+        aimesh_core::pii::Engine::new(&cfg).map(|_| ())
+    });
+    if let Err(e) = checked {
+        let (field, message) = e.split_once(": ").unwrap_or(("pii", e.as_str()));
+        let field = field
+            .strip_prefix("policies.default.")
+            .map(|rest| format!("pii.{rest}"))
+            .unwrap_or_else(|| {
+                if field.starts_with("pii") {
+                    field.to_string()
+                } else {
+                    format!("pii.{field}")
+                }
+            });
+        v.err(field, message);
+    }
 }
 
 #[derive(Default)]
@@ -740,6 +787,61 @@ mod tests {
             assert!(e.iter().any(|e| e.field == field), "{yaml}: {e:?}");
             assert!(e.iter().all(|e| e.line.is_some()), "{yaml}: {e:?}");
         }
+    }
+
+    #[test]
+    fn pii_is_checked_by_the_filters_own_rules_with_gateway_field_names() {
+        let cases = [
+            (
+                "pii:\n  patterns:\n  - {name: EMP, regex: 'E(\\d'}\n",
+                "pii.patterns[0].regex",
+                Some(3),
+            ),
+            (
+                "pii:\n  patterns:\n  - {name: emp, regex: 'E'}\n",
+                "pii.patterns[0].name",
+                Some(3),
+            ),
+            ("pii:\n  mode: hash\n", "pii.hash_key", None),
+            ("pii:\n  hash_key: '${env:K}'\n", "pii.hash_key", Some(2)),
+            (
+                "pii:\n  actions: {nosuch: block}\n",
+                "pii.actions.NOSUCH",
+                Some(2),
+            ),
+            (
+                "pii:\n  policies: {s: {actions: {nosuch: block}}}\n",
+                "pii.policies.s.actions.NOSUCH",
+                Some(2),
+            ),
+            (
+                "pii:\n  policies: {s: {entities: [mail]}}\n",
+                "pii.policies.s.entities[0]",
+                Some(2),
+            ),
+            (
+                "pii:\n  rules: [{policy: ghost}]\n",
+                "pii.rules[0].policy",
+                Some(2),
+            ),
+            (
+                "pii:\n  policies: {default: {}}\n",
+                "pii.policies.default",
+                Some(2),
+            ),
+        ];
+        for (yaml, field, line) in cases {
+            let e = errs(yaml);
+            assert_eq!(e.len(), 1, "{yaml}: {e:?}");
+            assert_eq!(e[0].field, field, "{yaml}: {e:?}");
+            if line.is_some() {
+                assert_eq!(e[0].line, line, "{yaml}: {e:?}");
+            }
+        }
+        let ok = "pii:\n  mode: hash\n  hash_key: '${file:/run/k}'\n  patterns: [{name: EMP, regex: 'E\\d+'}]\n  \
+                  actions: {emp: block, deny_word: block}\n  deny_words: [x]\n  \
+                  policies: {s: {mode: off}}\n  rules: [{path_prefix: /v1/embeddings, policy: s}]\n";
+        assert_eq!(errs(ok), vec![]);
     }
 
     #[test]
