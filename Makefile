@@ -14,7 +14,7 @@ CHAIN_CRATE := aimesh-chain
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean
+.PHONY: setup toolchain build build-wasm build-trap build-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -32,6 +32,13 @@ build-wasm: toolchain
 	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES) $(TEST_WASM_CRATES))
 	cargo build --release --target $(WASM_TARGET) -p $(CHAIN_CRATE)
 
+# Test builds whose token-accounting traps on demand (`trap-on-demand`), for the failure-policy
+# tests; a separate target dir, so the shipped .wasm files never carry the switch.
+TRAP_DIR := target/trap
+build-trap: toolchain
+	cargo build --release --target $(WASM_TARGET) --target-dir $(TRAP_DIR) -p aimesh-token-accounting --features trap-on-demand
+	cargo build --release --target $(WASM_TARGET) --target-dir $(TRAP_DIR) -p $(CHAIN_CRATE) --features trap-on-demand
+
 build-tools:
 	cargo build --profile tools $(addprefix -p ,$(TOOL_CRATES))
 
@@ -48,7 +55,7 @@ CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_
 	e2e/test_audit_log.py e2e/test_stream_limits.py e2e/test_pii_bypass.py e2e/test_edge.py \
 	e2e/test_failure_policy.py e2e/test_secrets.py
 
-test-e2e: setup build
+test-e2e: setup build build-trap
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
 	cd tests && AIMESH_CHAIN=1 ../$(PY) -m pytest $(CHAIN_E2E) -q -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -126,10 +126,10 @@ def test_fail_closed_vm_failure_never_reaches_upstream(mock):
     crashed VM under FAIL_CLOSED: every later request on that worker gets the same 503, and none
     reaches the provider, with or without a valid key.
     """
-    probe = config.wasm_filter("probe", {"trap_when_header": "x-probe-trap"},
+    probe = config.wasm_filter("probe", {"trap_when_header": "x-probe-trap"}, failure_policy="FAIL_CLOSED",
                                wasm_path=str(config.paths.wasm("probe")))
     auth = {"keys": [entry("k1", KEY)]}
-    cfg = config.gateway([probe, config.wasm_filter("auth", auth)],
+    cfg = config.gateway([probe, config.wasm_filter("auth", auth, failure_policy="FAIL_CLOSED")],
                          [config.cluster("mock", mock.port)])
     e = procs.Envoy(cfg, concurrency=1)
     assert request(e, "POST", CHAT, chat_body(), bearer(KEY))[0] == 200
@@ -141,10 +141,11 @@ def test_fail_closed_vm_failure_never_reaches_upstream(mock):
     assert len(mock.records()) == 1
 
 
-def test_auth_runs_fail_closed_in_the_demo_config():
+def test_auth_runs_fail_reload_in_the_demo_config():
+    """FAIL_RELOAD fails closed until a fresh VM runs (test_failure_policy shows the recovery)."""
     from harness import demo
     cfg = demo.demo_config(new_key(), 1)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     auth = hcm["http_filters"][0]
     assert auth["name"] == "aimesh.auth"
-    assert auth["typed_config"]["config"]["failure_policy"] == "FAIL_CLOSED"
+    assert auth["typed_config"]["config"]["failure_policy"] == "FAIL_RELOAD"

@@ -98,3 +98,32 @@ def test_openai_models_get_the_gateway_key_never_the_clients(tmp_path, mock, mon
     assert '"model":"gpt-4o-mini"' in rec["body"]
     assert mock.records() == []
     assert key not in json.dumps(rec)
+
+
+@pytest.mark.parametrize("limits, max_tokens, code", [
+    ({"tpm": 300}, 1000, "request_exceeds_tpm_limit"),
+    # gpt-4o-mini output: 0.6 micro-USD a token, so 1000 tokens may cost more than 500 micro-USD.
+    ({"daily_usd": 0.0005}, 1000, "request_exceeds_budget"),
+    ({"monthly_usd": 0.0005}, 1000, "request_exceeds_budget"),
+])
+def test_a_request_no_limit_can_ever_fit_is_a_400_not_a_retry(tmp_path, mock, limits, max_tokens, code):
+    key = demo.demo_key(tmp_path / "demo.env")
+    cfg = demo.demo_config(key, mock.port)
+    ta = demo.stage_config(cfg, "token-accounting")
+    ta["limits"] = {"default": limits}
+    demo.set_stage_config(cfg, "token-accounting", ta)
+    envoy = procs.Envoy(cfg)
+    c = client(envoy, key)
+    for _ in range(2):  # the same answer again: nothing was reserved by the first refusal
+        with pytest.raises(openai.BadRequestError) as e:
+            c.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", max_tokens=max_tokens, messages=[{"role": "user", "content": "hi"}])
+        assert e.value.status_code == 400 and e.value.code == code
+        assert e.value.body["type"] == "invalid_request_error"
+        assert "can never be admitted" in e.value.body["message"]
+        assert "retry-after" not in e.value.response.headers
+    assert mock.records() == []
+    # A request that fits is admitted: the refusals reserved nothing.
+    r = c.chat.completions.create(model="gpt-4o-mini", max_tokens=100,
+                                  messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,23 @@ import time
 import openai
 import yaml
 
-from harness import paths, procs, xds
+from harness import demo, paths, procs, xds
+
+
+def readme_block(lang: str, containing: str) -> str:
+    text = (paths.REPO / "README.md").read_text()
+    return next(b for b in re.findall(rf"```{lang}\n(.*?)```", text, re.S) if containing in b)
+
+
+def run_readme_examples(demo_env) -> None:
+    """The README's shell and Python examples, verbatim, in a shell that only sourced demo.env."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AIMESH_")}
+    sh = readme_block("sh", "demo.env").replace(".aimesh/demo.env", str(demo_env))
+    out = subprocess.run(["bash", "-euc", sh], env=clean, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and '"choices"' in out.stdout, out
+    py = f"source {demo_env}\n{sys.executable} - <<'EOF'\n{readme_block('python', 'OpenAI(')}EOF\n"
+    out = subprocess.run(["bash", "-euc", py], env=clean, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip(), out
 
 
 def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
@@ -28,9 +45,12 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
             line = p.stdout.readline()
             assert line and time.time() < deadline, f"make run did not start:\n{banner}"
             banner += line
-        key = (tmp_path / "demo.env").read_text().strip().split("=", 1)[1]
+        key = demo.demo_key(tmp_path / "demo.env")
         assert key.startswith("sk-aimesh-") and key in banner
         assert f"127.0.0.1:{env['AIMESH_PORT']}" in banner
+        run_readme_examples(tmp_path / "demo.env")
+        ads_port = int(re.search(r"ADS \(gRPC\) for more Envoys: 127\.0\.0\.1:(\d+)", banner).group(1))
+        socket.create_connection(("127.0.0.1", ads_port), timeout=5).close()
         pids = [int(re.search(rf"{name} pid: (\d+)", banner).group(1)) for name in ("Envoy", "xDS server")]
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{env['AIMESH_PORT']}/v1", api_key=key, max_retries=0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import openai
@@ -192,9 +193,19 @@ def test_config_envoy_rejects_is_nacked_counted_and_old_config_keeps_serving(ser
     """header-auth refuses a provider whose `${env:...}` key is unset in Envoy's environment."""
     gw = base_gateway(mock)
     gw["providers"][0]["api_key"] = "${env:AIMESH_TEST_UNSET_VARIABLE}"
+    good = server.version()
     server.write(gw)
     server.wait_metric("aimesh_xds_nacks_total", lambda v: v >= 2)  # one per Envoy
-    assert "NACK from gw-sotw" in server.log() and "NACK from gw-delta" in server.log()
+    log = server.log()
+    assert "NACK from gw-sotw" in log and "NACK from gw-delta" in log
+    [rejected] = [k.split('"')[1] for k in server.metrics() if k.startswith("aimesh_xds_snapshot_info")]
+    # The NACK line names the rejected snapshot, what the Envoy keeps and where the reason is.
+    assert f"of snapshot {rejected}: Unable to create Wasm plugin aimesh.header-auth" in log
+    assert f"keeps snapshot {good}" in log and "wasm log aimesh." in log
+    # /healthz is not ok while an Envoy rejects the config, and names what still serves.
+    r = requests.get(f"{server.admin}/healthz", timeout=5)
+    assert r.status_code == 503, r.text
+    assert f"rejected {rejected} by gw-" in r.text and f"last good {good}" in r.text
     for e in envoys:
         fails = {k: v for k, v in e.stats("header-auth").items() if k.endswith("config_fail")}
         assert fails and all(v >= 1 for v in fails.values()), fails
@@ -202,6 +213,7 @@ def test_config_envoy_rejects_is_nacked_counted_and_old_config_keeps_serving(ser
     server.write(base_gateway(mock))
     for e in envoys:
         assert chat(e, KEY_A).status_code == 200
+    wait_until(lambda: requests.get(f"{server.admin}/healthz", timeout=5).status_code == 200)
 
 
 def test_graceful_shutdown(server, envoys):
@@ -382,3 +394,53 @@ def test_envoy_errors_are_openai_shaped_through_xds(mock):
     # A filter's own reply keeps its code.
     denied = chat(e, "sk-not-a-key")
     assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_served_gateway_recovers_from_a_trapped_vm(mock):
+    """aimesh-xds sends FAIL_RELOAD: the chain (its `make build-trap` build) comes back."""
+    from harness import paths
+    assert (paths.TRAP_WASM_DIR / "aimesh_chain.wasm").exists(), "run `make build-trap`"
+    gw = base_gateway(mock)
+    gw["listener"]["filter_build"] = "chain"
+    server = xds.XdsServer(gw, wasm_dir=paths.TRAP_WASM_DIR)
+    e = procs.Envoy(xds.ads_bootstrap(server.port, node_id="gw-trap"), concurrency=1)
+    assert chat(e, KEY_A).status_code == 200
+    assert chat(e, KEY_A, **{"x-test-trap": "1"}).status_code == 503
+    wait_until(lambda: chat(e, KEY_A).status_code == 200, timeout=15)
+    assert chat(e, "sk-wrong").status_code == 401
+
+
+def test_pii_hash_restore_patterns_and_per_request_policies_from_gateway_yaml(mock, tmp_path):
+    """Every pii feature gateway.yaml exposes reaches the filter through aimesh-xds."""
+    key_file = tmp_path / "pii-key"
+    key_file.write_text("a-pii-hash-key-of-32-bytes-000000\n")
+    gw = base_gateway(mock, pii={
+        "mode": "redact", "restore": True,
+        "actions": {"email": "hash", "phone": "off"},
+        "hash_key": f"${{file:{key_file}}}",
+        "patterns": [{"name": "EMPLOYEE_ID", "regex": r"\bE\d{6}\b"}],
+        "policies": {"strict": {"mode": "block"}},
+        "rules": [{"header": {"name": "X-Pii-Policy", "value": "strict"}, "policy": "strict"}],
+    })
+    server = xds.XdsServer(gw)
+    e = procs.Envoy(xds.ads_bootstrap(server.port, node_id="gw-pii"))
+    text = "I am E123456, mail jane@example.com, call +1 415 555 0123"
+    r = requests.post(f"{e.url}/v1/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {KEY_A}", "x-mock-echo": "true"},
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200, r.text
+    sent = json.loads(mock.records()[-1]["body"])["messages"][0]["content"]
+    assert "E123456" not in sent and "jane@example.com" not in sent
+    assert "[EMPLOYEE_ID_1]" in sent, sent                      # own pattern, masked by mode
+    assert re.search(r"\[EMAIL_[0-9a-f]{12}\]", sent), sent      # actions: hash, keyed
+    assert "+1 415 555 0123" in sent, sent                       # actions: off
+    assert "E123456" in r.json()["choices"][0]["message"]["content"], "restore puts it back"
+    r = chat(e, KEY_A, **{"x-pii-policy": "strict"})
+    assert r.status_code == 200, "no PII in this one"
+    r = requests.post(f"{e.url}/v1/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {KEY_A}", "x-pii-policy": "strict"},
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "pii_detected"
+    dump = requests.get(f"{e.admin}/config_dump?include_eds", timeout=10).text
+    assert "a-pii-hash-key" not in dump, "the hash key is a secret: redacted in the dump"
+

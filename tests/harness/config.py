@@ -14,7 +14,7 @@ STRING = "type.googleapis.com/google.protobuf.StringValue"
 
 
 def wasm_filter(filter_name: str, config: dict | None = None, *, vm_id: str | None = None,
-                failure_policy: str = "FAIL_CLOSED", wasm_path: str | None = None,
+                failure_policy: str = "FAIL_RELOAD", wasm_path: str | None = None,
                 env_keys: list[str] | None = None) -> dict:
     """One aimesh Wasm filter as an HTTP filter entry (downstream or upstream).
 

@@ -29,13 +29,23 @@ def demo_key(path: Path = DEMO_ENV) -> str:
     """The demo API key, generated on first use and kept in `.aimesh/demo.env`."""
     if path.exists():
         for line in path.read_text().splitlines():
-            if line.startswith("AIMESH_DEMO_KEY="):
-                return line.split("=", 1)[1].strip()
+            name, _, value = line.removeprefix("export ").partition("=")
+            if name == "AIMESH_DEMO_KEY" and value.strip():
+                return value.strip()
     key = "sk-aimesh-" + secrets.token_hex(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"AIMESH_DEMO_KEY={key}\n")
-    path.chmod(0o600)
+    write_demo_env(key, path=path)
     return key
+
+
+def write_demo_env(key: str, base_url: str | None = None, path: Path = DEMO_ENV) -> None:
+    """`.aimesh/demo.env`: exported, so `source` hands the key (and the gateway's URL, once
+    `make run` knows its port) to the programs started from that shell, the README's included."""
+    lines = [f"export AIMESH_DEMO_KEY={key}"]
+    if base_url:
+        lines.append(f"export AIMESH_BASE_URL={base_url}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
 
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"]

@@ -16,6 +16,9 @@ FILTERS = ["auth", "pii-redaction", "virtual-model", "token-accounting", "header
 PROBE_WASM = WASM_DIR / "aimesh_probe.wasm"
 # The five filters as stages of one filter (filters/chain); config: one section per filter.
 CHAIN_WASM = WASM_DIR / "aimesh_chain.wasm"
+# `make build-trap`: token-accounting and the chain built with `trap-on-demand` (a request with
+# `x-test-trap` traps the VM), for the failure-policy tests; never in WASM_DIR.
+TRAP_WASM_DIR = REPO / "target" / "trap" / "wasm32-wasip1" / "release"
 
 
 def wasm(filter_name: str) -> Path:

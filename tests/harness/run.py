@@ -41,6 +41,7 @@ def main() -> int:
         print(f"aimesh failed to start: {e}", file=sys.stderr)
         return 1
     base = f"http://127.0.0.1:{envoy.port}/v1"
+    demo.write_demo_env(key, base)
     vms = [v.get("name") for v in gw.get("virtual_models") or []]
     has_openai = any(p.get("kind") == "openai" for p in gw.get("providers") or [])
     openai_note = ""
@@ -48,8 +49,10 @@ def main() -> int:
         openai_note = ("; openai/<model> go to OpenAI (key injected by the gateway from OPENAI_API_KEY"
                        + ("" if openai_key else ", which is NOT set: those requests will fail") + ")")
     print(f"""
-aimesh is running: gateway http://127.0.0.1:{envoy.port}  admin {envoy.admin}  xDS {server.admin}/healthz
-Demo key (also in {demo.DEMO_ENV}): {key}
+aimesh is running: gateway {base}  admin {envoy.admin}  xDS {server.admin}/healthz
+ADS (gRPC) for more Envoys: 127.0.0.1:{server.port} (envoy/ads-bootstrap.yaml with its aimesh-xds
+cluster on this port, or AIMESH_XDS_PORT to pin it)
+Demo key: {key}
 Models: {", ".join(vms) or "none"} (virtual) and any other name go to a local fake OpenAI provider{openai_note};
 {xds.PRIVATE_MODEL} goes only to a second one, {xds.PRIVATE_PROVIDER} (`providers[].models`).
 GET {base}/models lists what your key may use.
@@ -57,11 +60,13 @@ Config: {gw_path} - edit it while the gateway runs: valid changes apply live (in
 refused and logged in {server.log_path}; `aimesh-xds validate` checks a file first).
 Audit log: {audit}
 
-  curl -s {base}/chat/completions -H "Authorization: Bearer {key}" \\
+  source {demo.DEMO_ENV}   # exports AIMESH_DEMO_KEY and AIMESH_BASE_URL
+  curl -s $AIMESH_BASE_URL/chat/completions -H "Authorization: Bearer $AIMESH_DEMO_KEY" \\
        -H 'content-type: application/json' \\
        -d '{{"model":"vm-demo","messages":[{{"role":"user","content":"hello"}}]}}'
 
-  python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}", api_key="{key}"); \\
+  python3 -c 'import os; from openai import OpenAI; \\
+c = OpenAI(base_url=os.environ["AIMESH_BASE_URL"], api_key=os.environ["AIMESH_DEMO_KEY"]); \\
 print(c.chat.completions.create(model="vm-demo", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
 
 Envoy log: {envoy.log_path}   Envoy pid: {envoy.proc.pid}   xDS server pid: {server.proc.pid}

@@ -35,7 +35,8 @@ class XdsServer(procs._Proc):
 
     def __init__(self, gateway: dict | str | None = None, *, config_path: Path | None = None,
                  port: int = 0, admin_port: int = 0, env: dict | None = None,
-                 poll_ms: int = 100, tls_args: list[str] | None = None) -> None:
+                 poll_ms: int = 100, tls_args: list[str] | None = None,
+                 wasm_dir: Path = paths.WASM_DIR) -> None:
         super().__init__()
         self.config_path = config_path or self.dir / "gateway.yaml"
         if gateway is not None:
@@ -44,7 +45,7 @@ class XdsServer(procs._Proc):
                 audit.register(gateway["listener"]["access_log"])
         cmd = [str(paths.XDS), "serve", "--config", str(self.config_path),
                "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
-               "--wasm-dir", str(paths.WASM_DIR), "--poll-ms", str(poll_ms)] + (tls_args or [])
+               "--wasm-dir", str(wasm_dir), "--poll-ms", str(poll_ms)] + (tls_args or [])
         log = open(self.log_path, "ab")
         # Own session, like the other processes: a terminal Ctrl-C reaches `make run`, which
         # stops its children in order.

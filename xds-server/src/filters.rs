@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 
 use crate::model::{
-    BudgetPeriod, FilterBuild, Gateway, Key, PiiMode, ProviderKind, SecretRef, SecretSource,
-    Target, VirtualModel,
+    BudgetPeriod, FilterBuild, Gateway, Key, PiiMode, PiiPolicy, ProviderKind, SecretRef,
+    SecretSource, Target, VirtualModel,
 };
 use crate::resources::{custom_cluster, provider_cluster};
 use crate::validate::{parse_url, CUSTOM_ACCOUNT};
@@ -55,7 +55,7 @@ pub fn extension_name(filter: &str) -> String {
 pub fn configs(gw: &Gateway, resolve_files: bool) -> Result<Vec<(&'static str, String)>, String> {
     Ok(vec![
         ("auth", auth(gw).to_string()),
-        ("pii-redaction", pii(gw).to_string()),
+        ("pii-redaction", pii(gw, resolve_files)?.to_string()),
         ("virtual-model", virtual_model(gw).to_string()),
         ("token-accounting", token_accounting(gw).to_string()),
         ("header-auth", header_auth(gw, resolve_files)?.to_string()),
@@ -98,26 +98,104 @@ pub fn has_file_secrets(gw: &Gateway) -> bool {
         .any(|k| matches!(k.and_then(SecretRef::source), Some(SecretSource::File(_))))
 }
 
-/// `filters/pii-redaction` config: one `default` policy. Other data types (operator patterns,
-/// deny words) are not declared in gateway.yaml, so everything not listed is allowed.
-fn pii(gw: &Gateway) -> Value {
-    let action = match gw.pii.mode {
-        PiiMode::Off => {
-            return json!({"policies": {"default": {"default_action": "allow", "redact_responses": false}}})
-        }
+/// True when `filter`'s config carries a value read from a `${file:...}` secret: provider or MCP
+/// keys in header-auth's, the PII `hash_key` in pii-redaction's; the chain holds both.
+pub fn carries_file_secrets(gw: &Gateway, filter: &str) -> bool {
+    let keys = has_file_secrets(gw);
+    let hash_key = gw.pii.hash_key.is_some();
+    match filter {
+        "header-auth" => keys,
+        "pii-redaction" => hash_key,
+        CHAIN => keys || hash_key,
+        _ => false,
+    }
+}
+
+/// `filters/core/src/pii/config.rs::PiiConfig`: `pii`'s top-level fields as the `default`
+/// policy, `pii.policies` as the others. `hash_key` is read only with `resolve_files` (else a
+/// placeholder of valid length stands in, for `diff` and checks).
+pub fn pii(gw: &Gateway, resolve_files: bool) -> Result<Value, String> {
+    let p = &gw.pii;
+    let mut policies = Map::new();
+    policies.insert("default".into(), pii_policy(&p.default_policy()));
+    for (name, policy) in &p.policies {
+        policies.insert(name.clone(), pii_policy(policy));
+    }
+    let mut cfg = json!({ "policies": policies });
+    if !p.patterns.is_empty() {
+        cfg["patterns"] = json!(p
+            .patterns
+            .iter()
+            .map(|x| json!({"name": x.name, "regex": x.regex}))
+            .collect::<Vec<_>>());
+    }
+    if !p.deny_words.is_empty() {
+        cfg["deny_words"] = json!(p.deny_words);
+    }
+    if !p.rules.is_empty() {
+        cfg["rules"] = json!(p
+            .rules
+            .iter()
+            .map(|r| {
+                let mut rule = json!({ "policy": r.policy });
+                if let Some(prefix) = &r.path_prefix {
+                    rule["path_prefix"] = json!(prefix);
+                }
+                if let Some(h) = &r.header {
+                    rule["header"] = json!({"name": h.name.to_ascii_lowercase(), "value": h.value});
+                }
+                rule
+            })
+            .collect::<Vec<_>>());
+    }
+    if let Some(k) = &p.hash_key {
+        let key = match k.source() {
+            Some(SecretSource::File(_)) if resolve_files => k.resolve(),
+            Some(SecretSource::File(_)) => Ok("(file: not read for this check)".to_string()),
+            _ => Err("must be ${file:/absolute/path}".to_string()),
+        };
+        cfg["hash_key"] = json!(key.map_err(|e| format!("pii.hash_key: {e}"))?);
+    }
+    Ok(cfg)
+}
+
+fn pii_action(mode: PiiMode) -> &'static str {
+    match mode {
+        PiiMode::Off => "allow",
         PiiMode::Redact => "mask",
+        PiiMode::Hash => "hash",
         PiiMode::Block => "block",
-    };
-    let listed: Vec<&str> = if gw.pii.entities.is_empty() {
-        PII_ENTITIES.to_vec()
-    } else {
-        gw.pii.entities.iter().map(String::as_str).collect()
-    };
-    let actions: Map<String, Value> = listed
-        .iter()
-        .map(|e| (e.to_ascii_uppercase(), json!(action)))
-        .collect();
-    json!({"policies": {"default": {"default_action": "allow", "actions": actions}}})
+    }
+}
+
+/// The kind name the filter uses for a gateway.yaml name (`email` -> `EMAIL`).
+pub fn pii_kind(name: &str) -> String {
+    name.to_ascii_uppercase()
+}
+
+/// One policy. Kinds not listed are allowed; `patterns` and `deny_word` follow `mode` unless
+/// `entities` lists some and not them.
+fn pii_policy(p: &PiiPolicy) -> Value {
+    let mode = pii_action(p.mode);
+    let mut actions = Map::new();
+    if p.mode != PiiMode::Off {
+        let listed: Vec<&str> = if p.entities.is_empty() {
+            PII_ENTITIES.to_vec()
+        } else {
+            p.entities.iter().map(String::as_str).collect()
+        };
+        for e in listed {
+            actions.insert(pii_kind(e), json!(mode));
+        }
+    }
+    for (kind, action) in &p.actions {
+        actions.insert(pii_kind(kind), json!(pii_action(*action)));
+    }
+    // Operator patterns and deny words are acted on by `mode` when no entity list narrows it.
+    let default_action = if p.entities.is_empty() { mode } else { "allow" };
+    let mut v = json!({"default_action": default_action, "actions": actions, "restore": p.restore});
+    v["redact_responses"] = json!(p.redact_responses.unwrap_or(p.mode != PiiMode::Off));
+    v
 }
 
 /// A setting for a key from the most specific entry that sets it: the key's own, else its
@@ -338,10 +416,11 @@ fn secret(r: &SecretRef, resolve_files: bool) -> Result<String, String> {
 /// `filters/core/src/endpoints/config.rs::Config`: provider credentials and custom endpoints.
 fn header_auth(gw: &Gateway, resolve_files: bool) -> Result<Value, String> {
     let mut accounts = Map::new();
-    for p in &gw.providers {
+    for (i, p) in gw.providers.iter().enumerate() {
         let mut acct = json!({});
         if let Some(k) = &p.api_key {
-            let key = secret(k, resolve_files).map_err(|e| format!("provider {}: {e}", p.name))?;
+            let key =
+                secret(k, resolve_files).map_err(|e| format!("providers[{i}].api_key: {e}"))?;
             let kind = match p.kind {
                 ProviderKind::Openai | ProviderKind::OpenaiCompatible => "openai",
                 ProviderKind::AzureOpenai => "azure",
@@ -400,11 +479,11 @@ fn mcp_paths(gw: &Gateway, resolve_files: bool) -> Result<Vec<Value>, String> {
         return Ok(Vec::new());
     }
     let mut paths = Vec::new();
-    for m in &gw.mcp_servers {
+    for (i, m) in gw.mcp_servers.iter().enumerate() {
         let mut p = json!({ "prefix": format!("/mcp/{}", m.name) });
         if let Some(k) = &m.api_key {
             let token =
-                secret(k, resolve_files).map_err(|e| format!("mcp server {}: {e}", m.name))?;
+                secret(k, resolve_files).map_err(|e| format!("mcp_servers[{i}].api_key: {e}"))?;
             p["auth"] = json!({ "type": "bearer", "token": token });
         }
         paths.push(p);
@@ -502,20 +581,50 @@ mod tests {
     fn pii_modes_and_prices_reach_their_filters() {
         use serde_json::json;
         let load = |t: &str| load_str(t).unwrap_or_else(|e| panic!("{e:?}"));
-        let off = super::pii(&load("{}"));
+        let pii = |t: &str| super::pii(&load(t), false).unwrap_or_else(|e| panic!("{e}"));
+        let off = pii("{}");
         assert_eq!(
             off,
-            json!({"policies":{"default":{"default_action":"allow","redact_responses":false}}})
+            json!({"policies":{"default":{"default_action":"allow","actions":{},"restore":false,"redact_responses":false}}})
         );
-        let redact = super::pii(&load("pii: {mode: redact, entities: [email, us_ssn]}\n"));
+        let redact = pii("pii: {mode: redact, entities: [email, us_ssn]}\n");
         assert_eq!(
             redact["policies"]["default"],
-            json!({"default_action":"allow","actions":{"EMAIL":"mask","US_SSN":"mask"}})
+            json!({"default_action":"allow","actions":{"EMAIL":"mask","US_SSN":"mask"},"restore":false,"redact_responses":true})
         );
-        let block = super::pii(&load("pii: {mode: block}\n"));
+        let block = pii("pii: {mode: block}\n");
         let actions = &block["policies"]["default"]["actions"];
         assert_eq!(actions.as_object().map(|m| m.len()), Some(7));
         assert_eq!(actions["CREDIT_CARD"], json!("block"));
+        assert_eq!(
+            block["policies"]["default"]["default_action"],
+            json!("block")
+        );
+        let custom = pii(
+            "pii:\n  mode: redact\n  restore: true\n  hash_key: '${file:/run/k}'\n  actions: {email: hash, phone: off}\n  \
+             patterns: [{name: EMP, regex: 'E\\d+'}]\n  deny_words: [apollo]\n  \
+             policies: {strict: {mode: block, redact_responses: false}}\n  \
+             rules: [{path_prefix: /v1/embeddings, header: {name: X-Team, value: a}, policy: strict}]\n",
+        );
+        let d = &custom["policies"]["default"];
+        assert_eq!(
+            (d["actions"]["EMAIL"].clone(), d["actions"]["PHONE"].clone()),
+            (json!("hash"), json!("allow"))
+        );
+        assert_eq!(d["restore"], json!(true));
+        assert_eq!(
+            custom["policies"]["strict"]["redact_responses"],
+            json!(false)
+        );
+        assert_eq!(
+            custom["patterns"],
+            json!([{"name": "EMP", "regex": "E\\d+"}])
+        );
+        assert_eq!(custom["deny_words"], json!(["apollo"]));
+        assert_eq!(
+            custom["rules"],
+            json!([{"policy": "strict", "path_prefix": "/v1/embeddings", "header": {"name": "x-team", "value": "a"}}])
+        );
         let ta = super::token_accounting(&load(
             "prices:\n  gpt-4o*: {input: 2.5, cached_input: 1.25, output: 10}\n  m: {input: 1, output: 2}\n",
         ));

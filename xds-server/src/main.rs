@@ -18,10 +18,14 @@ struct Cli {
 enum Command {
     /// Serve gateway.yaml to Envoys over ADS (SotW and delta), reloading it when it changes.
     Serve(serve::ServeArgs),
-    /// Check a gateway.yaml; errors name the field and line.
+    /// Check a gateway.yaml as `serve` would (secret files read), and that the `${env:NAME}`
+    /// secrets Envoy needs are set here; errors name the field and line.
     Validate {
         /// The file.
         file: PathBuf,
+        /// Do not check `${env:NAME}` secrets (validating away from Envoy's environment).
+        #[arg(long)]
+        skip_env: bool,
     },
     /// Show what replacing OLD with NEW would add (+), change (~) and remove (-).
     Diff {
@@ -44,7 +48,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Validate { file } => match validate::load_file(&file) {
+        Command::Validate { file, skip_env } => match validate::check_file(&file, !skip_env) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 Ok(())

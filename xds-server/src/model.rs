@@ -402,13 +402,107 @@ pub struct Price {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pii {
-    /// `off`, `redact` (replace before the provider sees it) or `block` (refuse with 400).
+    /// `off`, `redact` (replace before the provider sees it), `hash` (keyed pseudonyms, stable
+    /// per value; needs `hash_key`) or `block` (refuse with 400).
     #[serde(default)]
     pub mode: PiiMode,
     /// Kinds of data to act on (`email`, `phone`, `credit_card`, `us_ssn`, `iban`, `ip_address`,
     /// `secret`); empty means all of them.
     #[serde(default)]
     pub entities: Vec<String>,
+    /// Action per kind, over `mode`: keys are entity names, `patterns` names or `deny_word`.
+    #[serde(default)]
+    pub actions: BTreeMap<String, PiiMode>,
+    /// Put the original values back where the model echoes a placeholder in its response.
+    #[serde(default)]
+    pub restore: bool,
+    /// Also redact PII the model itself returns (default: on unless `mode` is `off`).
+    #[serde(default)]
+    pub redact_responses: Option<bool>,
+    /// HMAC key of `hash` (at least 16 bytes), as `${file:/absolute/path}`.
+    #[serde(default)]
+    pub hash_key: Option<SecretRef>,
+    /// Your own kinds of data: a name (`[A-Z0-9_]+`, used in placeholders and `actions`) and a
+    /// regex (Rust `regex` syntax). Acted on by `mode` unless `actions` says otherwise.
+    #[serde(default)]
+    pub patterns: Vec<PiiPattern>,
+    /// Words (case-insensitive, whole words) treated as the kind `deny_word`.
+    #[serde(default)]
+    pub deny_words: Vec<String>,
+    /// More policies, by name, for `rules` to pick; the fields above are the `default` one.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PiiPolicy>,
+    /// Which requests get which policy, first match wins: `path_prefix` and/or `header`.
+    #[serde(default)]
+    pub rules: Vec<PiiRule>,
+}
+
+/// A named PII policy (see [`Pii`] for the fields).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiPolicy {
+    /// As `pii.mode`.
+    #[serde(default)]
+    pub mode: PiiMode,
+    /// As `pii.entities`.
+    #[serde(default)]
+    pub entities: Vec<String>,
+    /// As `pii.actions`.
+    #[serde(default)]
+    pub actions: BTreeMap<String, PiiMode>,
+    /// As `pii.restore`.
+    #[serde(default)]
+    pub restore: bool,
+    /// As `pii.redact_responses`.
+    #[serde(default)]
+    pub redact_responses: Option<bool>,
+}
+
+impl Pii {
+    /// The `default` policy: the top-level fields.
+    pub fn default_policy(&self) -> PiiPolicy {
+        PiiPolicy {
+            mode: self.mode,
+            entities: self.entities.clone(),
+            actions: self.actions.clone(),
+            restore: self.restore,
+            redact_responses: self.redact_responses,
+        }
+    }
+}
+
+/// An operator-defined kind of data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiPattern {
+    /// Name (`[A-Z0-9_]+`), e.g. `EMPLOYEE_ID`.
+    pub name: String,
+    /// Regular expression.
+    pub regex: String,
+}
+
+/// Picks a policy for the requests it matches (every condition given must hold).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiRule {
+    /// Request path starts with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Request header with this exact value.
+    #[serde(default)]
+    pub header: Option<PiiHeader>,
+    /// A name from `pii.policies`, or `default`.
+    pub policy: String,
+}
+
+/// A header condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiHeader {
+    /// Header name.
+    pub name: String,
+    /// Exact value.
+    pub value: String,
 }
 
 /// PII handling.
@@ -420,6 +514,8 @@ pub enum PiiMode {
     Off,
     /// Replace matches with placeholders.
     Redact,
+    /// Replace matches with keyed pseudonyms (needs `hash_key`).
+    Hash,
     /// Refuse requests that contain any.
     Block,
 }

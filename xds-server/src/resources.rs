@@ -123,8 +123,8 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         clusters.insert(c.name.clone(), any(CLUSTER, &c));
     }
     let header_auth_env = filters::header_auth_env(gw);
-    // Resolved `${file:...}` values sit in header-auth's config (and the chain's, which holds it).
-    let sensitive = resolve_files && filters::has_file_secrets(gw);
+    // Resolved `${file:...}` values sit in the configs of the filters that use them.
+    let sensitive = |filter: &str| resolve_files && filters::carries_file_secrets(gw, filter);
     if gw.virtual_models.iter().any(|vm| !vm.fallbacks.is_empty()) {
         let upstream = [
             wasm_filter(
@@ -139,7 +139,7 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
                 &filters::header_auth_upstream(gw, resolve_files)?,
                 wasm_dir,
                 &header_auth_env,
-                sensitive,
+                sensitive("header-auth"),
             ),
         ];
         for vm in gw
@@ -180,9 +180,9 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         configs = vec![(filters::CHAIN, filters::chain_config(&configs)?)];
     }
     for (name, json) in configs {
-        let holds_secrets = name == "header-auth" || name == filters::CHAIN;
-        let env: &[String] = if holds_secrets { &header_auth_env } else { &[] };
-        let cfg = wasm_extension(name, &json, wasm_dir, env, sensitive && holds_secrets);
+        let reads_env = name == "header-auth" || name == filters::CHAIN;
+        let env: &[String] = if reads_env { &header_auth_env } else { &[] };
+        let cfg = wasm_extension(name, &json, wasm_dir, env, sensitive(name));
         ext.insert(cfg.name.clone(), any(EXTENSION, &cfg));
     }
     out.insert(EXTENSION, ext);
@@ -696,8 +696,9 @@ fn wasm_extension(
         root_id: name.clone(),
         // Filters that read the body pause in on_request_headers; Envoy ignores the pause without it.
         allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
-        // A filter that fails to load must refuse traffic, never wave it through.
-        failure_policy: wasm::FailurePolicy::FailClosed as i32,
+        // A VM that traps is replaced by a fresh one (back-off ~1 s); until then, and for a
+        // filter that fails to load, the filter refuses traffic (503), never waves it through.
+        failure_policy: wasm::FailurePolicy::FailReload as i32,
         configuration: Some(plugin_configuration(json, sensitive)),
         vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
             vm_id: name.clone(),

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::ads::{Ads, Metrics};
+use crate::ads::{Ads, Health, Metrics};
 use crate::snapshot::Snapshot;
 use crate::{resources, validate};
 
@@ -43,7 +43,16 @@ pub struct ServeArgs {
 pub fn snapshot_of(text: &str, wasm_dir: &Path) -> Result<Snapshot, Vec<String>> {
     let gw = validate::load_str(text)
         .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let res = resources::build(&gw, wasm_dir, true).map_err(|e| vec![e])?;
+    let res = resources::build(&gw, wasm_dir, true).map_err(|e| {
+        // Build errors start with the field they are about (`providers[0].api_key: ...`).
+        let line = e
+            .split_once(": ")
+            .and_then(|(field, _)| validate::locate(text, field));
+        vec![match line {
+            Some(l) => format!("line {l}: {e}"),
+            None => e,
+        }]
+    })?;
     Ok(Snapshot::new(res))
 }
 
@@ -96,11 +105,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         snap_tx,
         metrics.clone(),
     ));
-    tokio::spawn(admin_http(admin, snap_rx.clone(), metrics.clone()));
+    let health = Arc::new(Health::default());
+    tokio::spawn(admin_http(
+        admin,
+        snap_rx.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
 
-    let svc = AggregatedDiscoveryServiceServer::new(Ads::new(snap_rx, stop_rx.clone(), metrics))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(256 << 20);
+    let svc =
+        AggregatedDiscoveryServiceServer::new(Ads::new(snap_rx, stop_rx.clone(), metrics, health))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20);
     let mut stop_signal = stop_rx.clone();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -186,6 +202,7 @@ async fn admin_http(
     listener: TcpListener,
     snaps: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
 ) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
@@ -193,17 +210,17 @@ async fn admin_http(
         };
         let snaps = snaps.clone();
         let metrics = metrics.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let n = sock.read(&mut buf).await.unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, ctype, body) = match path {
-                "/healthz" | "/ready" => (
-                    "200 OK",
-                    "text/plain",
-                    format!("ok {}\n", snaps.borrow().version),
-                ),
+                "/healthz" | "/ready" => {
+                    let (status, body) = health_text(&health, &snaps.borrow().version);
+                    (status, "text/plain", body)
+                }
                 "/metrics" => (
                     "200 OK",
                     "text/plain; version=0.0.4",
@@ -217,6 +234,25 @@ async fn admin_http(
             );
             let _ = sock.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+/// `ok <version>` while no Envoy rejects a snapshot; else 503 with the rejection (Envoy's
+/// reason) and the last snapshot the Envoys applied, which is what they still serve.
+fn health_text(health: &Health, current: &str) -> (&'static str, String) {
+    match health.status() {
+        (None, _) => ("200 OK", format!("ok {current}\n")),
+        (Some(r), good) => (
+            "503 Service Unavailable",
+            format!(
+                "rejected {} by {} ({}): {}\nlast good {}\n",
+                r.version,
+                r.node,
+                r.resource_type,
+                r.message,
+                good.as_deref().unwrap_or("none")
+            ),
+        ),
     }
 }
 

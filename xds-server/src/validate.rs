@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::model::{Gateway, SecretRef};
+use crate::model::{Gateway, SecretRef, SecretSource};
 
 /// A config error: field path, line (1-based) when known, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,58 @@ pub fn load_file(path: &std::path::Path) -> Result<Gateway, Vec<ConfigError>> {
         }]
     })?;
     load_str(&text)
+}
+
+/// `aimesh-xds validate`: what `serve` refuses, by the same code ([`crate::serve::snapshot_of`]:
+/// parsing, checks, building every resource, reading `${file:...}` secrets), and with
+/// `check_env` the `${env:NAME}` secrets unset in this environment. header-auth reads those
+/// in Envoy's environment and refuses its config without them, so validate where Envoy runs
+/// (or with the same environment); `serve` cannot see Envoy's environment and does not check.
+pub fn check_file(path: &std::path::Path, check_env: bool) -> Result<(), Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+    crate::serve::snapshot_of(&text, std::path::Path::new("/wasm"))?;
+    let gw =
+        load_str(&text).map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let unset: Vec<String> = env_secrets(&gw)
+        .filter(|(_, name)| check_env && std::env::var_os(name).is_none())
+        .map(|(field, name)| {
+            ConfigError {
+                line: locate(&text, &field),
+                field,
+                message: format!(
+                    "${{env:{name}}} is not set here; Envoy needs it in its environment (header-auth \
+                     refuses its config without it). Validate where Envoy runs, or pass --skip-env"
+                ),
+            }
+            .to_string()
+        })
+        .collect();
+    if unset.is_empty() {
+        Ok(())
+    } else {
+        Err(unset)
+    }
+}
+
+/// `(field, variable)` of every `${env:NAME}` secret.
+fn env_secrets(gw: &Gateway) -> impl Iterator<Item = (String, String)> + '_ {
+    let providers = gw
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("providers[{i}].api_key"), p.api_key.as_ref()));
+    let mcp = gw
+        .mcp_servers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("mcp_servers[{i}].api_key"), m.api_key.as_ref()));
+    providers
+        .chain(mcp)
+        .filter_map(|(field, k)| match k?.source()? {
+            SecretSource::Env(n) => Some((field, n.to_string())),
+            SecretSource::File(_) => None,
+        })
 }
 
 /// An upstream URL, split.
@@ -434,17 +486,7 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
             v.err(format!("{f}.usd"), "must be a positive amount");
         }
     }
-    for (i, e) in gw.pii.entities.iter().enumerate() {
-        if !crate::filters::PII_ENTITIES.contains(&e.as_str()) {
-            v.err(
-                format!("pii.entities[{i}]"),
-                &format!(
-                    "unknown entity '{e}'; known: {}",
-                    crate::filters::PII_ENTITIES.join(", ")
-                ),
-            );
-        }
-    }
+    pii(&mut v, gw);
     for (model, p) in &gw.prices {
         let f = format!("prices.{model}");
         let star = model.find('*');
@@ -470,6 +512,63 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         }
     }
     v.errs
+}
+
+/// `pii`: entity names here, the rest by the pii filter's own checks on the config it will get
+/// (patterns compile, action kinds exist, rules name policies, `hash` has a key), with the
+/// filter's field paths turned back into gateway.yaml's.
+fn pii(v: &mut Checker, gw: &Gateway) {
+    let policies = std::iter::once(("pii".to_string(), gw.pii.default_policy())).chain(
+        gw.pii
+            .policies
+            .iter()
+            .map(|(n, p)| (format!("pii.policies.{n}"), p.clone())),
+    );
+    let mut bad = false;
+    for (f, p) in policies {
+        for (i, e) in p.entities.iter().enumerate() {
+            if !crate::filters::PII_ENTITIES.contains(&e.as_str()) {
+                bad = true;
+                v.err(
+                    format!("{f}.entities[{i}]"),
+                    &format!(
+                        "unknown entity '{e}'; known: {}",
+                        crate::filters::PII_ENTITIES.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    if gw.pii.policies.contains_key("default") {
+        bad = true;
+        v.err(
+            "pii.policies.default".into(),
+            "`default` is the top-level pii policy; pick another name",
+        );
+    }
+    if bad {
+        return;
+    }
+    let checked = crate::filters::pii(gw, false).and_then(|json| {
+        let cfg: aimesh_core::pii::PiiConfig =
+            serde_json::from_value(json).map_err(|e| format!("pii: {e}"))?;
+        cfg.validate()?;
+        aimesh_core::pii::Engine::new(&cfg).map(|_| ())
+    });
+    if let Err(e) = checked {
+        let (field, message) = e.split_once(": ").unwrap_or(("pii", e.as_str()));
+        let field = field
+            .strip_prefix("policies.default.")
+            .map(|rest| format!("pii.{rest}"))
+            .unwrap_or_else(|| {
+                if field.starts_with("pii") {
+                    field.to_string()
+                } else {
+                    format!("pii.{field}")
+                }
+            });
+        v.err(field, message);
+    }
 }
 
 #[derive(Default)]
@@ -700,6 +799,61 @@ mod tests {
             assert!(e.iter().any(|e| e.field == field), "{yaml}: {e:?}");
             assert!(e.iter().all(|e| e.line.is_some()), "{yaml}: {e:?}");
         }
+    }
+
+    #[test]
+    fn pii_is_checked_by_the_filters_own_rules_with_gateway_field_names() {
+        let cases = [
+            (
+                "pii:\n  patterns:\n  - {name: EMP, regex: 'E(\\d'}\n",
+                "pii.patterns[0].regex",
+                Some(3),
+            ),
+            (
+                "pii:\n  patterns:\n  - {name: emp, regex: 'E'}\n",
+                "pii.patterns[0].name",
+                Some(3),
+            ),
+            ("pii:\n  mode: hash\n", "pii.hash_key", None),
+            ("pii:\n  hash_key: '${env:K}'\n", "pii.hash_key", Some(2)),
+            (
+                "pii:\n  actions: {nosuch: block}\n",
+                "pii.actions.NOSUCH",
+                Some(2),
+            ),
+            (
+                "pii:\n  policies: {s: {actions: {nosuch: block}}}\n",
+                "pii.policies.s.actions.NOSUCH",
+                Some(2),
+            ),
+            (
+                "pii:\n  policies: {s: {entities: [mail]}}\n",
+                "pii.policies.s.entities[0]",
+                Some(2),
+            ),
+            (
+                "pii:\n  rules: [{policy: ghost}]\n",
+                "pii.rules[0].policy",
+                Some(2),
+            ),
+            (
+                "pii:\n  policies: {default: {}}\n",
+                "pii.policies.default",
+                Some(2),
+            ),
+        ];
+        for (yaml, field, line) in cases {
+            let e = errs(yaml);
+            assert_eq!(e.len(), 1, "{yaml}: {e:?}");
+            assert_eq!(e[0].field, field, "{yaml}: {e:?}");
+            if line.is_some() {
+                assert_eq!(e[0].line, line, "{yaml}: {e:?}");
+            }
+        }
+        let ok = "pii:\n  mode: hash\n  hash_key: '${file:/run/k}'\n  patterns: [{name: EMP, regex: 'E\\d+'}]\n  \
+                  actions: {emp: block, deny_word: block}\n  deny_words: [x]\n  \
+                  policies: {s: {mode: off}}\n  rules: [{path_prefix: /v1/embeddings, policy: s}]\n";
+        assert_eq!(errs(ok), vec![]);
     }
 
     #[test]

@@ -24,6 +24,32 @@ pub enum LimitError {
         /// Tokens left in the TPM bucket, if one applies.
         remaining: Option<u64>,
     },
+    /// The request alone exceeds the tokens-per-minute limit: a retry can never succeed.
+    #[error("This request needs up to {needed} tokens (prompt estimate plus max_tokens) but this key may use {tpm} tokens per minute, so it can never be admitted. Lower max_tokens or shorten the prompt.")]
+    TpmNeverFits {
+        /// Tokens the request reserves.
+        needed: u64,
+        /// The limit.
+        tpm: u64,
+    },
+    /// The request alone may cost more than the whole budget: waiting for the reset never helps.
+    #[error("This request may cost up to {needed} micro-USD (prompt estimate plus max_tokens) but this key's {window} budget is {limit} micro-USD, so it can never be admitted. Lower max_tokens or shorten the prompt.")]
+    BudgetNeverFits {
+        /// Micro-USD the request reserves.
+        needed: u64,
+        /// The budget, micro-USD.
+        limit: u64,
+        /// `daily` or `monthly`.
+        window: &'static str,
+    },
+}
+
+fn window(monthly: bool) -> &'static str {
+    if monthly {
+        "monthly"
+    } else {
+        "daily"
+    }
 }
 
 impl LimitError {
@@ -42,8 +68,18 @@ impl LimitError {
                 monthly,
             } => LimitError::Budget {
                 retry_after_s,
-                window: if monthly { "monthly" } else { "daily" },
+                window: window(monthly),
                 remaining: remaining_tpm,
+            },
+            Refusal::TpmNeverFits { needed, tpm } => LimitError::TpmNeverFits { needed, tpm },
+            Refusal::BudgetNeverFits {
+                needed,
+                limit,
+                monthly,
+            } => LimitError::BudgetNeverFits {
+                needed,
+                limit,
+                window: window(monthly),
             },
         }
     }
@@ -56,19 +92,27 @@ impl LimitError {
                 window: "monthly", ..
             } => "monthly_budget",
             LimitError::Budget { .. } => "daily_budget",
+            LimitError::TpmNeverFits { .. } => "tpm_never_fits",
+            LimitError::BudgetNeverFits { .. } => "budget_never_fits",
         }
     }
 }
 
 impl ErrorKind for LimitError {
     fn status(&self) -> u16 {
-        429
+        match self {
+            LimitError::Tpm { .. } | LimitError::Budget { .. } => 429,
+            // Not a rate limit: the same request is refused again however long the client waits.
+            LimitError::TpmNeverFits { .. } | LimitError::BudgetNeverFits { .. } => 400,
+        }
     }
 
     fn code(&self) -> &'static str {
         match self {
             LimitError::Tpm { .. } => "rate_limit_exceeded",
             LimitError::Budget { .. } => "insufficient_quota",
+            LimitError::TpmNeverFits { .. } => "request_exceeds_tpm_limit",
+            LimitError::BudgetNeverFits { .. } => "request_exceeds_budget",
         }
     }
 
@@ -76,11 +120,18 @@ impl ErrorKind for LimitError {
         match self {
             LimitError::Tpm { .. } => "tokens",
             LimitError::Budget { .. } => "insufficient_quota",
+            LimitError::TpmNeverFits { .. } | LimitError::BudgetNeverFits { .. } => {
+                "invalid_request_error"
+            }
         }
     }
 
     fn headers(&self) -> Vec<(String, String)> {
         let (retry, remaining) = match self {
+            // No Retry-After: SDKs would retry a request that can never pass.
+            LimitError::TpmNeverFits { .. } | LimitError::BudgetNeverFits { .. } => {
+                return Vec::new()
+            }
             LimitError::Tpm {
                 retry_after_s,
                 remaining,

@@ -228,6 +228,11 @@ impl HttpContext for Filter {
         self.start_ms = HostClock.unix_millis();
         let hs = Headers::request(self);
         self.path = hs.get(":path").map(str::to_string);
+        // A test build's VM failure on demand (see Cargo.toml); absent from every shipped build.
+        #[cfg(feature = "trap-on-demand")]
+        if hs.get("x-test-trap").is_some() {
+            std::process::abort();
+        }
         let h = |name: &str| hs.get_nonempty(name).map(str::to_string);
         let (key_id, team, model) = (h(headers::KEY_ID), h(headers::TEAM), h(headers::MODEL));
         let (stream, usage) = (

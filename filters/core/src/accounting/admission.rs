@@ -58,6 +58,45 @@ pub enum Refusal {
         /// `true` for the monthly budget.
         monthly: bool,
     },
+    /// The request alone needs more tokens than the whole per-minute limit: waiting never helps.
+    TpmNeverFits {
+        /// Tokens the request reserves (prompt estimate plus `max_tokens`).
+        needed: u64,
+        /// The limit.
+        tpm: u64,
+    },
+    /// The request alone costs more than the whole budget: waiting for the reset never helps.
+    BudgetNeverFits {
+        /// Micro-USD the request reserves.
+        needed: u64,
+        /// The budget, micro-USD.
+        limit: u64,
+        /// `true` for the monthly budget.
+        monthly: bool,
+    },
+}
+
+/// A refusal that no amount of waiting lifts: the request's own reservation exceeds a limit.
+fn never_fits(limits: &Limits, tokens: u64, cost: u64) -> Option<Refusal> {
+    if let Some(tpm) = limits.tpm.filter(|&tpm| tokens > tpm) {
+        return Some(Refusal::TpmNeverFits {
+            needed: tokens,
+            tpm,
+        });
+    }
+    [
+        (limits.daily_micro_usd, false),
+        (limits.monthly_micro_usd, true),
+    ]
+    .into_iter()
+    .find_map(|(limit, monthly)| {
+        let limit = limit.filter(|&l| cost > l)?;
+        Some(Refusal::BudgetNeverFits {
+            needed: cost,
+            limit,
+            monthly,
+        })
+    })
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -145,7 +184,9 @@ pub fn init_keys<S: SharedStore + ?Sized>(
     Ok(())
 }
 
-/// Reserves `tokens` and `cost` (micro-USD) for `key_id`, or refuses.
+/// Reserves `tokens` and `cost` (micro-USD) for `key_id`, or refuses. A request whose own
+/// reservation exceeds a limit is refused as such (it would be told to retry forever), before
+/// anything is reserved.
 pub fn admit<S: SharedStore + ?Sized>(
     store: &S,
     key_id: &str,
@@ -154,6 +195,9 @@ pub fn admit<S: SharedStore + ?Sized>(
     cost: u64,
     now_ms: u64,
 ) -> Result<Result<Reservation, Refusal>, StoreError> {
+    if let Some(refusal) = never_fits(limits, tokens, cost) {
+        return Ok(Err(refusal));
+    }
     let mut r = Reservation {
         tokens,
         cost,
@@ -287,15 +331,52 @@ mod tests {
         };
         let now = 1_000_000;
         init_keys(&s, "k", &l, now).unwrap();
+        admit(&s, "k", &l, 60, 6, now).unwrap().unwrap();
         assert!(matches!(
-            admit(&s, "k", &l, 101, 0, now).unwrap(),
-            Err(Refusal::Tpm { remaining: 100, .. })
+            admit(&s, "k", &l, 41, 0, now).unwrap(),
+            Err(Refusal::Tpm { remaining: 40, .. })
         ));
         assert!(matches!(
-            admit(&s, "k", &l, 50, 11, now).unwrap(),
+            admit(&s, "k", &l, 30, 5, now).unwrap(),
             Err(Refusal::Budget { .. })
         ));
-        let r = admit(&s, "k", &l, 100, 10, now).unwrap().unwrap();
+        let r = admit(&s, "k", &l, 40, 4, now).unwrap().unwrap();
         assert_eq!(r.remaining_tokens, Some(0));
+    }
+
+    #[test]
+    fn a_request_larger_than_a_limit_never_fits_and_reserves_nothing() {
+        let s = MemoryStore::default();
+        let l = Limits {
+            tpm: Some(300),
+            daily_micro_usd: Some(50),
+            monthly_micro_usd: Some(40),
+        };
+        let now = 1_709_000_000_000;
+        init_keys(&s, "k", &l, now).unwrap();
+        assert_eq!(
+            admit(&s, "k", &l, 1_010, 0, now).unwrap(),
+            Err(Refusal::TpmNeverFits {
+                needed: 1_010,
+                tpm: 300
+            })
+        );
+        assert_eq!(
+            admit(&s, "k", &l, 10, 45, now).unwrap(),
+            Err(Refusal::BudgetNeverFits {
+                needed: 45,
+                limit: 40,
+                monthly: true
+            })
+        );
+        assert!(matches!(
+            admit(&s, "k", &l, 10, 51, now).unwrap(),
+            Err(Refusal::BudgetNeverFits { monthly: false, .. })
+        ));
+        // Exactly the limit still fits: the bucket and counters were left untouched.
+        let r = admit(&s, "k", &l, 300, 40, now).unwrap().unwrap();
+        assert_eq!(r.remaining_tokens, Some(0));
+        let (d, _) = day_and_month(now);
+        assert_eq!(counter_get(&s, &day_key(&d, "k")).unwrap(), 40);
     }
 }
