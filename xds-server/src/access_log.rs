@@ -1,8 +1,9 @@
 //! The listener's audit log: one JSON line per request with the token-accounting filter's
-//! facts (`wasm.aimesh.*` filter state). No prompt or completion text is ever logged.
+//! typed record (`wasm.aimesh.audit` filter state). No prompt or completion text is ever logged.
 
 use std::collections::BTreeMap;
 
+use aimesh_core::accounting::audit::FIELDS;
 use envoy_types::pb::envoy::config::accesslog::v3 as al;
 use envoy_types::pb::google::protobuf::{value::Kind, Any, Value};
 use prost::Message;
@@ -15,36 +16,15 @@ const ENVOY_FIELDS: [(&str, &str); 4] = [
     ("duration_ms", "%DURATION%"),
 ];
 
-/// Fields of the token-accounting filter's typed record (`wasm.aimesh.audit`, a protobuf
-/// `Struct`; `aimesh_core::accounting::audit::FIELDS`). Read with `TYPED_CEL`, numbers stay
-/// numbers and an absent fact (or a missing record) is `null`.
-pub const RECORD_FIELDS: [&str; 17] = [
-    "path",
-    "mcp_server",
-    "account",
-    "endpoint",
-    "key_id",
-    "team",
-    "model",
-    "model_served",
-    "backend",
-    "upstream_status",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "usage_estimated",
-    "truncated",
-    "cost_micro_usd",
-    "ttft_ms",
-];
-
 /// The audit line, field for field as in `envoy/token-accounting.yaml` and
 /// `docs/audit-log.schema.json` (tests keep the three equal).
 pub fn fields() -> Vec<(String, String)> {
     let envoy = ENVOY_FIELDS
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()));
-    let record = RECORD_FIELDS.iter().map(|f| {
+    // The token-accounting filter's typed record (`wasm.aimesh.audit`, a protobuf `Struct`):
+    // read with `TYPED_CEL`, numbers stay numbers and an absent fact (or no record) is `null`.
+    let record = FIELDS.iter().map(|f| {
         let v = format!("%TYPED_CEL(filter_state['wasm.aimesh.audit'].{f})%");
         ((*f).to_string(), v)
     });

@@ -471,6 +471,12 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
                 "must be 'sha256:' and 64 hex digits (a hash, never the key; see `aimesh-xds keys new`)",
             );
         }
+        // The auth filter's own check, so a bad grant is refused here, not NACKed by Envoy.
+        for (j, e) in k.endpoints.iter().flatten().enumerate() {
+            if let Err(msg) = aimesh_core::auth::endpoints::validate_endpoint(e) {
+                v.err(format!("keys[{i}].endpoints[{j}]"), &msg);
+            }
+        }
     }
     for (i, l) in gw.limits.iter().enumerate() {
         let f = format!("limits[{i}]");
@@ -790,6 +796,10 @@ mod tests {
             ("providers:\n- {name: pa1, kind: openai, models: [\"a\\tb\"]}\n", "providers[0].models[0]"),
             ("default_provider: x\n", "default_provider"),
             ("keys:\n- {id: a, hash: 'sk-plain'}\n", "keys[0].hash"),
+            (
+                "keys:\n- {id: a, hash: 'sha256:0000000000000000000000000000000000000000000000000000000000000000', endpoints: ['FETCH /v1/files']}\n",
+                "keys[0].endpoints[0]",
+            ),
             ("limits:\n- {key: ghost, requests_per_minute: 1}\n", "limits[0].key"),
             ("listener: {route_timeout: soon}\n", "listener.route_timeout"),
             ("mcp_servers:\n- {name: m, url: 'ftp://x'}\n", "mcp_servers[0].url"),
