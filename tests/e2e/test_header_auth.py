@@ -301,10 +301,16 @@ def test_holds_on_its_own_without_auth_in_front(mock, speech):
 
 
 def test_full_chain_passes_binary_body_to_custom_endpoint(mock, speech):
-    """All five filters in chain order: the others leave /proxy-api/ bodies alone."""
+    """All five filters in chain order: with a PII policy that reads nothing for the endpoint's
+    path (the operator's opt-out), the others leave /proxy-api/ bodies alone. Without it the
+    body, which PII cannot scan, is refused, never passed unread."""
 
     s = Secrets()
     cfgs = demo.filter_configs(APP1)
+    cfgs["pii-redaction"] = {
+        "policies": {"default": {}, "binary": {"default_action": "allow", "redact_responses": False}},
+        "rules": [{"path_prefix": "/proxy-api/speech/tts/", "policy": "binary"}],
+    }
     cfgs["auth"] = {"keys": [{"id": kid, "team": team, "hash": demo.key_hash(k)}
                              for k, (kid, team) in KEYS.items()]}
     cfgs["header-auth"] = header_auth_config()
@@ -318,6 +324,9 @@ def test_full_chain_passes_binary_body_to_custom_endpoint(mock, speech):
     status, _, body = call(envoy, "/proxy-api/speech/tts/v1/synth?fmt=wav", method="POST", body=audio,
                            headers={"content-type": "application/octet-stream", "x-mock-echo-body": "1"})
     assert (status, body[:300]) == (200, audio[:300]) and body == audio
+    status, _, body = call(envoy, "/proxy-api/speech/stt.v2/recognize", method="POST", body=audio,
+                           headers={"content-type": "application/octet-stream"})
+    assert status == 415 and json.loads(body)["error"]["code"] == "unsupported_media_type", body[:200]
     [rec] = speech.records()
     assert rec["path"] == "/cognitiveservices/v1/v1/synth" and rec["query"] == "fmt=wav"
     assert internal(rec["headers"]) == []

@@ -189,8 +189,9 @@ impl HttpContext for Filter {
             .is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
         if !end_of_stream && status.is_some_and(|s| s >= 400) && !encoded {
             self.scrub_body = true;
-            // The scrubbed body may differ in length.
-            aimesh_glue::set_response_header(self, "content-length", None);
+            // Headers wait for the body: a scrubbed body may differ in length, and the reply
+            // keeps its `content-length` framing (set anew at the end) rather than going chunked.
+            return Action::Pause;
         }
         Action::Continue
     }
@@ -210,6 +211,8 @@ impl HttpContext for Filter {
             .unwrap_or_default();
         if let Some(clean) = scrubber.scrub(&body) {
             aimesh_glue::Body::Response.replace(body_size, &clean);
+            let length = clean.len().to_string();
+            aimesh_glue::set_response_header(self, "content-length", Some(&length));
             self.metrics.count("aimesh.header_auth.scrubbed", 1);
         }
         Action::Continue
