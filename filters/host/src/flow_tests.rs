@@ -1,10 +1,11 @@
+//! The pipeline replays Envoy's rules: checked with scripted stages on the memory host. Body
+//! bytes are their own position (mod 256), so a stage's window shows where it starts.
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use aimesh_glue::stage::{body_offset, mark_replied, record_body_rewrite};
-use proxy_wasm::types::Action;
-
-use super::{Flow, Stage};
+use crate::memory::{Exchange, World};
+use crate::{Action, Body, Host, Stage};
 
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -38,24 +39,30 @@ impl Fake {
         self.log.borrow_mut().push(format!("{}:{what}", self.name));
     }
 
-    fn body(&self, dir: &str, size: usize, eos: bool) -> Action {
-        self.note(format!(
-            "{dir}body {}+{size}{}",
-            body_offset(),
-            if eos { " end" } else { "" }
-        ));
+    fn body(&self, host: &mut dyn Host, which: Body, size: usize, eos: bool) -> Action {
+        let dir = if which == Body::Request {
+            "req "
+        } else {
+            "resp "
+        };
+        let window = host.body(which, size).unwrap_or_default();
+        assert_eq!(window.len(), size, "the window holds the bytes announced");
+        let offset = window.first().map_or(0, |b| usize::from(*b));
+        let end = if eos { " end" } else { "" };
+        self.note(format!("{dir}body {offset}+{size}{end}"));
         if self.buffer && !eos {
             return Action::Pause;
         }
         if let (Some(n), true) = (self.rewrite_to, eos) {
-            record_body_rewrite(size, n);
+            let data: Vec<u8> = (0..n).map(|i| (i % 256) as u8).collect();
+            host.replace_body(which, size, &data);
         }
         Action::Continue
     }
 }
 
 impl Stage for Fake {
-    fn request_headers(&mut self, _n: usize, eos: bool) -> Action {
+    fn request_headers(&mut self, _h: &mut dyn Host, eos: bool) -> Action {
         self.note(format!("req headers{}", if eos { " end" } else { "" }));
         if self.wait_body && !eos {
             Action::Pause
@@ -64,37 +71,54 @@ impl Stage for Fake {
         }
     }
 
-    fn request_body(&mut self, size: usize, eos: bool) -> Action {
-        let a = self.body("req ", size, eos);
+    fn request_body(&mut self, h: &mut dyn Host, size: usize, eos: bool) -> Action {
+        let a = self.body(h, Body::Request, size, eos);
         if self.reply_on_body && eos {
-            mark_replied();
+            h.send_reply(403, &[], b"{}");
             return Action::Pause;
         }
         a
     }
 
-    fn request_trailers(&mut self, _n: usize) -> Action {
+    fn request_trailers(&mut self, _h: &mut dyn Host) -> Action {
         self.note("req trailers".into());
         Action::Continue
     }
 
-    fn response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+    fn response_headers(&mut self, _h: &mut dyn Host, _eos: bool) -> Action {
         self.note("resp headers".into());
         Action::Continue
     }
 
-    fn response_body(&mut self, size: usize, eos: bool) -> Action {
-        self.body("resp ", size, eos)
+    fn response_body(&mut self, h: &mut dyn Host, size: usize, eos: bool) -> Action {
+        self.body(h, Body::Response, size, eos)
     }
 
-    fn response_trailers(&mut self, _n: usize) -> Action {
+    fn response_trailers(&mut self, _h: &mut dyn Host) -> Action {
         self.note("resp trailers".into());
         Action::Continue
     }
+
+    fn log(&mut self, _h: &mut dyn Host) {
+        self.note("log".into());
+    }
 }
 
-fn flow(stages: Vec<Fake>) -> Flow<Fake> {
-    Flow::with_buffered(stages, |_| 30)
+fn exchange(stages: Vec<Fake>) -> Exchange {
+    let stages = stages
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn Stage>)
+        .collect();
+    Exchange::new(
+        &World::default(),
+        stages,
+        &[(":path", "/v1/chat/completions")],
+    )
+}
+
+/// `n` body bytes continuing from position `from`.
+fn bytes(from: usize, n: usize) -> Vec<u8> {
+    (from..from + n).map(|i| (i % 256) as u8).collect()
 }
 
 fn take(log: &Log) -> Vec<String> {
@@ -108,11 +132,11 @@ fn a_stage_waiting_for_the_body_holds_later_stages_back() {
     a.wait_body = true;
     a.buffer = true;
     let b = Fake::new("b", &log);
-    let mut f = flow(vec![a, b]);
-    assert_eq!(f.request_headers(3, false), Action::Pause);
+    let mut x = exchange(vec![a, b]);
+    assert_eq!(x.request_headers(false), Action::Pause);
     assert_eq!(take(&log), ["a:req headers"]);
-    assert_eq!(f.request_body(10, false), Action::Pause);
-    assert_eq!(f.request_body(25, true), Action::Continue);
+    assert_eq!(x.request_chunk(&bytes(0, 10), false), Action::Pause);
+    assert_eq!(x.request_chunk(&bytes(10, 15), true), Action::Continue);
     // b gets its headers late, then the whole buffered body at once.
     assert_eq!(
         take(&log),
@@ -123,6 +147,7 @@ fn a_stage_waiting_for_the_body_holds_later_stages_back() {
             "b:req body 0+25 end"
         ]
     );
+    assert_eq!(x.sent_upstream, bytes(0, 25));
 }
 
 #[test]
@@ -131,12 +156,15 @@ fn a_streaming_stage_before_a_buffering_one_sees_only_new_bytes() {
     let a = Fake::new("a", &log);
     let mut b = Fake::new("b", &log);
     b.buffer = true;
-    let mut f = flow(vec![a, b]);
-    assert_eq!(f.response_headers(2, false), Action::Continue);
+    let mut x = exchange(vec![a, b]);
+    assert_eq!(
+        x.response_headers(&[(":status", "200")], false),
+        Action::Continue
+    );
     take(&log);
     // Response order is reversed: b (buffering) runs first, then a.
-    assert_eq!(f.response_body(10, false), Action::Pause);
-    assert_eq!(f.response_body(25, true), Action::Continue);
+    assert_eq!(x.response_chunk(&bytes(0, 10), false), Action::Pause);
+    assert_eq!(x.response_chunk(&bytes(10, 15), true), Action::Continue);
     assert_eq!(
         take(&log),
         [
@@ -150,11 +178,11 @@ fn a_streaming_stage_before_a_buffering_one_sees_only_new_bytes() {
     let mut a = Fake::new("a", &log);
     a.buffer = true;
     let b = Fake::new("b", &log);
-    let mut f = flow(vec![a, b]);
-    f.response_headers(2, false);
+    let mut x = exchange(vec![a, b]);
+    x.response_headers(&[(":status", "200")], false);
     take(&log);
-    assert_eq!(f.response_body(10, false), Action::Pause);
-    assert_eq!(f.response_body(25, true), Action::Continue);
+    assert_eq!(x.response_chunk(&bytes(0, 10), false), Action::Pause);
+    assert_eq!(x.response_chunk(&bytes(10, 15), true), Action::Continue);
     assert_eq!(
         take(&log),
         [
@@ -165,7 +193,7 @@ fn a_streaming_stage_before_a_buffering_one_sees_only_new_bytes() {
         ]
     );
     // After Continue the buffer moved on: the next chunk starts at 0 for everyone.
-    f.response_body(7, false);
+    x.response_chunk(&bytes(0, 7), false);
     assert_eq!(take(&log), ["b:resp body 0+7", "a:resp body 0+7"]);
 }
 
@@ -177,13 +205,22 @@ fn a_local_reply_stops_the_request_but_the_response_reaches_every_stage() {
     a.buffer = true;
     a.reply_on_body = true;
     let b = Fake::new("b", &log);
-    let mut f = flow(vec![a, b]);
-    f.request_headers(3, false);
-    assert_eq!(f.request_body(5, true), Action::Pause);
-    assert_eq!(f.request_body(5, true), Action::Continue);
+    let mut x = exchange(vec![a, b]);
+    x.request_headers(false);
+    assert_eq!(x.request_chunk(&bytes(0, 5), true), Action::Pause);
+    assert_eq!(x.reply().map(|r| r.status), Some(403));
+    // Envoy may still deliver data; the answered request passes it on untouched.
+    assert_eq!(x.flow.request_body(&mut x.host, 5, true), Action::Continue);
     assert_eq!(take(&log), ["a:req headers", "a:req body 0+5 end"]);
-    f.response_headers(2, false);
+    x.response_headers(&[(":status", "403")], false);
     assert_eq!(take(&log), ["b:resp headers", "a:resp headers"]);
+    x.log();
+    x.log();
+    assert_eq!(
+        take(&log),
+        ["a:log", "b:log"],
+        "log runs once, in chain order"
+    );
 }
 
 #[test]
@@ -192,11 +229,11 @@ fn trailers_bring_the_buffered_body_to_stages_it_has_not_reached() {
     let mut a = Fake::new("a", &log);
     a.buffer = true;
     let b = Fake::new("b", &log);
-    let mut f = flow(vec![a, b]);
-    f.request_headers(3, false);
-    assert_eq!(f.request_body(30, false), Action::Pause);
+    let mut x = exchange(vec![a, b]);
+    x.request_headers(false);
+    assert_eq!(x.request_chunk(&bytes(0, 30), false), Action::Pause);
     take(&log);
-    assert_eq!(f.request_trailers(1), Action::Continue);
+    assert_eq!(x.request_trailers(), Action::Continue);
     assert_eq!(
         take(&log),
         ["a:req trailers", "b:req body 0+30", "b:req trailers"]
@@ -211,9 +248,9 @@ fn a_rewritten_body_reaches_later_stages_at_its_new_length() {
     a.buffer = true;
     a.rewrite_to = Some(40);
     let b = Fake::new("b", &log);
-    let mut f = flow(vec![a, b]);
-    f.request_headers(3, false);
-    assert_eq!(f.request_body(25, true), Action::Continue);
+    let mut x = exchange(vec![a, b]);
+    x.request_headers(false);
+    assert_eq!(x.request_chunk(&bytes(0, 25), true), Action::Continue);
     assert_eq!(
         take(&log),
         [
@@ -223,4 +260,5 @@ fn a_rewritten_body_reaches_later_stages_at_its_new_length() {
             "b:req body 0+40 end"
         ]
     );
+    assert_eq!(x.sent_upstream, bytes(0, 40));
 }

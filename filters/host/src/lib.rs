@@ -1,0 +1,26 @@
+//! The host-neutral side of every aimesh filter stage.
+//!
+//! It owns the interface a stage is written against ([`Host`], [`Stage`], [`StageRoot`]), the
+//! typed request context the stages hand each other ([`Facts`]), the pipeline that runs stages
+//! in one filter with Envoy's filter-chain rules ([`flow::Flow`]), and [`memory`], an in-memory
+//! host on a clock the test moves, so each stage's callback sequences are tested natively.
+//! Implementations over a real host live elsewhere: `aimesh-glue` (proxy-wasm).
+
+mod api;
+pub mod config;
+mod facts;
+pub mod flow;
+mod headers;
+pub mod memory;
+mod reply;
+
+pub use aimesh_core::host::{Metrics, SharedStore, StoreError};
+pub use api::{
+    ensure_request_header, Action, Body, CalloutError, CalloutResponse, Env, Host, Stage, StageDef,
+    StageError, StageRoot,
+};
+pub use config::{load_config, Validate};
+pub use facts::Facts;
+pub use flow::{Flow, PipelineHost};
+pub use headers::Headers;
+pub use reply::{replace_request_body, send_error, send_json, strip_internal_headers};
