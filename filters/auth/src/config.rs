@@ -1,10 +1,10 @@
-//! Glue between the core auth config and `aimesh_glue::load_config`.
+//! The core auth config, wrapped so the host's `Validate` can be implemented here.
 
 use aimesh_core::auth::AuthConfig;
-use aimesh_glue::Validate;
+use aimesh_host::Validate;
 use serde::Deserialize;
 
-/// The core config, wrapped so the glue's `Validate` can be implemented here.
+/// The core config, checked by [`AuthConfig::check`] at load.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Config(pub AuthConfig);

@@ -5,6 +5,7 @@
 //! the key position (see `parse_string_list`).
 
 use aimesh_core::auth::table::JwtTable;
+use aimesh_host::Env;
 
 /// `sub` and groups of the verified token, when `jwt_authn` left one in the metadata.
 pub struct Claims {
@@ -15,7 +16,7 @@ pub struct Claims {
 }
 
 /// Reads the claims; `None` when no verified token is in the request's metadata.
-pub fn read(jwt: &JwtTable) -> Option<Claims> {
+pub fn read<E: Env + ?Sized>(env: &E, jwt: &JwtTable) -> Option<Claims> {
     let base = [
         "metadata",
         "filter_metadata",
@@ -23,11 +24,11 @@ pub fn read(jwt: &JwtTable) -> Option<Claims> {
         jwt.payload_key.as_str(),
     ];
     // The payload itself: present exactly when a token was verified.
-    aimesh_glue::host::property(&base)?;
+    env.property(&base)?;
     let claim = |name: &str| {
         let mut path = base.to_vec();
         path.push(name);
-        aimesh_glue::host::property(&path)
+        env.property(&path)
     };
     let sub = claim("sub").and_then(|b| String::from_utf8(b).ok());
     let groups = claim(&jwt.groups_claim)
