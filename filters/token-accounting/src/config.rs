@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use aimesh_core::accounting::admission::Limits;
 use aimesh_core::accounting::estimate::Encoding;
 use aimesh_core::accounting::price::{self, Price, PriceTable};
-use aimesh_glue::Validate;
+use aimesh_host::Validate;
 use serde::Deserialize;
 
 /// Filter configuration (JSON in the Wasm `PluginConfig`).

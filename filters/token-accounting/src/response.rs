@@ -4,8 +4,7 @@ use aimesh_core::accounting::admission;
 use aimesh_core::accounting::audit::{self, Record};
 use aimesh_core::accounting::sse::{Forward, SseTap};
 use aimesh_core::accounting::{estimate, usage, Usage};
-use aimesh_core::host::Clock;
-use aimesh_glue::{Headers, HostClock, HostStore};
+use aimesh_host::{Body, Host};
 
 use crate::metrics::{self, Labels};
 use crate::request::Filter;
@@ -30,16 +29,16 @@ fn tokens_of_skipped(bytes: u64) -> u64 {
 }
 
 impl Filter {
-    pub(crate) fn response_headers(&mut self) {
+    pub(crate) fn on_response_headers(&mut self, host: &mut dyn Host) {
         // A response while the request is still held here (or before this filter saw it) is an
         // earlier filter's local reply: nothing went upstream, there is nothing to account.
-        if self.start_ms == 0 || self.reading_body {
+        if self.start_ms.is_none() || self.reading_body {
             self.skip = true;
         }
         if self.skip {
             return;
         }
-        let hs = Headers::response(self);
+        let hs = host.response_headers();
         self.status = hs.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let sse = hs
             .get("content-type")
@@ -48,25 +47,21 @@ impl Filter {
             let strip = self.injected;
             if strip {
                 // Removing an event changes the length.
-                aimesh_glue::set_response_header(self, "content-length", None);
+                host.set_response_header("content-length", None);
             }
             self.tap = Some(SseTap::new(strip, self.config.config.max_response_bytes));
         }
         if let Some(r) = self.reservation.as_ref().and_then(|r| r.remaining_tokens) {
-            aimesh_glue::set_response_header(
-                self,
-                "x-ratelimit-remaining-tokens",
-                Some(&r.to_string()),
-            );
+            host.set_response_header("x-ratelimit-remaining-tokens", Some(&r.to_string()));
         }
     }
 
-    pub(crate) fn response_body(&mut self, size: usize, eos: bool) {
+    pub(crate) fn on_response_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) {
         if self.skip || self.done {
             return;
         }
         let chunk = if size > 0 {
-            aimesh_glue::Body::Response.read(size).unwrap_or_default()
+            host.body(Body::Response, size).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -82,10 +77,10 @@ impl Filter {
                 }
             }
             if let Some(out) = out {
-                aimesh_glue::Body::Response.replace(size, &out);
+                host.replace_body(Body::Response, size, &out);
             }
             if self.first_token_ms.is_none() && tap.facts.first_token_seen {
-                self.first_token_ms = Some(HostClock.unix_millis());
+                self.first_token_ms = Some(host.unix_millis());
             }
             self.tap = Some(tap);
         } else if !self.body_truncated {
@@ -98,12 +93,13 @@ impl Filter {
             }
         }
         if eos {
-            self.finish();
+            self.finish(host);
         }
     }
 
-    fn outcome(&mut self) -> Outcome {
-        let now = HostClock.unix_millis();
+    fn outcome(&mut self, host: &mut dyn Host) -> Outcome {
+        let now = host.unix_millis();
+        let start = self.start_ms.unwrap_or(now);
         let skipped = self.tap.as_ref().map_or(0, |t| t.facts.skipped);
         let truncated = skipped > 0 || self.body_truncated;
         let (provider, text, model) = match &mut self.tap {
@@ -122,7 +118,7 @@ impl Filter {
             },
         };
         let model_served = self
-            .model_served_header
+            .model_served_fact
             .clone()
             .or(model)
             .unwrap_or_else(|| self.model.clone());
@@ -154,8 +150,8 @@ impl Filter {
             .price(&model_served)
             .or_else(|| self.config.price(&self.model))
             .map_or(0, |p| p.cost_micro_usd(&usage));
-        let backend = self.backend_header.clone().unwrap_or_else(|| {
-            aimesh_glue::host::property(&["xds", "cluster_name"])
+        let backend = self.backend_fact.clone().unwrap_or_else(|| {
+            host.property(&["xds", "cluster_name"])
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_default()
         });
@@ -166,27 +162,27 @@ impl Filter {
             model_served,
             backend,
             cost,
-            duration_ms: now.saturating_sub(self.start_ms),
-            ttft_ms: self.first_token_ms.map(|t| t.saturating_sub(self.start_ms)),
+            duration_ms: now.saturating_sub(start),
+            ttft_ms: self.first_token_ms.map(|t| t.saturating_sub(start)),
         }
     }
 
-    pub(crate) fn finish(&mut self) {
+    pub(crate) fn finish(&mut self, host: &mut dyn Host) {
         self.done = true;
-        let o = self.outcome();
+        let o = self.outcome(host);
         if let Some(r) = self.reservation.take() {
             let tokens = o.usage.input + o.usage.output;
-            let now = HostClock.unix_millis();
-            if let Err(e) = admission::settle(&HostStore, &self.limits, &r, tokens, o.cost, now) {
+            let now = host.unix_millis();
+            if let Err(e) = admission::settle(host.store(), &self.limits, &r, tokens, o.cost, now) {
                 log::warn!("token-accounting: cannot settle limits: {e}");
             }
         }
-        self.record_metrics(&o);
+        self.record_metrics(host, &o);
         self.outcome = Some(o);
     }
 
-    fn record_metrics(&self, o: &Outcome) {
-        let m = self.metrics.as_ref();
+    fn record_metrics(&self, host: &dyn Host, o: &Outcome) {
+        let m = host.metrics();
         let l = Labels::new(&o.model_served, &o.backend, &self.key_id);
         let source = if o.estimated { "estimated" } else { "provider" };
         metrics::request(m, &l);
@@ -208,7 +204,7 @@ impl Filter {
 
     /// The audit record (filter state `wasm.aimesh.audit`), once per request, from `on_log`:
     /// every request gets one, accounted or not, refused by any filter or not.
-    pub(crate) fn publish(&mut self) {
+    pub(crate) fn publish(&mut self, host: &mut dyn Host) {
         let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let mut r = Record {
             key_id: nonempty(&self.key_id),
@@ -221,7 +217,7 @@ impl Filter {
         let path = self
             .path
             .take()
-            .or_else(|| Headers::request(self).get(":path").map(str::to_string));
+            .or_else(|| host.request_headers().get(":path").map(str::to_string));
         if let Some(p) = path {
             r.set_path(&p);
         }
@@ -237,6 +233,6 @@ impl Filter {
             r.cost_micro_usd = Some(o.cost);
             r.ttft_ms = o.ttft_ms;
         }
-        aimesh_glue::host::set_property(&[audit::PROPERTY], &r.encode());
+        host.set_property(&[audit::PROPERTY], &r.encode());
     }
 }

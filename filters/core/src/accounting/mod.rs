@@ -7,11 +7,13 @@
 //! - [`estimate`]: tiktoken counts when the provider reports no usage.
 //! - [`price`]: price table and per-request cost in micro-USD.
 //! - [`admission`]: tokens-per-minute and USD budgets across workers.
+//! - [`gate`]: when a request is admitted, what it reserves, and failing open on store faults.
 //! - [`audit`]: the typed audit record the access log reads.
 
 pub mod admission;
 pub mod audit;
 pub mod estimate;
+pub mod gate;
 pub mod inject;
 pub mod price;
 pub mod sse;

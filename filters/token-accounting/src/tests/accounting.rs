@@ -1,0 +1,233 @@
+//! Accounting: what passes to the upstream and the client, metrics and the audit record.
+
+use std::time::Duration;
+
+use aimesh_core::accounting::audit::Record;
+use aimesh_core::accounting::estimate::{self, Encoding};
+use aimesh_host::{Action, Facts};
+
+use super::*;
+
+const PRICES: &str = r#"{"prices":{"gpt-4o*":{"input":2.5,"output":10}}}"#;
+
+const STREAM: &str = concat!(
+    "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
+    "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"content\":\"Hello\"}}],\"usage\":null}\r\n\r\n",
+    "data: {\"model\":\"m1\",\"choices\":[{\"delta\":{\"content\":\" world\"}}],\"usage\":null}\n\n",
+    "data: {\"model\":\"m1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+    "data: [DONE]\n\n",
+);
+
+const SSE: &[(&str, &str)] = &[
+    (":status", "200"),
+    ("content-type", "text/event-stream"),
+    ("content-length", "999"),
+];
+
+fn streamed() -> Facts {
+    Facts {
+        stream: Some(true),
+        ..auth_facts()
+    }
+}
+
+#[test]
+fn a_stream_gets_include_usage_and_loses_the_usage_event_on_a_fake_clock() {
+    let w = world();
+    let root = root(&w, PRICES);
+    let body = chat(r#","stream":true"#);
+    let mut ex = exchange(&w, root.as_ref(), streamed(), &body, false);
+    assert_eq!(
+        ex.request_headers(false),
+        Action::Pause,
+        "holds for the body"
+    );
+    let (a, b) = body.as_bytes().split_at(13);
+    assert_eq!(ex.request_chunk(a, false), Action::Pause);
+    assert_eq!(ex.request_chunk(b, true), Action::Continue);
+    let sent: serde_json::Value = serde_json::from_slice(&ex.sent_upstream).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let len = ex.sent_upstream.len().to_string();
+    assert_eq!(ex.host.request().get("content-length"), Some(len.as_str()));
+
+    w.advance(Duration::from_millis(120));
+    ex.response_headers(SSE, false);
+    assert!(
+        !ex.host.response().has("content-length"),
+        "the length changes"
+    );
+    // Cut at odd places, the first text arriving 40 ms after the response began.
+    let bytes = STREAM.as_bytes();
+    ex.response_chunk(&bytes[..7], false);
+    w.advance(Duration::from_millis(40));
+    let rest: Vec<&[u8]> = bytes[7..].chunks(11).collect();
+    for (i, c) in rest.iter().enumerate() {
+        ex.response_chunk(c, i + 1 == rest.len());
+    }
+    let expected: String = STREAM
+        .split_inclusive("\n\n")
+        .filter(|e| !e.contains("\"choices\":[]"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&ex.sent_downstream), expected);
+    assert_eq!(tokens(&w, "m1", "k1", "input", "provider"), 3);
+    assert_eq!(tokens(&w, "m1", "k1", "output", "provider"), 2);
+    let ttft = w.metrics.samples(&format!(
+        "aimesh.gen_ai.server.time_to_first_token_ms{}",
+        labels("m1", "k1")
+    ));
+    // Text first showed in a chunk read after the 40 ms gap.
+    assert_eq!(ttft, vec![160]);
+
+    ex.log();
+    let mut r = unaccounted(&streamed());
+    r.model_served = Some("m1".into());
+    r.backend = Some("llm".into());
+    r.upstream_status = Some(200);
+    (r.input_tokens, r.cached_input_tokens, r.output_tokens) = (Some(3), Some(0), Some(2));
+    (r.usage_estimated, r.truncated) = (Some(false), Some(false));
+    // Priced by the requested model (m1 has no price): 3 x 2.5 + 2 x 10, rounded up.
+    r.cost_micro_usd = Some(28);
+    r.ttft_ms = Some(160);
+    assert_eq!(audit_bytes(&ex), Some(&r.encode()));
+}
+
+#[test]
+fn a_client_that_asked_for_usage_gets_the_stream_untouched_and_unheld() {
+    let w = world();
+    let root = root(&w, "{}");
+    let facts = Facts {
+        include_usage: Some(true),
+        ..streamed()
+    };
+    let body = chat(r#","stream":true,"stream_options":{"include_usage":true}"#);
+    let mut ex = exchange(&w, root.as_ref(), facts, &body, false);
+    assert_eq!(ex.request(body.as_bytes()), Action::Continue);
+    assert_eq!(ex.sent_upstream, body.as_bytes());
+    ex.response(SSE, STREAM.as_bytes(), 5);
+    assert_eq!(ex.sent_downstream, STREAM.as_bytes());
+    assert!(ex.host.response().has("content-length"));
+    assert_eq!(tokens(&w, "m1", "k1", "output", "provider"), 2);
+}
+
+#[test]
+fn without_auth_the_body_gives_the_facts_and_json_usage_is_read_across_chunks() {
+    let w = world();
+    let root = root(&w, PRICES);
+    let body = chat("");
+    let mut ex = exchange(&w, root.as_ref(), Facts::default(), &body, false);
+    assert_eq!(ex.request(body.as_bytes()), Action::Continue);
+    let resp = br#"{"model":"gpt-4o-x","choices":[{"message":{"content":"ok"}}],"usage":{"prompt_tokens":10,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":6}}}"#;
+    ex.response(&[(":status", "200")], resp, 9);
+    assert_eq!(ex.sent_downstream, resp.as_slice(), "passed on as it came");
+    assert_eq!(tokens(&w, "gpt-4o-x", "unknown", "input", "provider"), 10);
+    assert_eq!(
+        tokens(&w, "gpt-4o-x", "unknown", "cached_input", "provider"),
+        6
+    );
+    ex.log();
+    let mut r = unaccounted(&Facts {
+        model: Some("gpt-4o".into()),
+        ..Facts::default()
+    });
+    r.model_served = Some("gpt-4o-x".into());
+    r.backend = Some("llm".into());
+    r.upstream_status = Some(200);
+    (r.input_tokens, r.cached_input_tokens, r.output_tokens) = (Some(10), Some(6), Some(4));
+    (r.usage_estimated, r.truncated) = (Some(false), Some(false));
+    // 4 x 2.5 + 6 x 2.5 (no cached price: the input price) + 4 x 10.
+    r.cost_micro_usd = Some(65);
+    assert_eq!(audit_bytes(&ex), Some(&r.encode()));
+}
+
+#[test]
+fn a_stream_cut_by_a_reset_is_accounted_from_what_was_seen() {
+    let w = world();
+    let root = root(&w, "{}");
+    let body = chat(r#","stream":true"#);
+    let mut ex = exchange(&w, root.as_ref(), streamed(), &body, false);
+    ex.request(body.as_bytes());
+    ex.response_headers(SSE, false);
+    let half = STREAM.find(" world").unwrap() + 20;
+    ex.response_chunk(&STREAM.as_bytes()[..half], false);
+    ex.log();
+    let enc = Encoding::for_model("m1");
+    let input = estimate::prompt_tokens(enc, body.as_bytes()).unwrap();
+    let output = estimate::count(enc, "Hello").unwrap();
+    assert_eq!(tokens(&w, "m1", "k1", "input", "estimated"), input);
+    assert_eq!(tokens(&w, "m1", "k1", "output", "estimated"), output);
+    assert_eq!(tokens(&w, "m1", "k1", "output", "provider"), 0);
+}
+
+#[test]
+fn an_upstream_error_costs_nothing_and_a_large_body_is_truncated() {
+    let w = world();
+    let root = root(&w, r#"{"max_response_bytes":64}"#);
+    let body = chat("");
+    let mut ex = exchange(&w, root.as_ref(), auth_facts(), &body, false);
+    ex.request(body.as_bytes());
+    ex.response(&[(":status", "503")], br#"{"error":{"message":"down"}}"#, 4);
+    ex.log();
+    assert_eq!(tokens(&w, "gpt-4o", "k1", "input", "provider"), 0);
+    let requests = format!("aimesh.gen_ai.client.requests{}", labels("gpt-4o", "k1"));
+    assert_eq!(w.metrics.counter(&requests), 1);
+
+    let mut ex = exchange(&w, root.as_ref(), auth_facts(), &body, false);
+    ex.request(body.as_bytes());
+    let big = format!(
+        r#"{{"choices":[],"pad":"{}","usage":{{"prompt_tokens":1}}}}"#,
+        "x".repeat(100)
+    );
+    ex.response(&[(":status", "200")], big.as_bytes(), 30);
+    ex.log();
+    assert_eq!(ex.sent_downstream, big.as_bytes());
+    assert_eq!(w.metrics.counter(&requests), 2);
+    assert_eq!(
+        tokens(&w, "gpt-4o", "k1", "input", "provider"),
+        0,
+        "usage unread"
+    );
+    let mut r = unaccounted(&auth_facts());
+    r.model_served = Some("gpt-4o".into());
+    r.backend = Some("llm".into());
+    r.upstream_status = Some(200);
+    (r.input_tokens, r.cached_input_tokens, r.output_tokens) = (Some(0), Some(0), Some(0));
+    (r.usage_estimated, r.truncated, r.cost_micro_usd) = (Some(true), Some(true), Some(0));
+    assert_eq!(audit_bytes(&ex), Some(&r.encode()));
+}
+
+#[test]
+fn a_body_that_is_not_an_llm_request_passes_unaccounted() {
+    let w = world();
+    let root = root(&w, "{}");
+    let mut ex = exchange(&w, root.as_ref(), Facts::default(), "not json", false);
+    assert_eq!(ex.request(b"not json"), Action::Continue);
+    assert_eq!(ex.sent_upstream, b"not json");
+    ex.response(&[(":status", "200")], b"{}", 1);
+    ex.log();
+    let mut r = Record::default();
+    r.set_path(PATH);
+    assert_eq!(audit_bytes(&ex), Some(&r.encode()));
+}
+
+#[test]
+fn a_request_answered_before_or_while_this_stage_held_it_is_logged_unaccounted() {
+    let w = world();
+    let root = root(&w, "{}");
+    // Refused by an earlier filter: this stage only logs.
+    let mut ex = exchange(&w, root.as_ref(), auth_facts(), "", true);
+    ex.log();
+    assert_eq!(
+        audit_bytes(&ex),
+        Some(&unaccounted(&Facts::default()).encode())
+    );
+
+    // Answered while the body was held here (an earlier filter's reply to the whole body).
+    let body = chat(r#","stream":true"#);
+    let mut ex = exchange(&w, root.as_ref(), streamed(), &body, false);
+    assert_eq!(ex.request_headers(false), Action::Pause);
+    ex.response(&[(":status", "403")], br#"{"error":{}}"#, 100);
+    ex.log();
+    assert_eq!(audit_bytes(&ex), Some(&unaccounted(&streamed()).encode()));
+    let requests = format!("aimesh.gen_ai.client.requests{}", labels("gpt-4o", "k1"));
+    assert_eq!(w.metrics.counter(&requests), 0);
+}
