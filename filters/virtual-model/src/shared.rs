@@ -1,14 +1,14 @@
-//! Per-worker state shared by the HTTP contexts of one root: config, RNG, metrics and a short
-//! cache of the shared latency figures.
+//! Per-worker state shared by the requests of one root: config, RNG and a short cache of the
+//! shared latency figures.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
-use aimesh_core::host::{Clock, Metrics};
 use aimesh_core::routing::pick;
 use aimesh_core::routing::stats::{self, Summary};
 use aimesh_core::routing::{RoutingConfig, Strategy, VirtualModel, XorShift};
-use aimesh_glue::{HostClock, HostMetrics, HostStore};
+use aimesh_host::Env;
 
 /// How long a worker reuses the shared figures before reading them again: picks stay one host
 /// call per target at most every this many ms, and a new sample is seen quickly enough.
@@ -16,7 +16,6 @@ const CACHE_MS: u64 = 200;
 
 pub struct Shared {
     pub config: RoutingConfig,
-    pub metrics: HostMetrics,
     rng: RefCell<XorShift>,
     cache: RefCell<HashMap<(String, u64), (u64, Summary)>>,
     /// Targets some latency or priority model ranks: only their replies are measured. Reading
@@ -28,10 +27,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: RoutingConfig) -> Self {
-        let seed = HostClock
+    pub fn new(config: RoutingConfig, env: &dyn Env) -> Self {
+        let seed = env
             .now()
-            .duration_since(std::time::UNIX_EPOCH)
+            .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         let watched = config
@@ -50,14 +49,9 @@ impl Shared {
             config,
             watched,
             keep_ms,
-            metrics: HostMetrics::default(),
             rng: RefCell::new(XorShift::new(seed)),
             cache: RefCell::new(HashMap::new()),
         }
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        HostClock.unix_millis()
     }
 
     /// True when replies from `target` must be measured (see `watched`).
@@ -65,32 +59,28 @@ impl Shared {
         self.watched.contains(target)
     }
 
-    pub fn count(&self, name: &str) {
-        self.metrics.count(name, 1);
-    }
-
-    fn summary(&self, target: &str, window_ms: u64, now: u64) -> Summary {
+    fn summary(&self, env: &dyn Env, target: &str, window_ms: u64, now: u64) -> Summary {
         let key = (target.to_string(), window_ms);
         if let Some((at, s)) = self.cache.borrow().get(&key) {
             if now.saturating_sub(*at) < CACHE_MS {
                 return *s;
             }
         }
-        let s = stats::summary(&HostStore, target, now, window_ms);
+        let s = stats::summary(env.store(), target, now, window_ms);
         self.cache.borrow_mut().insert(key, (now, s));
         s
     }
 
     /// Primary target of a new request.
-    pub fn pick(&self, vm: &VirtualModel) -> usize {
-        let now = self.now_ms();
+    pub fn pick(&self, env: &dyn Env, vm: &VirtualModel) -> usize {
+        let now = env.unix_millis();
         let window = pick::stats_window_ms(vm);
         let figures: Vec<Summary> = match vm.strategy {
-            aimesh_core::routing::Strategy::Weighted => Vec::new(),
+            Strategy::Weighted => Vec::new(),
             _ => vm
                 .targets
                 .iter()
-                .map(|t| self.summary(&t.target, window, now))
+                .map(|t| self.summary(env, &t.target, window, now))
                 .collect(),
         };
         let mut rng = self.rng.borrow_mut();
@@ -98,13 +88,27 @@ impl Shared {
     }
 
     /// Records one reply's time per output token for `target`.
-    pub fn record(&self, target: &str, elapsed_us: u64, tokens: u64) {
+    pub fn record(&self, env: &dyn Env, target: &str, elapsed_us: u64, tokens: u64) {
         if tokens == 0 {
             return;
         }
         let per = stats::per_token(elapsed_us, tokens);
-        if stats::record(&HostStore, target, self.now_ms(), per, self.keep_ms).is_err() {
-            self.count("aimesh.virtual_model.sample_dropped");
+        if stats::record(env.store(), target, env.unix_millis(), per, self.keep_ms).is_err() {
+            env.metrics()
+                .count("aimesh.virtual_model.sample_dropped", 1);
         }
     }
+}
+
+/// Microseconds from `start` to now on the host's clock.
+pub fn elapsed_us(env: &dyn Env, start: SystemTime) -> u64 {
+    env.now()
+        .duration_since(start)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Adds one to a counter.
+pub fn count(env: &dyn Env, name: &str) {
+    env.metrics().count(name, 1);
 }

@@ -8,19 +8,15 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use aimesh_core::headers;
-use aimesh_core::host::Clock;
 use aimesh_core::routing::rewrite;
 use aimesh_core::routing::tokens::TokenCounter;
-use aimesh_glue::HostClock;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use aimesh_host::{replace_request_body, Action, Body, Host, Stage};
 
 use crate::downstream::{SERVED_CLUSTER, TARGET};
-use crate::shared::Shared;
+use crate::shared::{self, Shared};
 
 /// Endpoint metadata path naming the cluster of the attempt's target.
-const HOST_CLUSTER: [&str; 5] = [
+pub const HOST_CLUSTER: [&str; 5] = [
     "xds",
     "upstream_host_metadata",
     "filter_metadata",
@@ -48,43 +44,40 @@ impl Upstream {
         }
     }
 
-    fn rewrite(&mut self, size: usize) {
-        let Some(cluster) = self.cluster.clone() else {
+    fn rewrite(&mut self, host: &mut dyn Host, size: usize) {
+        let Some(cluster) = self.cluster.as_deref() else {
             return;
         };
-        let body = aimesh_glue::Body::Request.read(size).unwrap_or_default();
+        let body = host.body(Body::Request, size).unwrap_or_default();
         let Ok((_, name)) = rewrite::find_model(&body) else {
             return;
         };
-        let cfg = &self.shared.config;
+        let shared = Rc::clone(&self.shared);
+        let cfg = &shared.config;
         let Some(vi) = cfg.virtual_models.iter().position(|v| v.name == name) else {
             return;
         };
-        let Some(ti) = cfg.virtual_models[vi].target_by_cluster(&cluster) else {
-            self.shared
-                .count("aimesh.virtual_model.upstream_unknown_cluster");
+        let Some(ti) = cfg.virtual_models[vi].target_by_cluster(cluster) else {
+            shared::count(host, "aimesh.virtual_model.upstream_unknown_cluster");
             return;
         };
         let t = &cfg.virtual_models[vi].targets[ti];
         if let Ok((new, _)) = rewrite::replace_model(&body, t.model()) {
-            let (backend, model) = (t.backend().to_string(), t.model().to_string());
-            aimesh_glue::replace_request_body(self, size, &new);
-            aimesh_glue::set_request_header(self, headers::BACKEND, Some(&backend));
-            aimesh_glue::set_request_header(self, headers::MODEL_SERVED, Some(&model));
+            replace_request_body(host, size, &new);
+            let facts = host.facts();
+            facts.backend = Some(t.backend().to_string());
+            facts.model_served = Some(t.model().to_string());
             self.target = Some((vi, ti));
-            self.shared.count("aimesh.virtual_model.attempts");
+            shared::count(host, "aimesh.virtual_model.attempts");
         }
     }
 }
 
-impl Context for Upstream {}
-
-impl HttpContext for Upstream {
-    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        self.start = HostClock.now();
-        self.cluster = hostcalls::get_property(HOST_CLUSTER.to_vec())
-            .ok()
-            .flatten()
+impl Stage for Upstream {
+    fn request_headers(&mut self, host: &mut dyn Host, eos: bool) -> Action {
+        self.start = host.now();
+        self.cluster = host
+            .property(&HOST_CLUSTER)
             .and_then(|b| String::from_utf8(b).ok());
         if eos || self.cluster.is_none() {
             return Action::Continue;
@@ -93,29 +86,30 @@ impl HttpContext for Upstream {
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+    fn request_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Action {
         if self.cluster.is_none() || self.target.is_some() {
             return Action::Continue;
         }
         if !eos {
             return Action::Pause;
         }
-        self.rewrite(size);
+        self.rewrite(host, size);
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+    fn response_headers(&mut self, host: &mut dyn Host, _eos: bool) -> Action {
         let Some((vi, ti)) = self.target else {
             return Action::Continue;
         };
-        let shared = self.shared.clone();
+        let shared = Rc::clone(&self.shared);
         let t = &shared.config.virtual_models[vi].targets[ti];
-        aimesh_glue::set_response_header(self, TARGET, Some(&t.target));
-        aimesh_glue::set_response_header(self, headers::BACKEND, Some(t.backend()));
-        aimesh_glue::set_response_header(self, headers::MODEL_SERVED, Some(t.model()));
-        aimesh_glue::set_response_header(self, SERVED_CLUSTER, Some(&t.cluster));
-        let ok = self
-            .get_http_response_header(":status")
+        host.set_response_header(TARGET, Some(&t.target));
+        host.set_response_header(headers::BACKEND, Some(t.backend()));
+        host.set_response_header(headers::MODEL_SERVED, Some(t.model()));
+        host.set_response_header(SERVED_CLUSTER, Some(&t.cluster));
+        let ok = host
+            .response_headers()
+            .get(":status")
             .is_some_and(|s| s.starts_with('2'));
         if ok && shared.measures(&t.target) {
             self.counter = Some(TokenCounter::default());
@@ -123,25 +117,20 @@ impl HttpContext for Upstream {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+    fn response_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Action {
         let Some(counter) = self.counter.as_mut() else {
             return Action::Continue;
         };
-        if let Some(chunk) = aimesh_glue::Body::Response.read(size) {
+        if let Some(chunk) = host.body(Body::Response, size) {
             counter.feed(&chunk);
         }
         if eos {
             if let (Some(mut counter), Some((vi, ti))) = (self.counter.take(), self.target) {
                 counter.finish();
-                let elapsed = HostClock
-                    .now()
-                    .duration_since(self.start)
-                    .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-                    .unwrap_or(0);
-                let target = self.shared.config.virtual_models[vi].targets[ti]
-                    .target
-                    .clone();
-                self.shared.record(&target, elapsed, counter.tokens());
+                let elapsed = shared::elapsed_us(host, self.start);
+                let shared = Rc::clone(&self.shared);
+                let target = &shared.config.virtual_models[vi].targets[ti].target;
+                shared.record(host, target, elapsed, counter.tokens());
             }
         }
         Action::Continue

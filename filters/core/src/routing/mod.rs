@@ -5,11 +5,13 @@
 //! - [`stats`]: time-per-output-token samples shared by every worker (one CAS write per reply);
 //! - [`sticky`]: session -> target pins with a TTL;
 //! - [`rewrite`]: replaces the top-level `model` value of a JSON body, keeping every other byte;
+//! - [`reply`]: which target answered a reply, and what that does to its session's pin;
 //! - [`retry`]: what a reply status means (retry the same target, fall back, or done) and the
 //!   Envoy retry settings that implement it.
 
 pub mod config;
 pub mod pick;
+pub mod reply;
 pub mod retry;
 pub mod rewrite;
 pub mod stats;
