@@ -55,4 +55,6 @@ impl StageRoot for Root {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_chain;
+#[cfg(test)]
 mod tests_response;
