@@ -6,11 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
-FILTER_CRATES := aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model
+# The Wasm modules: thin cdylib crates under filters/wasm/ that hold only an entry point (the
+# stages are plain libraries), so one cargo call builds them all, the chain included.
+WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain)
 TEST_WASM_CRATES := aimesh-probe-filter
-# All five filters as stages of one filter. Built on its own: in the same cargo run, feature
-# unification would turn on the filters' own entry points inside it (duplicate `_initialize`).
-CHAIN_CRATE := aimesh-chain
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
@@ -29,15 +28,14 @@ $(VENV)/.stamp: tests/requirements.txt
 build: build-wasm build-tools
 
 build-wasm: toolchain
-	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES) $(TEST_WASM_CRATES))
-	cargo build --release --target $(WASM_TARGET) -p $(CHAIN_CRATE)
+	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(WASM_CRATES) $(TEST_WASM_CRATES))
 
 # Test builds whose token-accounting traps on demand (`trap-on-demand`), for the failure-policy
 # tests; a separate target dir, so the shipped .wasm files never carry the switch.
 TRAP_DIR := target/trap
 build-trap: toolchain
-	cargo build --release --target $(WASM_TARGET) --target-dir $(TRAP_DIR) -p aimesh-token-accounting --features trap-on-demand
-	cargo build --release --target $(WASM_TARGET) --target-dir $(TRAP_DIR) -p $(CHAIN_CRATE) --features trap-on-demand
+	cargo build --release --target $(WASM_TARGET) --target-dir $(TRAP_DIR) -p aimesh-token-accounting-wasm -p aimesh-chain-wasm \
+		--features aimesh-token-accounting-wasm/trap-on-demand,aimesh-chain-wasm/trap-on-demand
 
 build-tools:
 	cargo build --profile tools $(addprefix -p ,$(TOOL_CRATES))
@@ -99,8 +97,7 @@ fmt:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTER_CRATES)) -- -D warnings
-	cargo clippy --target $(WASM_TARGET) -p $(CHAIN_CRATE) -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(addprefix -p ,$(WASM_CRATES)) -- -D warnings
 
 clean:
 	cargo clean

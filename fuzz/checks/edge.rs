@@ -1,13 +1,13 @@
 //! Properties of the edge's path and header handling, shared by the `edge` and `proxy_path`
 //! fuzz targets and by the deterministic smoke test `make test` runs
-//! (`filters/glue/tests/fuzz_smoke.rs`): one body, whichever engine feeds it.
+//! (`filters/host/tests/fuzz_smoke.rs`): one body, whichever engine feeds it.
 //!
 //! Input: UTF-8 (lossy) lines: a method, a path, then `name: value` header lines.
 
 use aimesh_core::auth::endpoints::{admit_without_model, validate_endpoint, EndpointAllow};
 use aimesh_core::endpoints::path::parse;
 use aimesh_core::headers::is_internal;
-use aimesh_glue::Headers;
+use aimesh_host::Headers;
 
 /// Runs every property on one input; panics on a violation.
 pub fn check(data: &[u8]) {

@@ -1,6 +1,6 @@
 //! The edge's path and header handling (`fuzz/checks/edge.rs`): endpoint grants, the header
 //! snapshot, the internal-header strip and custom-endpoint paths. `make test` runs the same body
-//! over the seed corpus and derived inputs (`filters/glue/tests/fuzz_smoke.rs`).
+//! over the seed corpus and derived inputs (`filters/host/tests/fuzz_smoke.rs`).
 #![no_main]
 
 #[path = "../checks/edge.rs"]

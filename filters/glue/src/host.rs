@@ -1,24 +1,14 @@
-//! Implementations of the core host traits over the proxy-wasm ABI.
+//! Envoy-wide services over the proxy-wasm ABI: shared data, stats, the clock.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use aimesh_core::host::{Clock, Metrics, SharedStore, StoreError};
+use aimesh_core::host::{Metrics, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
-/// The host clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HostClock;
-
-impl Clock for HostClock {
-    fn now(&self) -> SystemTime {
-        crate::headers::callback_now(host_now)
-    }
-}
-
-/// The host's clock, read now (a host call), even inside a callback of the chain build.
+/// The host's clock, read now (a host call).
 pub fn host_now() -> SystemTime {
     hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
 }
@@ -81,26 +71,4 @@ impl Metrics for HostMetrics {
             let _ = hostcalls::record_metric(id, value);
         }
     }
-}
-
-/// Reads a host property (`["xds", "cluster_name"]`, metadata paths, ...).
-///
-/// proxy-wasm's `Context::get_property` unwraps the host's answer and so traps the VM when a
-/// property cannot be serialized; here any failure is just "absent".
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
-}
-
-/// Sets a property (Envoy stores it as filter state, readable in access logs as
-/// `%FILTER_STATE(wasm.<name>:PLAIN)%`). Failures are ignored rather than trapping the VM: a
-/// missing access-log field must not fail the request.
-pub fn set_property(path: &[&str], value: &[u8]) {
-    let _ = hostcalls::set_property(path.to_vec(), Some(value));
-}
-
-/// Declares a typed filter-state property through Envoy's `declare_property` foreign function;
-/// `args` are its serialized `DeclarePropertyArguments`. False when the host refused (the root
-/// declared it already, or the host is not Envoy); the property then holds plain bytes.
-pub fn declare_property(args: &[u8]) -> bool {
-    hostcalls::call_foreign_function("declare_property", Some(args)).is_ok()
 }

@@ -181,7 +181,31 @@ pub enum StageError {
     /// The configuration is valid but the host could not set the stage up.
     #[error("cannot start: {0}")]
     Init(String),
+    /// A stage's own error, named: `auth: invalid configuration: keys[0].hash: ...`.
+    #[error("{stage}: {source}")]
+    In {
+        /// The stage.
+        stage: &'static str,
+        /// Its error.
+        source: Box<StageError>,
+    },
 }
+
+impl StageError {
+    /// This error, as stage `stage`'s.
+    pub fn of(self, stage: &'static str) -> StageError {
+        match self {
+            e @ StageError::In { .. } => e,
+            e => StageError::In {
+                stage,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+/// How a stage is configured: its JSON configuration in, its root out.
+pub type ConfigureStage = fn(&[u8], &dyn Env) -> Result<Box<dyn StageRoot>, StageError>;
 
 /// One entry of the table of stages: its name (the filter's and its chain section's) and how
 /// to configure it from its JSON configuration.
@@ -190,7 +214,7 @@ pub struct StageDef {
     /// `auth`, `pii-redaction`, ...
     pub name: &'static str,
     /// Builds the stage's root from its configuration.
-    pub configure: fn(&[u8], &dyn Env) -> Result<Box<dyn StageRoot>, StageError>,
+    pub configure: ConfigureStage,
 }
 
 impl std::fmt::Debug for StageDef {
@@ -198,5 +222,26 @@ impl std::fmt::Debug for StageDef {
         f.debug_struct("StageDef")
             .field("name", &self.name)
             .finish()
+    }
+}
+
+/// A configured pipeline: what a module runs.
+pub struct Configured {
+    /// Stages in chain order, each with its name.
+    pub stages: Vec<(&'static str, Box<dyn StageRoot>)>,
+    /// Count the time each stage spends in each callback (`aimesh.chain.<stage>.<phase>.ns`).
+    pub stage_timings: bool,
+}
+
+impl Configured {
+    /// A pipeline of one stage, configured from `raw` (a filter's own module).
+    pub fn one(def: &StageDef, raw: &[u8], env: &dyn Env) -> Result<Configured, StageError> {
+        Ok(Configured {
+            stages: vec![(
+                def.name,
+                (def.configure)(raw, env).map_err(|e| e.of(def.name))?,
+            )],
+            stage_timings: false,
+        })
     }
 }

@@ -5,8 +5,12 @@
 //! `harness.bench_host` prices each kind of host call in Envoy (its binary has no symbols, so a
 //! CPU profile cannot name them).
 
+// A test filter that prices raw host calls: it must make them directly.
+#![allow(clippy::disallowed_methods)]
+
 use aimesh_core::host::Metrics;
-use aimesh_glue::{load_config, HostMetrics, Validate};
+use aimesh_glue::HostMetrics;
+use aimesh_host::{load_config, Validate};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
@@ -83,12 +87,15 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration();
-        match load_config::<Config>("probe", raw.as_deref()) {
-            Some(c) => {
+        match load_config::<Config>(raw.as_deref().unwrap_or_default()) {
+            Ok(c) => {
                 self.config = Rc::new(c);
                 true
             }
-            None => false,
+            Err(e) => {
+                log::error!("probe: {e}");
+                false
+            }
         }
     }
 
@@ -146,10 +153,13 @@ impl HttpContext for Probe {
             let _ = self.set_shared_data("aimesh.probe.shared", Some(&v), cas);
         }
         for _ in 0..w.get_property {
-            let _ = aimesh_glue::host::property(&["xds", "route_name"]);
+            let _ = proxy_wasm::hostcalls::get_property(vec!["xds", "route_name"]);
         }
         for i in 0..w.set_property {
-            aimesh_glue::host::set_property(&[format!("aimesh.probe_{i}").as_str()], b"1");
+            let _ = proxy_wasm::hostcalls::set_property(
+                vec![format!("aimesh.probe_{i}").as_str()],
+                Some(b"1"),
+            );
         }
         if w.read_body && !eos {
             return Action::Pause;

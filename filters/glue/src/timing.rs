@@ -10,7 +10,9 @@
 use std::rc::Rc;
 
 use aimesh_core::host::Metrics;
-use aimesh_glue::HostMetrics;
+use aimesh_host::{Action, CalloutResponse, Host, Stage};
+
+use crate::host::{host_now, HostMetrics};
 
 /// A stream callback of a stage.
 #[derive(Debug, Clone, Copy)]
@@ -64,9 +66,9 @@ impl Timer {
 
     /// Runs `f`, adding its duration to `phase`'s counters.
     pub fn time<R>(&self, phase: Phase, f: impl FnOnce() -> R) -> R {
-        let start = aimesh_glue::host::host_now();
+        let start = host_now();
         let out = f();
-        let ns = aimesh_glue::host::host_now()
+        let ns = host_now()
             .duration_since(start)
             .unwrap_or_default()
             .as_nanos();
@@ -76,5 +78,58 @@ impl Timer {
             self.metrics.count(calls, 1);
         }
         out
+    }
+}
+
+/// A stage whose callbacks are timed.
+pub struct Timed {
+    inner: Box<dyn Stage>,
+    timer: Rc<Timer>,
+}
+
+impl Timed {
+    /// Times `inner` into `timer`'s counters.
+    pub fn new(inner: Box<dyn Stage>, timer: Rc<Timer>) -> Self {
+        Timed { inner, timer }
+    }
+}
+
+impl Stage for Timed {
+    fn request_headers(&mut self, h: &mut dyn Host, eos: bool) -> Action {
+        let s = &mut self.inner;
+        self.timer
+            .time(Phase::RequestHeaders, || s.request_headers(h, eos))
+    }
+    fn request_body(&mut self, h: &mut dyn Host, size: usize, eos: bool) -> Action {
+        let s = &mut self.inner;
+        self.timer
+            .time(Phase::RequestBody, || s.request_body(h, size, eos))
+    }
+    fn request_trailers(&mut self, h: &mut dyn Host) -> Action {
+        let s = &mut self.inner;
+        self.timer
+            .time(Phase::RequestTrailers, || s.request_trailers(h))
+    }
+    fn response_headers(&mut self, h: &mut dyn Host, eos: bool) -> Action {
+        let s = &mut self.inner;
+        self.timer
+            .time(Phase::ResponseHeaders, || s.response_headers(h, eos))
+    }
+    fn response_body(&mut self, h: &mut dyn Host, size: usize, eos: bool) -> Action {
+        let s = &mut self.inner;
+        self.timer
+            .time(Phase::ResponseBody, || s.response_body(h, size, eos))
+    }
+    fn response_trailers(&mut self, h: &mut dyn Host) -> Action {
+        let s = &mut self.inner;
+        self.timer
+            .time(Phase::ResponseTrailers, || s.response_trailers(h))
+    }
+    fn log(&mut self, h: &mut dyn Host) {
+        let s = &mut self.inner;
+        self.timer.time(Phase::Log, || s.log(h));
+    }
+    fn callout_response(&mut self, h: &mut dyn Host, token: u32, response: CalloutResponse) {
+        self.inner.callout_response(h, token, response);
     }
 }

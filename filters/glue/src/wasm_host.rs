@@ -1,0 +1,305 @@
+//! [`WasmHost`]: one request's [`Host`] over proxy-wasm host calls.
+//!
+//! Prices, not semantics, shape it (docs/architecture.md has the per-call figures): Envoy
+//! answers every read by calling back into the VM to allocate the result, so each header map is
+//! read once per callback and kept current by the edits made through it; the clock is read once
+//! per callback; facts cross to Envoy only where something outside the VM needs them.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use aimesh_core::headers as names;
+use aimesh_core::host::{Metrics, SharedStore};
+use aimesh_host::{Body, CalloutError, Env, Facts, Headers, Host, PipelineHost};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
+
+use crate::host::{host_now, HostMetrics, HostStore};
+
+/// What a root context (and every stream) may use: stats, shared data, the clock, properties.
+#[derive(Debug, Default, Clone)]
+pub struct WasmEnv {
+    metrics: Rc<HostMetrics>,
+}
+
+impl WasmEnv {
+    /// An environment whose stats are cached in `metrics`.
+    pub fn new(metrics: Rc<HostMetrics>) -> Self {
+        WasmEnv { metrics }
+    }
+
+    /// The stats cache.
+    pub fn host_metrics(&self) -> Rc<HostMetrics> {
+        Rc::clone(&self.metrics)
+    }
+}
+
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    // proxy-wasm's `Context::get_property` unwraps the host's answer and so traps the VM when a
+    // property cannot be serialized; here any failure is just "absent".
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+impl Env for WasmEnv {
+    fn now(&self) -> SystemTime {
+        host_now()
+    }
+    fn store(&self) -> &dyn SharedStore {
+        &HostStore
+    }
+    fn metrics(&self) -> &dyn Metrics {
+        self.metrics.as_ref()
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        property(path)
+    }
+    fn declare_property(&self, args: &[u8]) -> bool {
+        hostcalls::call_foreign_function("declare_property", Some(args)).is_ok()
+    }
+}
+
+/// How the typed facts reach the other filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactsMode {
+    /// Each filter is its own VM: facts are published as `x-aimesh-*` request headers and read
+    /// back from them.
+    Headers,
+    /// All stages share this VM: facts stay here; only `x-aimesh-cluster`, which Envoy's route
+    /// matches on, becomes a real header.
+    Shared,
+}
+
+fn buffer(which: Body) -> BufferType {
+    match which {
+        Body::Request => BufferType::HttpRequestBody,
+        Body::Response => BufferType::HttpResponseBody,
+    }
+}
+
+fn read_map(map: MapType) -> Rc<Headers> {
+    Rc::new(Headers::from_pairs(
+        hostcalls::get_map_bytes(map).unwrap_or_default(),
+    ))
+}
+
+/// One request's host. The adapter calls [`WasmHost::begin`] and [`WasmHost::end`] around
+/// every Envoy callback.
+#[derive(Debug)]
+pub struct WasmHost {
+    env: WasmEnv,
+    mode: FactsMode,
+    request: Option<Rc<Headers>>,
+    response: Option<Rc<Headers>>,
+    facts: Facts,
+    /// The facts as Envoy's headers hold them now.
+    published: Facts,
+    /// `facts` was read from the headers (mode `Headers`: on first use).
+    loaded: bool,
+    /// The callback is on the request path (facts may still change Envoy's headers).
+    request_side: bool,
+    now: Cell<Option<SystemTime>>,
+    offset: usize,
+    replied: bool,
+    delta: isize,
+    sent: Vec<u32>,
+}
+
+impl WasmHost {
+    /// A request's host.
+    pub fn new(env: WasmEnv, mode: FactsMode) -> Self {
+        WasmHost {
+            env,
+            mode,
+            request: None,
+            response: None,
+            facts: Facts::default(),
+            published: Facts::default(),
+            loaded: mode == FactsMode::Shared,
+            request_side: true,
+            now: Cell::new(None),
+            offset: 0,
+            replied: false,
+            delta: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    /// Starts an Envoy callback: snapshots from the previous one are stale.
+    pub fn begin(&mut self, request_side: bool) {
+        self.request = None;
+        self.response = None;
+        self.now.set(None);
+        self.request_side = request_side;
+    }
+
+    /// Ends an Envoy callback: changed facts reach Envoy's headers where they must.
+    pub fn end(&mut self) {
+        if !self.request_side || self.facts == self.published {
+            return;
+        }
+        let edits = self.facts.edits(&self.published);
+        for (name, value) in edits {
+            let real = self.mode == FactsMode::Headers || name == names::CLUSTER;
+            if real {
+                self.set_request_header(name, value.as_deref());
+            }
+        }
+        self.published = self.facts.clone();
+    }
+}
+
+impl Env for WasmHost {
+    fn now(&self) -> SystemTime {
+        if let Some(t) = self.now.get() {
+            return t;
+        }
+        let t = host_now();
+        self.now.set(Some(t));
+        t
+    }
+    fn store(&self) -> &dyn SharedStore {
+        &HostStore
+    }
+    fn metrics(&self) -> &dyn Metrics {
+        self.env.metrics.as_ref()
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        property(path)
+    }
+    fn declare_property(&self, args: &[u8]) -> bool {
+        self.env.declare_property(args)
+    }
+}
+
+impl Host for WasmHost {
+    fn request_headers(&mut self) -> Rc<Headers> {
+        Rc::clone(
+            self.request
+                .get_or_insert_with(|| read_map(MapType::HttpRequestHeaders)),
+        )
+    }
+
+    fn response_headers(&mut self) -> Rc<Headers> {
+        Rc::clone(
+            self.response
+                .get_or_insert_with(|| read_map(MapType::HttpResponseHeaders)),
+        )
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+        if let Some(h) = self.request.as_mut() {
+            Rc::make_mut(h).set(name, value.map(str::as_bytes));
+        }
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+        if let Some(h) = self.response.as_mut() {
+            Rc::make_mut(h).set(name, value.map(str::as_bytes));
+        }
+    }
+
+    fn add_response_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, name, value);
+        if let Some(h) = self.response.as_mut() {
+            Rc::make_mut(h).add(name, value);
+        }
+    }
+
+    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(buffer(which), self.offset, size)
+            .ok()
+            .flatten()
+    }
+
+    fn replace_body(&mut self, which: Body, size: usize, data: &[u8]) {
+        let grew = |old: usize| {
+            isize::try_from(data.len()).unwrap_or(isize::MAX) - isize::try_from(old).unwrap_or(0)
+        };
+        if self.offset == 0 {
+            if hostcalls::set_buffer(buffer(which), 0, size, data).is_ok() {
+                self.delta = self.delta.saturating_add(grew(size));
+            }
+            return;
+        }
+        // Envoy only prepends, appends or replaces from the start: a range in the middle is
+        // `BadArgument`. Rebuild the whole buffer instead (only when stages interleave).
+        let whole = hostcalls::get_buffer(buffer(which), 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let start = self.offset.min(whole.len());
+        let end = self.offset.saturating_add(size).min(whole.len());
+        let mut out = Vec::with_capacity(whole.len() - (end - start) + data.len());
+        out.extend_from_slice(&whole[..start]);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&whole[end..]);
+        if hostcalls::set_buffer(buffer(which), 0, whole.len(), &out).is_ok() {
+            self.delta = self.delta.saturating_add(grew(end - start));
+        }
+    }
+
+    fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        // A missing access-log field must not fail the request: errors are ignored.
+        let _ = hostcalls::set_property(path.to_vec(), Some(value));
+    }
+
+    fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
+        self.replied = true;
+    }
+
+    fn facts(&mut self) -> &mut Facts {
+        if !self.loaded {
+            self.loaded = true;
+            let hs = self.request_headers();
+            self.facts = Facts::decode(&hs);
+            self.published = self.facts.clone();
+        }
+        &mut self.facts
+    }
+
+    fn http_call(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, CalloutError> {
+        let token =
+            hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout)
+                .map_err(|_| CalloutError::Refused(cluster.to_string()))?;
+        self.sent.push(token);
+        Ok(token)
+    }
+
+    fn resume_request(&mut self) {
+        let _ = hostcalls::resume_http_request();
+    }
+}
+
+impl PipelineHost for WasmHost {
+    fn set_body_offset(&mut self, offset: usize) {
+        self.offset = offset;
+    }
+    fn take_replied(&mut self) -> bool {
+        std::mem::take(&mut self.replied)
+    }
+    fn take_body_delta(&mut self) -> isize {
+        std::mem::take(&mut self.delta)
+    }
+    fn buffered_len(&mut self, which: Body) -> usize {
+        hostcalls::get_buffer(buffer(which), 0, usize::MAX)
+            .ok()
+            .flatten()
+            .map_or(0, |b| b.len())
+    }
+    fn take_callouts(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.sent)
+    }
+    fn as_host(&mut self) -> &mut dyn Host {
+        self
+    }
+}
