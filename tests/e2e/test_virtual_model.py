@@ -3,7 +3,6 @@ unknown models, and the byte-exact model rewrite. Upstream ids prove which backe
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -110,7 +109,7 @@ def test_bad_body_is_400(mocks):
 
 def test_latency_strategy_moves_to_the_faster_target(mocks):
     vm = {"name": "vm-chat", "strategy": "latency", "targets": targets(("a", 1), ("b", 1)),
-          "latency": {"window_s": 6}}
+          "latency": {"window_s": 600}}
     envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks)))
     mocks["a"].set_defaults(latency_ms=20)
     mocks["b"].set_defaults(latency_ms=60)
@@ -134,17 +133,16 @@ def test_latency_strategy_moves_to_the_faster_target(mocks):
     first = run(80)
     assert "b" in first, "the slower target must be measured too"
     assert Counter(first[-30:])["a"] >= 27, Counter(first)
-    # Swap speeds; once the old samples leave the window the strategy follows.
-    mocks["a"].set_defaults(latency_ms=60)
-    mocks["b"].set_defaults(latency_ms=20)
-    time.sleep(6.5)
-    second = run(80)
-    assert Counter(second[-30:])["b"] >= 27, Counter(second)
+    # Samples leaving the window (the strategy then follows a speed swap) is clock arithmetic,
+    # tested on the fake clock: virtual-model's strategy_tests, no sleep here.
 
 
-def test_sticky_sessions_hold_for_their_ttl(mocks):
+def test_sticky_sessions_hold_and_follow_a_failover(mocks):
+    """Pins live in shared data, so both workers keep a session on its target; a session whose
+    target fails follows the fallback that answered. The TTL running out is clock arithmetic,
+    tested on the fake clock (virtual-model's downstream_tests), so no sleep here."""
     vm = {"name": "vm-chat", "targets": targets(("a", 1), ("b", 1)),
-          "sticky": {"header": "x-session-id", "ttl_s": 4}}
+          "sticky": {"header": "x-session-id", "ttl_s": 600}}
     envoy = procs.Envoy(virtual_model.gateway([vm], ports(mocks)))
     sessions = [f"s{i}" for i in range(20)]
     pinned = {}
@@ -154,15 +152,10 @@ def test_sticky_sessions_hold_for_their_ttl(mocks):
                 up = post(c, headers={"x-session-id": s}).headers["x-upstream-id"]
                 assert pinned.setdefault(s, up) == up, f"session {s} moved within its TTL"
         assert set(pinned.values()) == {"a", "b"}, "sessions must spread over both targets"
-        # A session whose target fails follows the fallback that answered.
         s = next(s for s in sessions if pinned[s] == "a")
         r = post(c, headers={"x-session-id": s, "x-mock-status": "503", "x-mock-target": "a"})
         assert r.status_code == 200 and r.headers["x-upstream-id"] == "b"
         assert post(c, headers={"x-session-id": s}).headers["x-upstream-id"] == "b"
-        time.sleep(4.3)
-        after = {s: post(c, headers={"x-session-id": s}).headers["x-upstream-id"] for s in sessions}
-    # After the TTL each session is picked afresh (50/50): some must land elsewhere.
-    assert sum(after[s] != pinned[s] for s in sessions) >= 1, (pinned, after)
 
 
 def test_sticky_pins_survive_thousands_of_sessions(mocks):

@@ -135,8 +135,11 @@ def test_streaming_429_served_by_fallback_with_its_model(mocks):
     assert body["messages"] == MSG
 
 
-def test_sla_marks_slow_primary_unhealthy_until_it_recovers(mocks):
-    vm = priority_vm(sla={"max_ms_per_token": 5, "window_s": 2})
+def test_sla_marks_slow_primary_unhealthy(mocks):
+    """Real replies' time per token, shared by both workers, moves traffic off a primary over
+    its SLA. Its recovery once the slow samples leave the window is clock arithmetic, tested on
+    the fake clock (virtual-model's strategy_tests), so no multi-second sleep here."""
+    vm = priority_vm(sla={"max_ms_per_token": 5, "window_s": 600})
     envoy = gateway(mocks, vm)
     a = mocks["a"]
     with KeepAlive(envoy.url) as c:
@@ -147,9 +150,6 @@ def test_sla_marks_slow_primary_unhealthy_until_it_recovers(mocks):
         later = Counter(served(c, 40))
         # a still gets a probe share to show recovery, the bulk goes to b.
         assert later["b"] >= 24 and later["c"] == 0, later
-        a.set_defaults()
-        time.sleep(2.3)  # slow samples leave the SLA window
-        assert Counter(served(c, 20))["a"] >= 19
 
 
 def test_behind_auth_with_the_sdk(mocks):

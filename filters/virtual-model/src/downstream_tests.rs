@@ -309,55 +309,6 @@ fn a_reset_before_the_response_leaves_the_pin_and_records_no_sample() {
     assert_eq!(s.count, 0);
 }
 
-/// One direct request; the reply takes `ms` on the clock and carries 10 tokens.
-fn timed_request(
-    world: &World,
-    r: &dyn aimesh_host::StageRoot,
-    ms: &dyn Fn(&str) -> u64,
-) -> String {
-    let mut ex = exchange(world, r, &post());
-    ex.request(&chat("vm-chat"));
-    let target = ex.host.facts.backend.clone().unwrap_or_default();
-    world.advance(Duration::from_millis(ms(&target)));
-    ex.response(OK, &completion(10), 9);
-    ex.log();
-    target
-}
-
-#[test]
-fn latency_samples_time_the_reply_on_the_clock_and_leave_with_the_window() {
-    let world = World::default();
-    let config = json!({"virtual_models": [{"name": "vm-chat", "strategy": "latency",
-        "targets": targets(&[("a", 1), ("b", 1)], false), "latency": {"window_s": 6}}]});
-    let r = root(&world, &config);
-    let a_fast = |t: &str| if t == "acct-a" { 20 } else { 60 };
-    let first: Vec<String> = (0..80)
-        .map(|_| timed_request(&world, r.as_ref(), &a_fast))
-        .collect();
-    assert!(
-        first.iter().any(|t| t == "acct-b"),
-        "the slower target is measured too"
-    );
-    assert!(first[50..].iter().filter(|t| *t == "acct-a").count() >= 27);
-    let s = stats::summary(
-        world.store.as_ref(),
-        "acct-a/model-a",
-        world.unix_millis(),
-        6_000,
-    );
-    assert_eq!(s.median_us, 2_000.0, "20 ms over 10 tokens");
-    // Speeds swap; once the old samples leave the window the strategy follows.
-    world.advance(Duration::from_millis(6_500));
-    let b_fast = |t: &str| if t == "acct-b" { 20 } else { 60 };
-    let second: Vec<String> = (0..80)
-        .map(|_| timed_request(&world, r.as_ref(), &b_fast))
-        .collect();
-    assert!(
-        second[50..].iter().filter(|t| *t == "acct-b").count() >= 27,
-        "{second:?}"
-    );
-}
-
 #[test]
 fn failed_replies_are_not_measured() {
     let world = World::default();

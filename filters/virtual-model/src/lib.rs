@@ -19,6 +19,8 @@ mod upstream;
 #[cfg(test)]
 mod downstream_tests;
 #[cfg(test)]
+mod strategy_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod upstream_tests;
