@@ -18,7 +18,6 @@ import pytest
 
 from harness import paths, registry
 
-TOOL = paths.REPO / "deploy" / "wasm_oci.py"
 WASM_LAYER = "application/vnd.module.wasm.content.layer.v1+wasm"
 WASM_CONFIG = "application/vnd.module.wasm.config.v1+json"
 # What `make oci` packs: the five filters and the one-filter chain.
@@ -26,12 +25,7 @@ MODULES = [paths.wasm(f) for f in paths.FILTERS] + [paths.CHAIN_WASM]
 
 
 def build(out: Path, modules: list[Path] = MODULES, version: str | None = None) -> dict[str, dict]:
-    """Runs the image tool; its digests.json by image name."""
-    args = [sys.executable, str(TOOL), "--out", str(out), *map(str, modules)]
-    if version:
-        args += ["--version", version]
-    subprocess.run(args, check=True, capture_output=True, timeout=120)
-    return {d["name"]: d for d in json.loads((out / "digests.json").read_text())}
+    return registry.build_images(out, modules, version)
 
 
 def blob(layout: Path, digest: str) -> bytes:
@@ -122,6 +116,6 @@ def test_building_twice_gives_the_same_digest(tmp_path):
 def test_a_file_that_is_not_a_module_is_refused(tmp_path, content, message):
     bad = tmp_path / "aimesh_bad.wasm"
     bad.write_bytes(content)
-    out = subprocess.run([sys.executable, str(TOOL), "--out", str(tmp_path / "oci"), str(bad)],
+    out = subprocess.run([sys.executable, str(registry.OCI_TOOL), "--out", str(tmp_path / "oci"), str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and message in out.stderr and not (tmp_path / "oci" / "aimesh-bad").exists()

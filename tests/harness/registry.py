@@ -7,16 +7,30 @@ process's own temp dir; nothing touches /etc/docker/registry or a system service
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from . import procs
+from . import paths, procs
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
+# The image tool `make oci` runs.
+OCI_TOOL = paths.REPO / "deploy" / "wasm_oci.py"
+
+
+def build_images(out: Path, modules: list[Path], version: str | None = None) -> dict[str, dict]:
+    """Runs the image tool as `make oci` does; its digests.json by image name (name, tag,
+    manifest and module digests, layout directory)."""
+    args = [sys.executable, str(OCI_TOOL), "--out", str(out), *map(str, modules)]
+    if version:
+        args += ["--version", version]
+    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    return {d["name"]: d for d in json.loads((out / "digests.json").read_text())}
 
 
 class Registry(procs._Proc):
