@@ -160,9 +160,11 @@ class Pod:
         return {m["mountPath"]: str(self.dirs[m["name"]]) for m in c.get("volumeMounts", [])}
 
     def local(self, c: dict, text: str) -> str:
-        for mount, d in sorted(self.paths(c).items(), key=lambda kv: -len(kv[0])):
-            text = text.replace(mount, d)
-        return text
+        """`text` with each of the container's mount paths (a whole path component, in one pass:
+        `/wasm` is not the end of `/etc/aimesh/wasm`) replaced by its directory here."""
+        dirs = self.paths(c)
+        pattern = "|".join(re.escape(m) for m in sorted(dirs, key=len, reverse=True))
+        return re.sub(rf"(?<![\w/.-])({pattern})(?![\w.-])", lambda m: dirs[m.group(1)], text)
 
 
 def test_the_manifests_run_a_gateway(tmp_path, mock):
