@@ -237,7 +237,7 @@ def test_the_manifests_run_a_gateway(tmp_path, mock):
     boot["admin"]["address"]["socket_address"]["port_value"] = 0
     envoy_env = {e["name"]: secrets[e["valueFrom"]["secretKeyRef"]["name"]]["stringData"][e["valueFrom"]["secretKeyRef"]["key"]]
                  for e in envoy_c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
-    envoy = procs.Envoy(boot, env=envoy_env, extra_args=["--service-node", "aimesh-gateway-test"])
+    envoy = procs.Envoy(boot, env=envoy_env, extra_args=["--service-node", "aimesh-gateway-test"], timeout=180)
 
     r = requests.post(f"{envoy.url}/v1/chat/completions", timeout=10, headers={"authorization": f"Bearer {KEY}"},
                       json={"model": "smart", "messages": [{"role": "user", "content": "hi"}]})

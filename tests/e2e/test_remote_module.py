@@ -20,6 +20,8 @@ from harness import config, demo, paths, procs, registry
 KEY = "sk-aimesh-remote-test-" + "r" * 32
 CHAIN = os.environ.get("AIMESH_CHAIN") == "1"
 STAGES = ["chain"] if CHAIN else paths.FILTERS
+# Envoy is ready once every remote module is fetched and compiled: a deadline, not a timing.
+READY_S = 180
 
 
 def module(stage: str) -> Path:
@@ -51,10 +53,12 @@ def remote_config(mock_port: int, reg: registry.Registry, modules: dict, *, wron
         if f["name"] == wrong:
             sha = hashlib.sha256(b"another module").hexdigest()
         f["typed_config"]["config"]["vm_config"]["code"] = {"remote": {
-            "http_uri": {"uri": url, "cluster": "oci-registry", "timeout": "10s"},
+            # Generous: a 7 MB module on a loaded 2-core machine (no timing is asserted).
+            "http_uri": {"uri": url, "cluster": "oci-registry", "timeout": "60s"},
             "sha256": sha,
-            # Envoy retries a failed fetch (a wrong sha256 is one) with backoff; once is enough here.
-            "retry_policy": {"num_retries": 0},
+            # A wrong sha256 is retried like a failed fetch: short backoff, so the refusal is quick.
+            "retry_policy": {"num_retries": 3,
+                             "retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}},
         }}
     cfg["static_resources"]["clusters"].append(config.cluster("oci-registry", reg.port))
     return cfg
@@ -89,13 +93,13 @@ def answers(envoy: procs.Envoy) -> list:
 
 def test_envoy_loads_the_modules_from_the_registry_by_sha256(mock, pushed):
     reg, modules = pushed
-    local = procs.Envoy(demo.demo_config(KEY, mock.port, chain=CHAIN))
+    local = procs.Envoy(demo.demo_config(KEY, mock.port, chain=CHAIN), timeout=READY_S)
     expected = answers(local)
     local.stop()
     upstream_before = [r["body"] for r in mock.records()]
     mock.clear()
 
-    envoy = procs.Envoy(remote_config(mock.port, reg, modules))
+    envoy = procs.Envoy(remote_config(mock.port, reg, modules), timeout=READY_S)
     assert envoy.stats("wasm.remote_load_fetch_successes").get("wasm.remote_load_fetch_successes") == len(STAGES)
     got = answers(envoy)
     assert got == expected
@@ -108,7 +112,7 @@ def test_envoy_loads_the_modules_from_the_registry_by_sha256(mock, pushed):
 def test_a_wrong_sha256_is_refused_and_the_filter_fails_closed(mock, pushed):
     reg, modules = pushed
     wrong = "aimesh.chain" if CHAIN else "aimesh.auth"
-    envoy = procs.Envoy(remote_config(mock.port, reg, modules, wrong=wrong))
+    envoy = procs.Envoy(remote_config(mock.port, reg, modules, wrong=wrong), timeout=READY_S)
     stats = envoy.stats("wasm.remote_load")
     assert stats["wasm.remote_load_fetch_failures"] == 1, stats
     assert stats["wasm.remote_load_fetch_successes"] == len(STAGES) - 1, stats
