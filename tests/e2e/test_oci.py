@@ -7,11 +7,14 @@ of `make build`.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from harness import paths, registry
 
 WASM_LAYER = "application/vnd.module.wasm.content.layer.v1+wasm"
 WASM_CONFIG = "application/vnd.module.wasm.config.v1+json"
+COMPAT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 # What `make oci` packs: the five filters and the one-filter chain.
 MODULES = [paths.wasm(f) for f in paths.FILTERS] + [paths.CHAIN_WASM]
 
@@ -35,14 +39,19 @@ def blob(layout: Path, digest: str) -> bytes:
     return data
 
 
-def manifest_of(layout: Path) -> tuple[str, dict]:
-    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+def manifest_of(layout: Path, tag: str | None = None) -> tuple[str, dict]:
+    """The digest and manifest tagged `tag` (None: the layout's only one)."""
+    entries = json.loads((layout / "index.json").read_text())["manifests"]
+    if tag is None:
+        (entry,) = entries
+    else:
+        (entry,) = [e for e in entries if e["annotations"]["org.opencontainers.image.ref.name"] == tag]
     return entry["digest"], json.loads(blob(layout, entry["digest"]))
 
 
 def wasm_layer(layout: Path) -> bytes:
-    """The module as an image fetcher reads it: Istio's needs exactly two layers (module and
-    runtime config) when the module layer is not a tar+gzip, and takes the one of WASM_LAYER."""
+    """The module as an image fetcher reads the oci variant: Istio's needs exactly two layers
+    (module and runtime config) when the module layer is not a tar+gzip, and takes WASM_LAYER's."""
     _, manifest = manifest_of(layout)
     assert len(manifest["layers"]) == 2, manifest
     (layer,) = [l for l in manifest["layers"] if l["mediaType"] == WASM_LAYER]
@@ -52,6 +61,19 @@ def wasm_layer(layout: Path) -> bytes:
     data = blob(layout, layer["digest"])
     assert len(data) == layer["size"]
     return data
+
+
+def compat_plugin(layout: Path) -> bytes:
+    """The module as an image fetcher reads the compat variant: the last layer, an OCI tar+gzip
+    layer, its `plugin.wasm`; the manifest carries `module.wasm.image/variant: compat`."""
+    _, manifest = manifest_of(layout)
+    assert manifest["annotations"]["module.wasm.image/variant"] == "compat"
+    layer = manifest["layers"][-1]
+    assert layer["mediaType"] == COMPAT_LAYER
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(layout, layer["digest"])))) as tar:
+        member = tar.extractfile("plugin.wasm")
+        assert member is not None
+        return member.read()
 
 
 def test_images_round_trip_through_a_real_registry_by_digest(tmp_path):
@@ -75,6 +97,12 @@ def test_images_round_trip_through_a_real_registry_by_digest(tmp_path):
         assert wasm_layer(pulled) == module_bytes
         # The layer digest is the module's sha256: what a `remote` code source checks.
         assert image["module"] == "sha256:" + hashlib.sha256(module_bytes).hexdigest()
+        # The compat variant, same way.
+        registry.push(Path(image["layout"]), image["compat_tag"], reg, repo)
+        pulled = tmp_path / "pulled-compat" / image["name"]
+        registry.pull_by_digest(reg, repo, image["compat_manifest"], pulled)
+        assert manifest_of(pulled)[0] == image["compat_manifest"] != image["manifest"]
+        assert compat_plugin(pulled) == module_bytes
 
 
 def test_building_twice_gives_the_same_digest(tmp_path):
@@ -90,13 +118,15 @@ def test_building_twice_gives_the_same_digest(tmp_path):
     second = build(tmp_path / "b", copies)
     for name, image in first.items():
         assert second[name]["manifest"] == image["manifest"]
+        assert second[name]["compat_manifest"] == image["compat_manifest"]
         a, b = Path(image["layout"]), Path(second[name]["layout"])
         assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
         for p in a.rglob("*"):
             if p.is_file():
                 assert p.read_bytes() == (b / p.relative_to(a)).read_bytes(), p
-        _, manifest = manifest_of(a)
-        assert "created" not in json.dumps(manifest)
+        for tag in (image["tag"], image["compat_tag"]):
+            _, manifest = manifest_of(a, tag)
+            assert "created" not in json.dumps(manifest) + blob(a, manifest["config"]["digest"]).decode()
     # Content-addressed: one byte more in the module (a custom section) is another image.
     changed = tmp_path / "changed" / MODULES[0].name
     changed.parent.mkdir()
@@ -104,6 +134,7 @@ def test_building_twice_gives_the_same_digest(tmp_path):
     other = build(tmp_path / "c", [changed])
     name = MODULES[0].stem.replace("_", "-")
     assert other[name]["manifest"] != first[name]["manifest"]
+    assert other[name]["compat_manifest"] != first[name]["compat_manifest"]
     # The version is an annotation of the manifest: a new release is a new digest, even for the
     # same module.
     assert build(tmp_path / "d", MODULES[:1], version="9.9.9")[name]["manifest"] != first[name]["manifest"]
