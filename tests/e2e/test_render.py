@@ -22,11 +22,30 @@ TARGETS = ["istio", "envoy-gateway"]
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
+def closed(schema):
+    """The schema with unknown fields refused where the API server would prune them (objects
+    with `properties` that do not preserve unknown fields): a misspelt field would otherwise
+    pass here and be silently dropped by Kubernetes."""
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) for k, v in schema.items()}
+    if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields") \
+            and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 def schemas() -> dict[tuple[str, str], dict]:
     out = {}
     for f in (DATA / "crds").glob("*.json"):
         crd = json.loads(f.read_text())
-        out[(f'{crd["group"]}/{crd["version"]}', crd["kind"])] = crd["openAPIV3Schema"]
+        schema = closed(crd["openAPIV3Schema"])
+        # Kubernetes itself defines these on every object (some CRDs leave them out).
+        schema["properties"].update({"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                                     "metadata": {"type": "object"}})
+        out[(f'{crd["group"]}/{crd["version"]}', crd["kind"])] = schema
     return out
 
 
@@ -61,8 +80,8 @@ def test_manifests_pass_the_published_crd_schemas(target, config):
 
 
 def test_the_schemas_catch_a_wrong_manifest():
-    """The validation is not vacuous: a patch operation Istio does not know, an unknown field and
-    a JSONPatch op outside the enum are refused."""
+    """The validation is not vacuous: a patch operation Istio does not know, a resolution outside
+    the enum, a misspelt field and a JSONPatch op outside the enum are refused."""
     known = schemas()
     istio = render("istio", DATA / "render" / "minimal.gateway.yaml")
     ef = copy.deepcopy(next(d for d in istio if d["kind"] == "EnvoyFilter"))
@@ -73,6 +92,10 @@ def test_the_schemas_catch_a_wrong_manifest():
     se["spec"]["resolution"] = "SOMETIMES"
     with pytest.raises(jsonschema.ValidationError):
         check(se, known)
+    vs = copy.deepcopy(next(d for d in istio if d["kind"] == "VirtualService"))
+    vs["spec"]["http"][0]["timout"] = "1s"
+    with pytest.raises(jsonschema.ValidationError):
+        check(vs, known)
     eg = render("envoy-gateway", DATA / "render" / "minimal.gateway.yaml")
     epp = copy.deepcopy(next(d for d in eg if d["kind"] == "EnvoyPatchPolicy"))
     epp["spec"]["jsonPatches"][0]["operation"]["op"] = "insert"
