@@ -132,11 +132,10 @@ fn refuse_unrenderable(gw: &Gateway) -> Result<(), String> {
 fn in_proxy_env(gw: &Gateway) -> Gateway {
     let mut gw = gw.clone();
     let keys = gw.providers.iter_mut().map(|p| &mut p.api_key);
-    for k in keys.chain(gw.mcp_servers.iter_mut().map(|m| &mut m.api_key)) {
-        if let Some(r) = k {
-            if let Some(SecretSource::File(path)) = r.source() {
-                *r = SecretRef(format!("${{env:{}}}", file_env_name(path)));
-            }
+    let keys = keys.chain(gw.mcp_servers.iter_mut().map(|m| &mut m.api_key));
+    for r in keys.flatten() {
+        if let Some(SecretSource::File(path)) = r.source() {
+            *r = SecretRef(format!("${{env:{}}}", file_env_name(path)));
         }
     }
     gw
