@@ -1,6 +1,6 @@
 //! `aimesh-xds`: the aimesh control plane and operator CLI.
 
-use aimesh_xds::{diff, keys, schema, serve, sim, validate};
+use aimesh_xds::{diff, keys, render, schema, serve, sim, validate};
 
 use std::path::PathBuf;
 
@@ -36,6 +36,8 @@ enum Command {
     },
     /// Print the JSON schema of gateway.yaml.
     Schema,
+    /// Print gateway.yaml as a mesh's resources (Istio or Envoy Gateway), as one YAML stream.
+    Render(render::RenderArgs),
     /// Benchmark helper: simulated ADS clients timing how fast a file change reaches them.
     #[command(hide = true)]
     Sim(sim::SimArgs),
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
             println!("{}", schema::json());
             Ok(())
         }
+        Command::Render(args) => render::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Keys(cmd) => keys::run(cmd),
     };

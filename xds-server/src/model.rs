@@ -50,6 +50,9 @@ pub struct Gateway {
     /// Hosts the gateway may connect to; when set, every upstream must match.
     #[serde(default)]
     pub egress: Egress,
+    /// Traces (OpenTelemetry) of the gateway's requests.
+    #[serde(default)]
+    pub observability: Observability,
 }
 
 /// The client-facing listener.
@@ -528,6 +531,39 @@ pub struct Egress {
     /// every provider, custom endpoint and MCP server host must match one.
     #[serde(default)]
     pub allow: Vec<String>,
+}
+
+/// Telemetry sent out of the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Observability {
+    /// Send a span per request to an OpenTelemetry collector (OTLP over gRPC), with GenAI
+    /// attributes and the key id and team (docs/gateway-yaml.md); the W3C `traceparent` goes
+    /// on to providers and MCP servers.
+    #[serde(default)]
+    pub otlp: Option<Otlp>,
+}
+
+/// An OTLP/gRPC trace exporter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Otlp {
+    /// Collector address, `http://host:port` (plaintext gRPC, e.g. `http://otel-collector:4317`;
+    /// TLS to the collector is not supported yet: run a collector next to the gateway).
+    pub endpoint: String,
+    /// `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Percentage of requests traced, 0-100.
+    #[serde(default = "default_sampling")]
+    pub sampling: f64,
+}
+
+fn default_service_name() -> String {
+    "aimesh".into()
+}
+fn default_sampling() -> f64 {
+    100.0
 }
 
 /// A reference to a secret: `${env:NAME}` or `${file:/absolute/path}`.

@@ -164,6 +164,9 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
             }
         }
     }
+    if let Some(c) = crate::tracing::cluster(gw)? {
+        clusters.insert(c.name.clone(), any(CLUSTER, &c));
+    }
     out.insert(CLUSTER, clusters);
     out.insert(ENDPOINT, endpoints);
     out.insert(
@@ -279,7 +282,7 @@ fn lb_endpoint(host: &str, port: u16, weight: Option<u32>, cluster: &str) -> ep:
 }
 
 /// A cluster to one hosted URL: DNS (or static for an IP), TLS with SNI for https.
-fn hosted_cluster(name: &str, u: &Url, connect_ms: u64) -> Cluster {
+pub(crate) fn hosted_cluster(name: &str, u: &Url, connect_ms: u64) -> Cluster {
     let is_ip = u.host.parse::<IpAddr>().is_ok();
     let kind = if is_ip {
         cluster::DiscoveryType::Static
@@ -601,6 +604,7 @@ fn listener(gw: &Gateway) -> lis::Listener {
         http_filters,
         access_log: access_log::audit(&gw.listener.access_log),
         local_reply_config: Some(local_reply::openai_shaped()),
+        tracing: crate::tracing::hcm_tracing(gw),
         ..edge(gw.listener.trusted_hops)
     };
     lis::Listener {

@@ -517,6 +517,7 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
             );
         }
     }
+    v.errs.extend(crate::tracing::check(gw));
     v.errs
 }
 
