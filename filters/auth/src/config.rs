@@ -1,16 +1,16 @@
-//! Glue between the core auth config and `aimesh_glue::load_config`.
+//! Glue between the auth config (owned by aimesh-config) and `aimesh_glue::load_config`.
 
 use aimesh_core::auth::AuthConfig;
-use aimesh_glue::Validate;
+use aimesh_glue::{ConfigError, Validate};
 use serde::Deserialize;
 
-/// The core config, wrapped so the glue's `Validate` can be implemented here.
+/// The core config, wrapped so the filter keeps its own name for it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Config(pub AuthConfig);
 
 impl Validate for Config {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.0.check()
     }
 }

@@ -2,11 +2,9 @@
 
 use serde::de::DeserializeOwned;
 
-/// Semantic checks a config runs after it deserializes.
-pub trait Validate {
-    /// `Err` names the offending field (`keys[2].allowed_models`) and what is wrong with it.
-    fn validate(&self) -> Result<(), String>;
-}
+/// Semantic checks a config runs after it deserializes (aimesh-config's, so the filters' and
+/// aimesh-xds's are one).
+pub use aimesh_config::{ConfigError, Validate};
 
 /// Parses and validates a filter config. An absent or empty configuration is `{}`.
 ///
@@ -19,7 +17,7 @@ pub fn load_config<T: DeserializeOwned + Validate>(filter: &str, raw: Option<&[u
     };
     let parsed: Result<T, String> = serde_json::from_slice::<T>(raw)
         .map_err(|e| e.to_string())
-        .and_then(|c| c.validate().map(|()| c));
+        .and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()));
     match parsed {
         Ok(c) => Some(c),
         Err(e) => {

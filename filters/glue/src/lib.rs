@@ -9,7 +9,7 @@ pub mod host;
 pub mod reply;
 pub mod stage;
 
-pub use config::{load_config, Validate};
+pub use config::{load_config, ConfigError, Validate};
 pub use headers::{replace_request_body, set_request_header, set_response_header, Headers};
 pub use host::{HostClock, HostMetrics, HostStore};
 pub use reply::{send_error, send_json, strip_internal_headers};

@@ -43,7 +43,7 @@ const NAME: &str = "header-auth";
 pub struct FilterConfig(pub Config);
 
 impl Validate for FilterConfig {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), aimesh_glue::ConfigError> {
         self.0.check()
     }
 }
@@ -243,7 +243,11 @@ mod tests {
         assert!(ok.validate().is_ok());
         assert!(serde_json::from_str::<FilterConfig>(r#"{"acounts":{}}"#).is_err());
         let bad: FilterConfig = serde_json::from_str(r#"{"accounts":{"ab":{}}}"#).unwrap();
-        assert!(bad.validate().unwrap_err().starts_with("accounts.ab:"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("accounts.ab:"));
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod start {
 pub struct Config(pub PiiConfig);
 
 impl Validate for Config {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), aimesh_glue::ConfigError> {
         self.0.validate()
     }
 }

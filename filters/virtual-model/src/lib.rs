@@ -47,7 +47,7 @@ mod start {
 pub struct Config(pub RoutingConfig);
 
 impl Validate for Config {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), aimesh_glue::ConfigError> {
         self.0.validate()
     }
 }

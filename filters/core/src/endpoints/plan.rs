@@ -169,22 +169,6 @@ impl ErrorKind for EndpointError {
     }
 }
 
-/// Resolves every variable to a harmless placeholder: static validation without secrets.
-struct Placeholder;
-
-impl Env for Placeholder {
-    fn var(&self, _name: &str) -> Option<String> {
-        Some("placeholder".into())
-    }
-}
-
-impl Config {
-    /// Everything but secret resolution (variables are not read); `Err` names the field.
-    pub fn check(&self) -> Result<(), String> {
-        Plan::compile(self, &Placeholder).map(|_| ())
-    }
-}
-
 /// Merges `(name, value)` lists: a later entry replaces an earlier one of the same name.
 fn merge(into: &mut Vec<(String, String)>, from: &[(String, String)]) {
     for (k, v) in from {
@@ -222,6 +206,8 @@ fn header_set(custom: Vec<(String, String)>, auth: &RenderedAuth) -> HeaderSet {
 impl Plan {
     /// Validates `c` and renders every header with secrets from `env`.
     pub fn compile(c: &Config, env: &dyn Env) -> Result<Self, String> {
+        // The config-time rules are aimesh-config's (aimesh-xds runs the same ones).
+        c.check().map_err(|e| e.to_string())?;
         let egress = c.egress.as_ref().map(Egress::compile).transpose()?;
         let mut plan = Plan {
             role: c.role,
