@@ -653,6 +653,10 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[path = "validate_drift_tests.rs"]
+mod drift_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
