@@ -16,8 +16,11 @@ fn errs(yaml: &str) -> Vec<ConfigError> {
 fn custom_endpoint_names_follow_header_auths_rule() {
     let long = "e".repeat(62);
     let too_long = "e".repeat(63);
-    for name in ["tts", "Geo.v2", "x1", "..a", &long, "a", "1tts", "..", &too_long, "a b"] {
-        let yaml = format!("custom_endpoints:\n- {{name: '{name}', url: 'https://tts.example.com'}}\n");
+    for name in [
+        "tts", "Geo.v2", "x1", "..a", &long, "a", "1tts", "..", &too_long, "a b",
+    ] {
+        let yaml =
+            format!("custom_endpoints:\n- {{name: '{name}', url: 'https://tts.example.com'}}\n");
         let e = errs(&yaml);
         let refused = e.iter().any(|e| e.field == "custom_endpoints[0].name");
         assert_eq!(refused, !valid_endpoint(name), "{name}: {e:?}");
@@ -28,7 +31,14 @@ fn custom_endpoint_names_follow_header_auths_rule() {
 
 #[test]
 fn egress_patterns_follow_header_auths_rule() {
-    for entry in ["*.com", "*.example.com", "api.openai.com", "10.0.0.0/8", "10.0.0.0/33", "a/b"] {
+    for entry in [
+        "*.com",
+        "*.example.com",
+        "api.openai.com",
+        "10.0.0.0/8",
+        "10.0.0.0/33",
+        "a/b",
+    ] {
         let yaml = format!("egress: {{allow: ['{entry}']}}\n");
         let filter = Egress::compile(&EgressConfig {
             hosts: vec![entry.to_string()],
@@ -37,7 +47,11 @@ fn egress_patterns_follow_header_auths_rule() {
         let e = errs(&yaml);
         assert_eq!(e.is_empty(), filter.is_ok(), "{entry}: {e:?}");
         if let Some(e) = e.first() {
-            assert_eq!((e.field.as_str(), e.line), ("egress.allow[0]", Some(1)), "{e}");
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                ("egress.allow[0]", Some(1)),
+                "{e}"
+            );
         }
     }
 }
@@ -73,7 +87,10 @@ fn prices_are_token_accountings_type_and_rule() {
     assert_eq!(p.validate(), Ok(()));
     let e = errs("prices:\n  m: {input: 2000000, output: 1}\n");
     assert_eq!(e.len(), 1, "{e:?}");
-    assert_eq!((e[0].field.as_str(), e[0].line), ("prices.m.input", Some(2)));
+    assert_eq!(
+        (e[0].field.as_str(), e[0].line),
+        ("prices.m.input", Some(2))
+    );
     let e = errs("prices:\n  'a*b': {input: 1, output: 1}\n");
     assert_eq!(e[0].field, "prices.a*b", "{e:?}");
 }
@@ -87,5 +104,8 @@ fn what_a_filter_would_refuse_is_refused_at_validate() {
     ));
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!((e[0].field.as_str(), e[0].line), ("keys[1].hash", Some(3)));
-    assert!(!e[0].to_string().contains(&"a".repeat(64)), "a hash is never echoed");
+    assert!(
+        !e[0].to_string().contains(&"a".repeat(64)),
+        "a hash is never echoed"
+    );
 }
