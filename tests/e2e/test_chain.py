@@ -29,8 +29,9 @@ def chain_gateway(mock_port: int, chain_cfg: dict) -> dict:
     ({}, "chain: invalid configuration: no stage configured"),
     ({"virtual-model": {"role": "upstream", "virtual_models": []}},
      "chain: invalid configuration: virtual-model.role: the chain runs downstream"),
-    # A stage's own error line names the filter and the field, as the standalone filter's does.
-    ({"auth": {"keys": [{"id": "a", "hash": "sha256:zz"}]}}, "auth: invalid configuration: keys[0]"),
+    # A stage's section is checked by that filter's own rules (aimesh-config), the field named
+    # from the chain's root.
+    ({"auth": {"keys": [{"id": "a", "hash": "sha256:zz"}]}}, "chain: invalid configuration: auth.keys[0].hash"),
 ], ids=["unknown section", "no stage", "upstream role", "stage field"])
 def test_bad_config_is_rejected_with_one_line(mock, cfg, message):
     with pytest.raises(RuntimeError) as e:

@@ -98,7 +98,7 @@ mod tests {
             "/../envoy/token-accounting.yaml"
         );
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_default();
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_default();
         let fmt = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"]["access_log"][0]["typed_config"]["log_format"]["json_format"];
         let shipped: Vec<(String, String)> = fmt
@@ -106,7 +106,7 @@ mod tests {
             .into_iter()
             .flatten()
             .map(|(k, v)| {
-                let s = |x: &serde_yaml::Value| x.as_str().unwrap_or_default().to_string();
+                let s = |x: &serde_yaml_ng::Value| x.as_str().unwrap_or_default().to_string();
                 (s(k), s(v))
             })
             .collect();

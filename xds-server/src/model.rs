@@ -247,7 +247,8 @@ fn default_healthy() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomEndpoint {
-    /// Name, unique per account (2-62 of `a-z 0-9 - _ .`, not starting with a digit).
+    /// Name, unique per account (2-62 of `A-Z a-z 0-9 - _ .`, not starting with a digit: the
+    /// header-auth filter's rule for a `/proxy-api/` path segment).
     pub name: String,
     /// Provider whose credentials the endpoint uses; none: no credentials are sent.
     #[serde(default)]
@@ -388,18 +389,8 @@ pub enum BudgetPeriod {
     Month,
 }
 
-/// Price of a model's tokens, USD per million.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Uncached input tokens.
-    pub input: f64,
-    /// Input tokens served from the provider's prompt cache; `input` when absent.
-    #[serde(default)]
-    pub cached_input: Option<f64>,
-    /// Output tokens (reasoning included).
-    pub output: f64,
-}
+/// Price of a model's tokens, USD per million: token-accounting's own type.
+pub use aimesh_config::accounting::Price;
 
 /// Personal-data policy for prompts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -527,7 +518,8 @@ pub enum PiiMode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Egress {
-    /// Host names (`api.openai.com`), wildcards (`*.openai.azure.com`) or IPs; when non-empty
+    /// Host names (`api.openai.com`), wildcards (`*.openai.azure.com`: a domain of at least two
+    /// labels), IPs or networks (`10.0.0.0/8`), by the header-auth filter's rule; when non-empty
     /// every provider, custom endpoint and MCP server host must match one.
     #[serde(default)]
     pub allow: Vec<String>,

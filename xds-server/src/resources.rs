@@ -22,7 +22,7 @@ use prost::Message;
 use crate::access_log;
 use crate::filters;
 use crate::local_reply;
-use crate::model::{FilterBuild, Gateway, Provider};
+use crate::model::{Gateway, Provider};
 use crate::validate::{parse_duration_ms, parse_url, Url};
 
 /// Type URL of clusters.
@@ -58,6 +58,10 @@ pub fn custom_cluster(e: &crate::model::CustomEndpoint) -> String {
 /// Cluster name of a provider.
 pub fn provider_cluster(name: &str) -> String {
     format!("provider.{name}")
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string(v).map_err(|e| e.to_string())
 }
 
 fn any<M: Message>(type_url: &str, m: &M) -> Any {
@@ -129,14 +133,14 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         let upstream = [
             wasm_filter(
                 "virtual-model",
-                &filters::virtual_model_upstream(gw),
+                &json(&filters::virtual_model_upstream(gw))?,
                 wasm_dir,
                 &[],
                 false,
             ),
             wasm_filter(
                 "header-auth",
-                &filters::header_auth_upstream(gw, resolve_files)?,
+                &json(&filters::header_auth_upstream(gw, resolve_files)?)?,
                 wasm_dir,
                 &header_auth_env,
                 sensitive("header-auth"),
@@ -178,11 +182,7 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
         BTreeMap::from([(GATEWAY.to_string(), any(LISTENER, &listener(gw)))]),
     );
     let mut ext = BTreeMap::new();
-    let mut configs = filters::configs(gw, resolve_files)?;
-    if gw.listener.filter_build == FilterBuild::Chain {
-        configs = vec![(filters::CHAIN, filters::chain_config(&configs)?)];
-    }
-    for (name, json) in configs {
+    for (name, json) in filters::configs(gw, resolve_files)? {
         let reads_env = name == "header-auth" || name == filters::CHAIN;
         let env: &[String] = if reads_env { &header_auth_env } else { &[] };
         let cfg = wasm_extension(name, &json, wasm_dir, env, sensitive(name));
@@ -658,7 +658,7 @@ fn edge(trusted_hops: u32) -> hcm::HttpConnectionManager {
 /// A filter's `PluginConfig.configuration`: the JSON as a `StringValue`, or, when it holds
 /// secret values (`sensitive`), as the `inline_string` of a `GenericSecret`. Envoy's
 /// `/config_dump` redacts that message's `secret` field (it is marked sensitive) and still
-/// hands the VM the message's bytes, which `aimesh_glue::plugin_configuration` unwraps.
+/// hands the VM the message's bytes, which `aimesh_glue` unwraps (`config::unwrap_generic_secret`).
 pub fn plugin_configuration(json: &str, sensitive: bool) -> Any {
     if !sensitive {
         return any(

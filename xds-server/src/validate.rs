@@ -4,6 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use aimesh_config::egress::{Egress, EgressConfig};
+use aimesh_config::names::{valid_account, valid_endpoint};
+use aimesh_config::url::BaseUrl;
+
 use crate::model::{Gateway, SecretRef, SecretSource};
 
 /// A config error: field path, line (1-based) when known, and what is wrong.
@@ -39,9 +43,9 @@ fn model_name_error(m: &str) -> Option<&'static str> {
 
 /// Parses and validates a gateway.yaml text.
 pub fn load_str(text: &str) -> Result<Gateway, Vec<ConfigError>> {
-    let gw: Gateway = serde_yaml::from_str(text).map_err(|e| {
+    let gw: Gateway = serde_yaml_ng::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line());
-        // serde_yaml prefixes nested errors with the path (`providers[0]: unknown field ...`).
+        // serde_yaml_ng prefixes nested errors with the path (`providers[0]: unknown field ...`).
         let msg = e.to_string();
         let (field, message) = match msg.split_once(": ") {
             Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
@@ -145,44 +149,17 @@ pub struct Url {
     pub path: String,
 }
 
-/// Parses `http(s)://host[:port][/path]`.
+/// Parses `http(s)://host[:port][/path]` by header-auth's own rule
+/// ([`aimesh_config::url::BaseUrl`]), a trailing `/` allowed.
 pub fn parse_url(s: &str) -> Result<Url, String> {
-    let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = s.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err(format!("'{s}' must start with http:// or https://"));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if authority.contains('@') || path.contains('?') || path.contains('#') {
-        return Err(format!(
-            "'{s}' must not carry credentials, a query or a fragment"
-        ));
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            let port: u16 = p.parse().map_err(|_| format!("'{s}': bad port '{p}'"))?;
-            (h, port)
-        }
-        _ => (authority, if tls { 443 } else { 80 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b))
-    {
-        return Err(format!("'{s}': bad host"));
-    }
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    let u = BaseUrl::parse(trimmed).map_err(|e| format!("'{s}': {e}"))?;
+    let tls = u.scheme == "https";
     Ok(Url {
         tls,
-        host: host.to_ascii_lowercase(),
-        port,
-        path: path.trim_end_matches('/').to_string(),
+        port: u.port.unwrap_or(if tls { 443 } else { 80 }),
+        host: u.host,
+        path: u.path,
     })
 }
 
@@ -213,14 +190,11 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
-/// True when `host` matches an allow-list entry (exact, or `*.suffix` for subdomains).
-pub fn egress_allows(allow: &[String], host: &str) -> bool {
-    allow.iter().any(|a| {
-        let a = a.to_ascii_lowercase();
-        match a.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
-            None => a == host,
-        }
+/// The egress allow-list as header-auth compiles it (one rule for gateway.yaml and the filter).
+pub fn egress(allow: &[String]) -> Result<Egress, String> {
+    Egress::compile(&EgressConfig {
+        hosts: allow.to_vec(),
+        cidrs: Vec::new(),
     })
 }
 
@@ -248,12 +222,8 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
     for (i, p) in gw.providers.iter().enumerate() {
         let f = format!("providers[{i}]");
         v.name(&format!("{f}.name"), &p.name, &mut providers);
-        // The header-auth filter keys provider accounts by this name and allows only these.
-        let account_ok = (3..=32).contains(&p.name.len())
-            && p.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !account_ok || p.name == CUSTOM_ACCOUNT {
+        // The header-auth filter keys provider accounts by this name, by its own rule.
+        if !valid_account(&p.name) || p.name == CUSTOM_ACCOUNT {
             v.err(
                 format!("{f}.name"),
                 "must be 3-32 of a-z, 0-9, '-' (and not 'endpoints')",
@@ -339,21 +309,16 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         ));
     }
     for (i, c) in gw.custom_endpoints.iter().enumerate() {
-        if !valid_name(&c.name) {
+        // header-auth's own rule: the name is a segment of `/proxy-api/<account>/<name>/`.
+        if !valid_endpoint(&c.name) {
             v.err(
                 format!("custom_endpoints[{i}].name"),
-                "must be 1-64 of a-z, 0-9, '-', '_', '.'",
+                "must be 2-62 of A-Z, a-z, 0-9, '-', '_', '.', not starting with a digit",
             );
         } else if !names.insert(scoped[i].as_str()) {
             v.err(
                 format!("custom_endpoints[{i}].name"),
                 &format!("duplicate endpoint '{}'", scoped[i]),
-            );
-        }
-        if c.name.len() < 2 || c.name.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-            v.err(
-                format!("custom_endpoints[{i}].name"),
-                "must be 2-62 characters, not starting with a digit",
             );
         }
         if let Some(p) = &c.provider {
@@ -493,28 +458,15 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         }
     }
     pii(&mut v, gw);
-    for (model, p) in &gw.prices {
-        let f = format!("prices.{model}");
-        let star = model.find('*');
-        if model.is_empty() || star.is_some_and(|i| i != model.len() - 1) {
-            v.err(f.clone(), "must be a model name or 'prefix*'");
-        }
-        for (field, x) in [
-            ("input", Some(p.input)),
-            ("cached_input", p.cached_input),
-            ("output", Some(p.output)),
-        ] {
-            if x.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
-                v.err(format!("{f}.{field}"), "must be a non-negative amount");
-            }
-        }
+    if let Err(e) = egress(&gw.egress.allow) {
+        // `egress.hosts[i]: ...` in the filter's words; `egress.allow[i]` in gateway.yaml's.
+        let (field, message) = e.split_once(": ").unwrap_or(("", e.as_str()));
+        let field = field.replace("egress.hosts", "egress.allow");
+        v.err(field, message);
     }
-    for (i, a) in gw.egress.allow.iter().enumerate() {
-        if a.is_empty() || a.contains('/') || a.contains(':') && !a.contains("::") {
-            v.err(
-                format!("egress.allow[{i}]"),
-                "must be a host name, *.domain or an IP",
-            );
+    if v.errs.is_empty() {
+        for (field, message) in crate::filters::check(gw) {
+            v.err(field, &message);
         }
     }
     v.errs.extend(crate::tracing::check(gw));
@@ -534,14 +486,12 @@ fn pii(v: &mut Checker, gw: &Gateway) {
     let mut bad = false;
     for (f, p) in policies {
         for (i, e) in p.entities.iter().enumerate() {
-            if !crate::filters::PII_ENTITIES.contains(&e.as_str()) {
+            let known = crate::filters::pii_entities();
+            if !known.contains(e) {
                 bad = true;
                 v.err(
                     format!("{f}.entities[{i}]"),
-                    &format!(
-                        "unknown entity '{e}'; known: {}",
-                        crate::filters::PII_ENTITIES.join(", ")
-                    ),
+                    &format!("unknown entity '{e}'; known: {}", known.join(", ")),
                 );
             }
         }
@@ -556,10 +506,8 @@ fn pii(v: &mut Checker, gw: &Gateway) {
     if bad {
         return;
     }
-    let checked = crate::filters::pii(gw, false).and_then(|json| {
-        let cfg: aimesh_core::pii::PiiConfig =
-            serde_json::from_value(json).map_err(|e| format!("pii: {e}"))?;
-        cfg.validate()?;
+    let checked = crate::filters::pii(gw, false).and_then(|cfg| {
+        cfg.validate().map_err(|e| e.to_string())?;
         aimesh_core::pii::Engine::new(&cfg).map(|_| ())
     });
     if let Err(e) = checked {
@@ -606,9 +554,10 @@ impl Checker {
     }
 
     fn url(&mut self, field: &str, s: &str, allow: &[String]) {
-        match parse_url(s) {
-            Err(e) => self.err(field.into(), &e),
-            Ok(u) if !allow.is_empty() && !egress_allows(allow, &u.host) => self.err(
+        let trimmed = s.strip_suffix('/').unwrap_or(s);
+        match BaseUrl::parse(trimmed) {
+            Err(e) => self.err(field.into(), &format!("'{s}': {e}")),
+            Ok(u) if !allow.is_empty() && !egress(allow).is_ok_and(|e| e.allows(&u)) => self.err(
                 field.into(),
                 &format!("host '{}' is not in egress.allow", u.host),
             ),
@@ -703,6 +652,10 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
     }
     found
 }
+
+#[cfg(test)]
+#[path = "validate_drift_tests.rs"]
+mod drift_tests;
 
 #[cfg(test)]
 mod tests {
@@ -879,7 +832,12 @@ mod tests {
         assert!(parse_url("http://user:pw@h").is_err());
         assert_eq!(parse_duration_ms("250ms"), Ok(250));
         assert_eq!(parse_duration_ms("2m"), Ok(120_000));
-        assert!(egress_allows(&["*.a.com".into()], "x.a.com"));
-        assert!(!egress_allows(&["*.a.com".into()], "a.com"));
+        let allow = |host: &str| {
+            let u = aimesh_config::url::BaseUrl::parse(&format!("https://{host}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            egress(&["*.a.com".into()]).is_ok_and(|e| e.allows(&u))
+        };
+        assert!(allow("x.a.com"));
+        assert!(!allow("a.com"));
     }
 }

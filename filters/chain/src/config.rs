@@ -1,95 +1,37 @@
-//! The chain's configuration: one optional section per stage, each the standalone filter's own
-//! configuration, plus `stage_timings`. An absent section leaves that stage out.
+//! The chain's configuration: the typed [`aimesh_config::chain::ChainConfig`] (each section the
+//! stage's own config type, validated as that stage validates it), loaded for the pipeline.
 
-use serde_json::{Map, Value};
+use aimesh_config::chain::ChainConfig;
+use aimesh_host::{load_config, StageError};
 
-use aimesh_host::StageError;
-
-use crate::STAGES;
-
-/// `{"auth": {...}, "pii-redaction": {...}, ..., "stage_timings": false}`.
-#[derive(Debug, Default)]
-pub struct ChainConfig {
-    sections: Map<String, Value>,
-    /// Count the time each stage spends in each callback (`aimesh.chain.<stage>.<phase>.ns`
-    /// and `.calls` counters). Off by default: it adds a few µs per stage.
-    pub stage_timings: bool,
-}
-
-fn invalid(msg: String) -> StageError {
-    StageError::Config(msg)
-}
-
-impl ChainConfig {
-    /// Parses and validates the chain configuration (sections are validated by their stages).
-    pub fn parse(raw: &[u8]) -> Result<Self, StageError> {
-        let raw = if raw.iter().all(u8::is_ascii_whitespace) {
-            b"{}".as_slice()
-        } else {
-            raw
-        };
-        let mut sections: Map<String, Value> =
-            serde_json::from_slice(raw).map_err(|e| invalid(e.to_string()))?;
-        let stage_timings = match sections.remove("stage_timings") {
-            None => false,
-            Some(Value::Bool(b)) => b,
-            Some(_) => return Err(invalid("stage_timings: expected a boolean".into())),
-        };
-        // Stage names live in the table only: a section is valid when a stage bears its name.
-        if let Some(unknown) = sections.keys().find(|k| !STAGES.iter().any(|d| d.name == *k)) {
-            let expected: Vec<&str> = STAGES.iter().map(|d| d.name).collect();
-            return Err(invalid(format!(
-                "unknown field `{unknown}`, expected one of {}, stage_timings",
-                expected.join(", ")
-            )));
-        }
-        if sections.is_empty() {
-            let names: Vec<&str> = STAGES.iter().map(|d| d.name).collect();
-            return Err(invalid(format!(
-                "no stage configured: give at least one of {}",
-                names.join(", ")
-            )));
-        }
-        if let Some(Value::Object(vm)) = sections.get("virtual-model") {
-            if vm.get("role").and_then(Value::as_str) == Some("upstream") {
-                return Err(invalid(
-                    "virtual-model.role: the chain runs downstream; load \
-                     aimesh_virtual_model.wasm in the cluster's http_filters for `upstream`"
-                        .into(),
-                ));
-            }
-        }
-        Ok(ChainConfig {
-            sections,
-            stage_timings,
-        })
-    }
-
-    /// The JSON of one stage's section, when configured.
-    pub fn section(&self, name: &str) -> Option<Vec<u8>> {
-        self.sections
-            .get(name)
-            .and_then(|v| serde_json::to_vec(v).ok())
-    }
+/// Parses and validates the chain configuration (an empty one is `{}`, which names no stage).
+pub fn parse(raw: &[u8]) -> Result<ChainConfig, StageError> {
+    load_config::<ChainConfig>(raw)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::STAGES;
 
     #[test]
     fn sections_unknown_names_and_roles() {
-        let c = ChainConfig::parse(br#"{"auth": {"keys": []}, "header-auth": {}}"#);
-        let c = c.expect("valid");
-        assert_eq!(c.section("auth").as_deref(), Some(&br#"{"keys":[]}"#[..]));
+        let c = parse(br#"{"auth": {"keys": []}, "header-auth": {}}"#).expect("valid");
+        assert!(c.section("auth").is_some() && c.section("header-auth").is_some());
         assert_eq!(c.section("pii-redaction"), None);
         assert!(!c.stage_timings);
-        let err = ChainConfig::parse(br#"{"auht": {}}"#).expect_err("unknown");
+        let err = parse(br#"{"auht": {}}"#).expect_err("unknown");
         assert!(err.to_string().contains("unknown field `auht`"), "{err}");
-        assert!(ChainConfig::parse(b"{}").is_err());
-        assert!(ChainConfig::parse(br#"{"virtual-model": {"role": "upstream"}}"#).is_err());
-        assert!(ChainConfig::parse(br#"{"auth": {}, "stage_timings": 1}"#).is_err());
-        let t = ChainConfig::parse(br#"{"auth": {}, "stage_timings": true}"#).expect("valid");
+        assert!(parse(b"{}").is_err());
+        assert!(parse(br#"{"virtual-model": {"role": "upstream"}}"#).is_err());
+        let t = parse(br#"{"auth": {}, "stage_timings": true}"#).expect("valid");
         assert!(t.stage_timings);
+    }
+
+    #[test]
+    fn the_config_sections_are_the_table_of_stages() {
+        // The typed config names its sections; the table names the stages: one list.
+        let names: Vec<&str> = STAGES.iter().map(|d| d.name).collect();
+        assert_eq!(names, aimesh_config::chain::STAGES);
     }
 }

@@ -11,7 +11,7 @@ mod config;
 
 use aimesh_host::{Configured, Env, StageDef, StageError};
 
-pub use config::ChainConfig;
+pub use aimesh_config::chain::ChainConfig;
 
 /// Every stage, in chain order.
 pub const STAGES: [&StageDef; 5] = [
@@ -24,7 +24,7 @@ pub const STAGES: [&StageDef; 5] = [
 
 /// The chain's configuration step: each configured section through its stage's own loader.
 pub fn configure(raw: &[u8], env: &dyn Env) -> Result<Configured, StageError> {
-    let cfg = ChainConfig::parse(raw)?;
+    let cfg = config::parse(raw)?;
     let mut stages = Vec::new();
     for def in STAGES {
         let Some(section) = cfg.section(def.name) else {

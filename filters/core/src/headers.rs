@@ -6,7 +6,7 @@
 //! client sends, and the header-auth filter strips them before a request leaves for a provider.
 
 /// Prefix of every internal header.
-pub const PREFIX: &str = "x-aimesh-";
+pub const PREFIX: &str = aimesh_config::endpoints::creds::INTERNAL_PREFIX;
 /// Id of the virtual key (or JWT subject) that authenticated the request.
 pub const KEY_ID: &str = "x-aimesh-key-id";
 /// Team of the authenticated caller.
@@ -31,13 +31,9 @@ pub const MODEL_SERVED: &str = "x-aimesh-model-served";
 /// transparent proxy for any HTTP service: bodies may be binary (audio) and are not OpenAI JSON.
 /// Filters that read request bodies must let these paths through without parsing them; only
 /// auth's identity and limits and the header-auth filter apply (`endpoints::path::is_proxy_path`).
-pub const PROXY_API_PREFIX: &str = "/proxy-api/";
+pub const PROXY_API_PREFIX: &str = aimesh_config::path::PREFIX;
 
-/// True for header names in the internal namespace (case-insensitive, as HTTP names are).
-pub fn is_internal(name: &str) -> bool {
-    name.len() >= PREFIX.len()
-        && name.as_bytes()[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
-}
+pub use aimesh_config::endpoints::creds::is_internal;
 
 #[cfg(test)]
 mod tests {

@@ -93,8 +93,8 @@ pub fn carries_model(path: &str) -> bool {
 }
 
 /// Longest accepted `model` (OpenAI's ids are far shorter; 256 leaves room for
-/// `account/org/model:tag` names of self-hosted servers).
-pub const MAX_MODEL_LEN: usize = 256;
+/// `account/org/model:tag` names of self-hosted servers); the catalogue's rule too.
+pub use aimesh_config::auth::catalogue::MAX_MODEL_LEN;
 
 /// Extracts [`RequestFacts`] from a request body, validating it as JSON on the way.
 pub fn request_facts(body: &[u8]) -> Result<RequestFacts, BodyError> {

@@ -17,7 +17,9 @@ mod tests;
 use std::rc::Rc;
 
 use aimesh_core::endpoints::{Config, Env as Vars, Plan, Role, StdEnv};
-use aimesh_host::{load_config, Env, Stage, StageDef, StageError, StageRoot, Validate};
+use aimesh_host::{
+    load_config, ConfigError, Env, Stage, StageDef, StageError, StageRoot, Validate,
+};
 use serde::Deserialize;
 
 const NAME: &str = "header-auth";
@@ -34,7 +36,7 @@ pub const STAGE: StageDef = StageDef {
 pub struct FilterConfig(pub Config);
 
 impl Validate for FilterConfig {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.0.check()
     }
 }

@@ -1,14 +1,11 @@
-//! Stage configuration: JSON, parsed and validated once.
+//! Stage configuration: JSON, parsed and validated once, with aimesh-config's types and rules
+//! (the same ones aimesh-xds checks a gateway.yaml against).
 
 use serde::de::DeserializeOwned;
 
-use crate::StageError;
+pub use aimesh_config::{ConfigError, Validate};
 
-/// Semantic checks a config runs after it deserializes.
-pub trait Validate {
-    /// `Err` names the offending field (`keys[2].allowed_models`) and what is wrong with it.
-    fn validate(&self) -> Result<(), String>;
-}
+use crate::StageError;
 
 /// Parses and validates a stage config. An empty configuration is `{}`.
 pub fn load_config<T: DeserializeOwned + Validate>(raw: &[u8]) -> Result<T, StageError> {
@@ -18,6 +15,7 @@ pub fn load_config<T: DeserializeOwned + Validate>(raw: &[u8]) -> Result<T, Stag
         raw
     };
     let c: T = serde_json::from_slice(raw).map_err(|e| StageError::Config(e.to_string()))?;
-    c.validate().map_err(StageError::Config)?;
+    c.validate()
+        .map_err(|e| StageError::Config(e.to_string()))?;
     Ok(c)
 }

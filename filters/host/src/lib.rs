@@ -19,7 +19,7 @@ pub use api::{
     ensure_request_header, Action, Body, CalloutError, CalloutResponse, ConfigureStage, Configured,
     Env, Host, Stage, StageDef, StageError, StageRoot,
 };
-pub use config::{load_config, Validate};
+pub use config::{load_config, ConfigError, Validate};
 pub use facts::Facts;
 pub use flow::{Flow, PipelineHost};
 pub use headers::Headers;

@@ -28,7 +28,7 @@ pub const STAGE: StageDef = StageDef {
 pub struct Config(pub PiiConfig);
 
 impl Validate for Config {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), aimesh_host::ConfigError> {
         self.0.validate()
     }
 }

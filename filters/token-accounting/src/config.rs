@@ -1,119 +1,25 @@
 //! Token-accounting filter configuration.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use aimesh_core::accounting::admission::Limits;
 use aimesh_core::accounting::estimate::Encoding;
-use aimesh_core::accounting::price::{self, Price, PriceTable};
-use aimesh_host::Validate;
-use serde::Deserialize;
+use aimesh_core::accounting::price::{self, Price};
 
-/// Filter configuration (JSON in the Wasm `PluginConfig`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Prices in USD per million tokens by model; `prefix*` keys match by prefix.
-    #[serde(default)]
-    pub prices: PriceTable,
-    /// Tokenizer per model (`prefix*` keys allowed) for estimates; by default o200k_base for
-    /// gpt-4o/4.1/5 and o-series models, cl100k_base otherwise.
-    #[serde(default)]
-    pub encodings: BTreeMap<String, Encoding>,
-    /// Read every request body so prompt tokens can be estimated when a provider reports no
-    /// usage. Off by default: the body is then read only when it must be (include_usage
-    /// injection, limits, no `x-aimesh-*` facts), and prompts are estimated only in those cases.
-    #[serde(default)]
-    pub estimate_prompt: bool,
-    /// Per-key tokens-per-minute and budgets.
-    #[serde(default)]
-    pub limits: LimitsConfig,
-    /// Bytes of a non-streaming response kept to read its `usage` (default 16 MiB); the usage of
-    /// a larger body is estimated.
-    #[serde(default = "default_max_response_bytes")]
-    pub max_response_bytes: usize,
-}
-
-fn default_max_response_bytes() -> usize {
-    16 << 20
-}
-
-/// Limits by key id.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Limits of keys not listed in `keys`.
-    #[serde(default)]
-    pub default: Option<KeyLimits>,
-    /// Limits by key id (`x-aimesh-key-id`).
-    #[serde(default)]
-    pub keys: BTreeMap<String, KeyLimits>,
-}
-
-/// Limits of one key.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyLimits {
-    /// Tokens (prompt + completion) per minute.
-    #[serde(default)]
-    pub tpm: Option<u64>,
-    /// Spend per UTC day, USD.
-    #[serde(default)]
-    pub daily_usd: Option<f64>,
-    /// Spend per UTC month, USD.
-    #[serde(default)]
-    pub monthly_usd: Option<f64>,
-}
+/// Filter configuration (JSON in the Wasm `PluginConfig`), owned by aimesh-config.
+pub use aimesh_config::accounting::TokenAccountingConfig as Config;
+pub use aimesh_config::accounting::{KeyLimits, LimitsConfig};
 
 fn micro(usd: Option<f64>) -> Option<u64> {
     usd.map(|u| (u * 1_000_000.0).round() as u64)
 }
 
-impl KeyLimits {
-    fn check(&self, at: &str) -> Result<(), String> {
-        if self.tpm == Some(0) {
-            return Err(format!("{at}.tpm: must be at least 1"));
-        }
-        for (name, v) in [
-            ("daily_usd", self.daily_usd),
-            ("monthly_usd", self.monthly_usd),
-        ] {
-            if let Some(v) = v {
-                if !v.is_finite() || !(0.0..=1e12).contains(&v) {
-                    return Err(format!("{at}.{name}: must be a non-negative number of USD"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// In core units.
-    pub fn compile(&self) -> Limits {
-        Limits {
-            tpm: self.tpm,
-            daily_micro_usd: micro(self.daily_usd),
-            monthly_micro_usd: micro(self.monthly_usd),
-        }
-    }
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), String> {
-        for (model, p) in &self.prices {
-            p.validate().map_err(|e| format!("prices[{model:?}].{e}"))?;
-        }
-        if let Some(d) = &self.limits.default {
-            d.check("limits.default")?;
-        }
-        for (k, l) in &self.limits.keys {
-            if k.is_empty() {
-                return Err("limits.keys: key ids must not be empty".into());
-            }
-            l.check(&format!("limits.keys[{k:?}]"))?;
-        }
-        if self.max_response_bytes == 0 {
-            return Err("max_response_bytes: must be at least 1".into());
-        }
-        Ok(())
+/// A key's limits in core units.
+pub fn compile_limits(l: &KeyLimits) -> Limits {
+    Limits {
+        tpm: l.tpm,
+        daily_micro_usd: micro(l.daily_usd),
+        monthly_micro_usd: micro(l.monthly_usd),
     }
 }
 
@@ -135,12 +41,13 @@ impl Compiled {
             .limits
             .keys
             .iter()
-            .map(|(k, l)| (k.clone(), l.compile()))
+            .map(|(k, l)| (k.clone(), compile_limits(l)))
             .collect();
         let default_limits = config
             .limits
             .default
-            .map(|d| d.compile())
+            .as_ref()
+            .map(compile_limits)
             .unwrap_or_default();
         Compiled {
             config,
@@ -185,18 +92,9 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, String> {
         let c: Config = serde_json::from_str(s).map_err(|e| e.to_string())?;
-        c.validate().map(|()| c)
-    }
-
-    #[test]
-    fn validates_fields_by_name() {
-        assert!(parse("{}").is_ok());
-        let e = parse(r#"{"prices":{"m":{"input":-1,"output":1}}}"#).unwrap_err();
-        assert!(e.starts_with("prices[\"m\"].input"), "{e}");
-        let e = parse(r#"{"limits":{"keys":{"a":{"tpm":0}}}}"#).unwrap_err();
-        assert!(e.starts_with("limits.keys[\"a\"].tpm"), "{e}");
-        assert!(parse(r#"{"bogus":1}"#).unwrap_err().contains("bogus"));
-        assert!(parse(r#"{"encodings":{"x":"p50k"}}"#).is_err());
+        aimesh_config::Validate::validate(&c)
+            .map(|()| c)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

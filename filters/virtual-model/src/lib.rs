@@ -45,7 +45,7 @@ pub const STAGE: StageDef = StageDef {
 pub struct Config(pub RoutingConfig);
 
 impl Validate for Config {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), aimesh_host::ConfigError> {
         self.0.validate()
     }
 }

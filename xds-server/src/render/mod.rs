@@ -99,7 +99,7 @@ pub fn to_yaml(docs: &[Value]) -> Result<String, String> {
     let mut out = String::new();
     for d in docs {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(d).map_err(|e| e.to_string())?);
+        out.push_str(&serde_yaml_ng::to_string(d).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }

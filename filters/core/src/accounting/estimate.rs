@@ -10,46 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
-/// A tiktoken encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Encoding {
-    /// GPT-4, GPT-3.5 and most open models' closest OpenAI match.
-    Cl100kBase,
-    /// GPT-4o, GPT-4.1, GPT-5 and the o-series.
-    O200kBase,
-}
-
-impl Encoding {
-    /// The encoding OpenAI uses for `model` (cl100k for anything not known to be newer).
-    pub fn for_model(model: &str) -> Encoding {
-        let m = model.rsplit('/').next().unwrap_or(model);
-        let o200k = [
-            "gpt-4o",
-            "gpt-4.1",
-            "gpt-4.5",
-            "gpt-5",
-            "chatgpt-4o",
-            "gpt-oss",
-        ]
-        .iter()
-        .any(|p| m.starts_with(p))
-            || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()));
-        if o200k {
-            Encoding::O200kBase
-        } else {
-            Encoding::Cl100kBase
-        }
-    }
-
-    /// Stable name, as in tiktoken.
-    pub fn name(self) -> &'static str {
-        match self {
-            Encoding::Cl100kBase => "cl100k_base",
-            Encoding::O200kBase => "o200k_base",
-        }
-    }
-}
+pub use aimesh_config::accounting::Encoding;
 
 thread_local! {
     static CL100K: OnceCell<Option<CoreBPE>> = const { OnceCell::new() };

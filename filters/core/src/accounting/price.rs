@@ -5,75 +5,14 @@
 //! stay integral; the request total is rounded up to whole micro-USD, so a budget is never
 //! under-charged.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
+pub use aimesh_config::accounting::{lookup, Price, PriceTable, TokenCounts};
 
 use super::usage::Usage;
 
-/// Prices of one model, in USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Uncached input tokens.
-    pub input: f64,
-    /// Cached input tokens; defaults to `input`.
-    #[serde(default)]
-    pub cached_input: Option<f64>,
-    /// Output tokens.
-    pub output: f64,
-}
-
-/// Prices by model name; a key ending in `*` matches by prefix (longest prefix wins).
-pub type PriceTable = BTreeMap<String, Price>;
-
-fn nano(usd_per_million: f64) -> u128 {
-    // Rounded to the nano-USD per token; prices are validated non-negative and finite.
-    (usd_per_million * 1000.0).round().max(0.0) as u128
-}
-
-impl Price {
-    /// Checks the figures; `Err` says which one is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("input", Some(self.input)),
-            ("cached_input", self.cached_input),
-            ("output", Some(self.output)),
-        ] {
-            if let Some(v) = v {
-                if !v.is_finite() || !(0.0..=1_000_000.0).contains(&v) {
-                    return Err(format!(
-                        "{name}: must be a number of USD per million tokens between 0 and 1000000"
-                    ));
-                }
-            }
-        }
-        Ok(())
+impl TokenCounts for Usage {
+    fn token_counts(&self) -> (u64, u64, u64) {
+        (self.input, self.cached_input, self.output)
     }
-
-    /// Cost of `u` in micro-USD, rounded up.
-    pub fn cost_micro_usd(&self, u: &Usage) -> u64 {
-        let cached = u.cached_input.min(u.input);
-        let nanos = u128::from(u.input - cached) * nano(self.input)
-            + u128::from(cached) * nano(self.cached_input.unwrap_or(self.input))
-            + u128::from(u.output) * nano(self.output);
-        u64::try_from(nanos.div_ceil(1000)).unwrap_or(u64::MAX)
-    }
-}
-
-/// The price of `model`: exact name, else the longest `prefix*` entry.
-pub fn lookup<'a>(table: &'a PriceTable, model: &str) -> Option<&'a Price> {
-    if let Some(p) = table.get(model) {
-        return Some(p);
-    }
-    table
-        .iter()
-        .filter_map(|(k, p)| {
-            let prefix = k.strip_suffix('*')?;
-            model.starts_with(prefix).then_some((prefix.len(), p))
-        })
-        .max_by_key(|(n, _)| *n)
-        .map(|(_, p)| p)
 }
 
 #[cfg(test)]

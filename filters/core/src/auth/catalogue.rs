@@ -10,89 +10,10 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::models::ModelAllow;
-use crate::openai::MAX_MODEL_LEN;
-
-/// `catalogue` of the auth config.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogueConfig {
-    /// Every model the gateway serves by name: provider models (with a `route`) and virtual
-    /// models (without: the virtual-model filter routes them).
-    #[serde(default)]
-    pub models: Vec<CatalogueModel>,
-    /// Where a model not listed goes (the default provider); none: such a request gets 404
-    /// `model_not_found`.
-    #[serde(default)]
-    pub default_route: Option<ModelRoute>,
-}
-
-/// One model of the catalogue.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogueModel {
-    /// The name clients put in `model`.
-    pub id: String,
-    /// `owned_by` in the model list (the provider's name, `aimesh` for a virtual model).
-    pub owned_by: String,
-    /// For a provider model: where its requests go.
-    #[serde(default)]
-    pub route: Option<ModelRoute>,
-}
-
-/// Where a request goes: published as `x-aimesh-cluster` and `x-aimesh-backend`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelRoute {
-    /// Envoy cluster (`provider.<name>`).
-    pub cluster: String,
-    /// Provider account whose credentials header-auth injects.
-    pub backend: String,
-}
-
-/// Header values must be visible ASCII: anything else would make Envoy refuse the header.
-fn check_header_value(v: &str) -> Result<(), String> {
-    if v.is_empty() || !v.bytes().all(|c| c.is_ascii_graphic()) {
-        return Err("must be non-empty visible ASCII".into());
-    }
-    Ok(())
-}
-
-fn check_route(r: &ModelRoute, at: &dyn Fn(&str, String) -> String) -> Result<(), String> {
-    check_header_value(&r.cluster).map_err(|e| at("cluster", e))?;
-    check_header_value(&r.backend).map_err(|e| at("backend", e))
-}
-
-impl CatalogueConfig {
-    /// Semantic checks; `Err` names the field (`catalogue.models[1].id: ...`).
-    pub fn check(&self) -> Result<(), String> {
-        let mut ids = std::collections::HashSet::new();
-        for (i, m) in self.models.iter().enumerate() {
-            let at = |field: &str, msg: String| format!("catalogue.models[{i}].{field}: {msg}");
-            if m.id.is_empty() || m.id.len() > MAX_MODEL_LEN || m.id.chars().any(char::is_control) {
-                return Err(at(
-                    "id",
-                    format!("must be 1 to {MAX_MODEL_LEN} bytes without control characters"),
-                ));
-            }
-            if !ids.insert(m.id.as_str()) {
-                return Err(at("id", format!("duplicate model '{}'", m.id)));
-            }
-            if m.owned_by.is_empty() {
-                return Err(at("owned_by", "must not be empty".into()));
-            }
-            if let Some(r) = &m.route {
-                check_route(r, &|f, e| at(&format!("route.{f}"), e))?;
-            }
-        }
-        if let Some(r) = &self.default_route {
-            check_route(r, &|f, e| format!("catalogue.default_route.{f}: {e}"))?;
-        }
-        Ok(())
-    }
-}
+pub use aimesh_config::auth::catalogue::{CatalogueConfig, CatalogueModel, ModelRoute};
 
 /// Where a requested model goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,7 +290,7 @@ mod tests {
         let err = |v: Value| {
             serde_json::from_value::<CatalogueConfig>(v)
                 .map_err(|e| e.to_string())
-                .and_then(|c| c.check())
+                .and_then(|c| c.check().map_err(|e| e.to_string()))
                 .unwrap_err()
         };
         let route = json!({"cluster": "provider.a", "backend": "a"});

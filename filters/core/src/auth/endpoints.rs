@@ -23,8 +23,7 @@ const INFERENCE: [&str; 10] = [
     "/v1/messages",
 ];
 
-/// Methods an `endpoints` entry may name.
-const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+pub use aimesh_config::auth::grants::{validate_endpoint, METHODS};
 
 /// Why a request without a model to check was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,38 +137,6 @@ fn is_model_catalogue(method: &str, path: &str) -> bool {
     };
     // `/v1/models`, `/v1/models/` or `/v1/models/{id}`: one id segment, nothing that walks away.
     rest.is_empty() || rest == "/" || (rest.starts_with('/') && check_base_path(path).is_ok())
-}
-
-/// Checks one `endpoints` entry: `*`, or an optional method and a space, then an absolute plain
-/// path (`/v1/files`, `GET /v1/batches`).
-pub fn validate_endpoint(e: &str) -> Result<(), String> {
-    if e == "*" {
-        return Ok(());
-    }
-    let path = match e.split_once(' ') {
-        Some((m, p)) if METHODS.contains(&m) => p,
-        Some((m, _)) => {
-            return Err(format!(
-                "'{m}': method must be one of {}",
-                METHODS.join(", ")
-            ))
-        }
-        None => e,
-    };
-    if !path.starts_with('/') {
-        return Err(format!("'{e}': the path must start with '/'"));
-    }
-    if path.contains(['?', '#', '*']) {
-        return Err(format!(
-            "'{e}': a path only ('*' alone grants every endpoint)"
-        ));
-    }
-    if check_base_path(path).is_err() {
-        return Err(format!(
-            "'{e}': not a plain path (dot segments, empty segments or encoded separators)"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ pub mod endpoints;
 pub mod limits;
 pub mod models;
 pub mod table;
-pub mod time;
+
+pub use aimesh_config::time;
 
 pub use catalogue::{Catalogue, CatalogueConfig, Destination, ModelRoute, ModelsRequest};
 pub use config::{AuthConfig, JwtConfig, JwtRule, KeyEntry};

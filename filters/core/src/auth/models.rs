@@ -54,20 +54,7 @@ impl ModelAllow {
     }
 }
 
-/// Checks one allow-list pattern: non-empty; `*` only alone or as the last character after `/`.
-pub fn validate_pattern(p: &str) -> Result<(), String> {
-    if p.is_empty() {
-        return Err("empty model pattern".into());
-    }
-    if p == "*" {
-        return Ok(());
-    }
-    match p.find('*') {
-        None => Ok(()),
-        Some(i) if i + 1 == p.len() && p[..i].ends_with('/') => Ok(()),
-        Some(_) => Err(format!("'{p}': '*' is allowed only alone or as 'prefix/*'")),
-    }
-}
+pub use aimesh_config::auth::grants::validate_pattern;
 
 #[cfg(test)]
 mod tests {

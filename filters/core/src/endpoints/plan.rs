@@ -6,8 +6,6 @@ use std::cell::RefCell;
 
 use super::config::{AllowConfig, Config, MissingEnv, PathConfig, Role};
 use super::creds::{header_name, header_value, resolve, Env, RenderedAuth};
-use super::egress::Egress;
-use super::names::{valid_account, valid_endpoint};
 use super::path::{is_proxy_path, parse, PathError};
 use super::url::BaseUrl;
 use crate::error::ErrorKind;
@@ -169,22 +167,6 @@ impl ErrorKind for EndpointError {
     }
 }
 
-/// Resolves every variable to a harmless placeholder: static validation without secrets.
-struct Placeholder;
-
-impl Env for Placeholder {
-    fn var(&self, _name: &str) -> Option<String> {
-        Some("placeholder".into())
-    }
-}
-
-impl Config {
-    /// Everything but secret resolution (variables are not read); `Err` names the field.
-    pub fn check(&self) -> Result<(), String> {
-        Plan::compile(self, &Placeholder).map(|_| ())
-    }
-}
-
 /// Merges `(name, value)` lists: a later entry replaces an earlier one of the same name.
 fn merge(into: &mut Vec<(String, String)>, from: &[(String, String)]) {
     for (k, v) in from {
@@ -222,7 +204,9 @@ fn header_set(custom: Vec<(String, String)>, auth: &RenderedAuth) -> HeaderSet {
 impl Plan {
     /// Validates `c` and renders every header with secrets from `env`.
     pub fn compile(c: &Config, env: &dyn Env) -> Result<Self, String> {
-        let egress = c.egress.as_ref().map(Egress::compile).transpose()?;
+        // The config-time rules are aimesh-config's (aimesh-xds runs the same ones); what
+        // follows only renders what they passed, with the real secrets.
+        c.check().map_err(|e| e.to_string())?;
         let mut plan = Plan {
             role: c.role,
             default_account: c.default_account.clone(),
@@ -237,11 +221,6 @@ impl Plan {
                 lenient: c.on_missing_env == MissingEnv::DisableAccount,
                 missing: RefCell::new(Vec::new()),
             };
-            if !valid_account(name) {
-                return Err(format!(
-                    "{field}: account names are 3-32 characters of a-z, 0-9 and '-'"
-                ));
-            }
             let auth = match &acct.auth {
                 Some(a) => a.render(&format!("{field}.auth"), env)?,
                 None => RenderedAuth::default(),
@@ -251,29 +230,7 @@ impl Plan {
             let mut endpoints = HashMap::new();
             for (ep_name, ep) in &acct.endpoints {
                 let f = format!("{field}.endpoints.{ep_name}");
-                if !valid_endpoint(ep_name) {
-                    return Err(format!("{f}: endpoint names are 2-62 characters of A-Z, a-z, 0-9, '-', '_', '.', not starting with a digit"));
-                }
                 let url = BaseUrl::parse(&ep.base_url).map_err(|e| format!("{f}.base_url: {e}"))?;
-                match &egress {
-                    None => {
-                        return Err(format!(
-                            "{f}.base_url: an egress allow-list is required when endpoints are configured"
-                        ))
-                    }
-                    Some(e) if !e.allows(&url) => {
-                        return Err(format!(
-                            "{f}.base_url: host '{}' is not in the egress allow-list",
-                            url.host
-                        ))
-                    }
-                    Some(_) => {}
-                }
-                if ep.cluster.is_empty() || !ep.cluster.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(format!(
-                        "{f}.cluster: must be a non-empty Envoy cluster name"
-                    ));
-                }
                 let ep_auth = match &ep.auth {
                     Some(a) => a.render(&format!("{f}.auth"), env)?,
                     None => auth.clone(),
@@ -284,20 +241,12 @@ impl Plan {
                     &mut merged,
                     &custom_headers(&format!("{f}.headers"), &ep.headers, env)?,
                 );
-                let allow = match &ep.allow {
-                    None => None,
-                    Some(AllowConfig { key_ids, teams }) => {
-                        if key_ids.is_empty() && teams.is_empty() {
-                            return Err(format!(
-                                "{f}.allow: list at least one key id or team (omit allow to let every caller in)"
-                            ));
-                        }
-                        Some((
-                            key_ids.iter().cloned().collect(),
-                            teams.iter().cloned().collect(),
-                        ))
-                    }
-                };
+                let allow = ep.allow.as_ref().map(|AllowConfig { key_ids, teams }| {
+                    (
+                        key_ids.iter().cloned().collect(),
+                        teams.iter().cloned().collect(),
+                    )
+                });
                 endpoints.insert(
                     ep_name.clone(),
                     Endpoint {
@@ -328,11 +277,6 @@ impl Plan {
                 },
             );
         }
-        if let Some(d) = &c.default_account {
-            if !plan.accounts.contains_key(d) {
-                return Err(format!("default_account: no account named '{d}'"));
-            }
-        }
         for (i, p) in c.paths.iter().enumerate() {
             let rule = plan.path_rule(&format!("paths[{i}]"), p, c.on_missing_env, env)?;
             plan.paths.push(rule);
@@ -347,11 +291,6 @@ impl Plan {
         on_missing: MissingEnv,
         env: &dyn Env,
     ) -> Result<PathRule, String> {
-        if !p.prefix.starts_with('/') || is_proxy_path(&p.prefix) {
-            return Err(format!(
-                "{field}.prefix: must start with '/' and not be under /proxy-api/"
-            ));
-        }
         let env = &Tracking {
             env,
             lenient: on_missing == MissingEnv::DisableAccount,

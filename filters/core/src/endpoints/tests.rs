@@ -1,6 +1,25 @@
 //! Tests of the compiled plan: override rules, access control, routing and config errors.
 
-use super::creds::tests::env;
+use std::collections::HashMap;
+
+/// An environment from a list of pairs.
+struct MapEnv(HashMap<String, String>);
+
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> MapEnv {
+    MapEnv(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
 use super::*;
 use crate::error::ErrorKind;
 
@@ -255,7 +274,7 @@ fn upstream_role_rekeys_only_when_an_attempt_names_a_backend() {
 
 fn config_error(json: &str) -> String {
     let c: Config = serde_json::from_str(json).unwrap();
-    c.check().unwrap_err()
+    c.check().unwrap_err().to_string()
 }
 
 #[test]

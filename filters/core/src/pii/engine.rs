@@ -12,7 +12,7 @@ use super::scan::{self, Hit};
 use super::{PiiError, PiiType};
 
 /// Type name of deny-word hits.
-pub const DENY_WORD: &str = "DENY_WORD";
+pub use aimesh_config::pii::DENY_WORD;
 
 /// A detected value: byte range and type label (index into [`Engine::label_name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

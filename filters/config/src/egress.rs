@@ -6,12 +6,13 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::url::BaseUrl;
 
 /// Allow-list as configured.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressConfig {
     /// Host names: `api.example.com` (exact) or `*.example.com` (any name below it, not the

@@ -8,7 +8,7 @@
 use super::names::{valid_account, valid_endpoint};
 
 /// Path prefix of custom endpoints.
-pub const PREFIX: &str = crate::headers::PROXY_API_PREFIX;
+pub const PREFIX: &str = "/proxy-api/";
 
 /// A parsed, checked custom-endpoint request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +197,7 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// Checks a base URL's path with the same rules as a request's upstream path.
-pub(crate) fn check_base_path(path: &str) -> Result<(), PathError> {
+pub fn check_base_path(path: &str) -> Result<(), PathError> {
     check_raw_path(path)?;
     check_segments(path)
 }
