@@ -37,10 +37,12 @@ def run(other: Path) -> str:
         script = bench.script_file(Path(tmp), profile.KEY)
         mock = procs.MockLLM("bench-ab", record=False, cpus=bench.LOAD_CPU)
         full = demo.demo_config(profile.KEY, mock.port, unlimited=True, chain=False)
+        chain = demo.demo_config(profile.KEY, mock.port, unlimited=True, chain=True)
         cfgs = {"plain envoy": config.gateway([], [config.cluster("local-mock", mock.port)]),
                 "full chain, this tree": full,
-                "one-filter chain, this tree": demo.demo_config(profile.KEY, mock.port, unlimited=True, chain=True),
-                f"full chain, {other}": with_wasm_dir(full, other)}
+                "one-filter chain, this tree": chain,
+                f"full chain, {other}": with_wasm_dir(full, other),
+                f"one-filter chain, {other}": with_wasm_dir(chain, other)}
         envoys: dict[str, procs.Envoy] = {}
         got: dict[str, dict[str, list[float]]] = {}
         try:

@@ -136,7 +136,7 @@ class Envoy(_Proc):
 
     def __init__(self, config: dict, *, concurrency: int = 2, log_level: str = "info",
                  cpus: str | None = None, extra_args: list[str] | None = None,
-                 env: dict | None = None, timeout: float = 30.0) -> None:
+                 env: dict | None = None, timeout: float = 90.0) -> None:
         super().__init__()
         self.config = config
         self.config_path = self.dir / "envoy.json"

@@ -37,11 +37,20 @@ pub fn root(name: &'static str, configure: Configure, mode: FactsMode) -> Box<dy
 #[macro_export]
 macro_rules! wasm_module {
     ($name:expr, $configure:expr, $mode:expr) => {
+        // `_initialize`, the export the host calls; an ABI symbol, not an API to document.
         #[cfg(target_family = "wasm")]
-        $crate::proxy_wasm::main! {{
-            $crate::proxy_wasm::set_log_level($crate::proxy_wasm::types::LogLevel::Info);
-            $crate::proxy_wasm::set_root_context(|_| $crate::filter::root($name, $configure, $mode));
-        }}
+        #[allow(missing_docs)]
+        mod start {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::proxy_wasm::main! {{
+                $crate::proxy_wasm::set_log_level($crate::proxy_wasm::types::LogLevel::Info);
+                $crate::proxy_wasm::set_root_context(|_| {
+                    $crate::filter::root($name, $configure, $mode)
+                });
+            }}
+        }
     };
 }
 
@@ -51,6 +60,7 @@ macro_rules! wasm_module {
 #[macro_export]
 macro_rules! wasm_filter {
     ($stage:expr) => {
+        /// This module's configuration step: its one stage.
         #[cfg(target_family = "wasm")]
         fn configure(
             raw: &[u8],

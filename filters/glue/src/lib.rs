@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod filter;
+mod header_map;
 pub mod host;
 mod timing;
 mod wasm_host;

@@ -15,6 +15,7 @@ use aimesh_host::{Body, CalloutError, Env, Facts, Headers, Host, PipelineHost};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
+use crate::header_map::HeaderMap;
 use crate::host::{host_now, HostMetrics, HostStore};
 
 /// What a root context (and every stream) may use: stats, shared data, the clock, properties.
@@ -77,20 +78,16 @@ fn buffer(which: Body) -> BufferType {
     }
 }
 
-fn read_map(map: MapType) -> Rc<Headers> {
-    Rc::new(Headers::from_pairs(
-        hostcalls::get_map_bytes(map).unwrap_or_default(),
-    ))
-}
-
 /// One request's host. The adapter calls [`WasmHost::begin`] and [`WasmHost::end`] around
 /// every Envoy callback.
 #[derive(Debug)]
 pub struct WasmHost {
     env: WasmEnv,
     mode: FactsMode,
-    request: Option<Rc<Headers>>,
-    response: Option<Rc<Headers>>,
+    request: HeaderMap,
+    response: HeaderMap,
+    /// Each body buffer, read whole once per callback (every stage reads the same bytes).
+    bodies: [Option<Vec<u8>>; 2],
     facts: Facts,
     /// The facts as Envoy's headers hold them now.
     published: Facts,
@@ -111,8 +108,9 @@ impl WasmHost {
         WasmHost {
             env,
             mode,
-            request: None,
-            response: None,
+            request: HeaderMap::new(MapType::HttpRequestHeaders),
+            response: HeaderMap::new(MapType::HttpResponseHeaders),
+            bodies: [None, None],
             facts: Facts::default(),
             published: Facts::default(),
             loaded: mode == FactsMode::Shared,
@@ -125,27 +123,38 @@ impl WasmHost {
         }
     }
 
-    /// Starts an Envoy callback: snapshots from the previous one are stale.
+    /// Starts an Envoy callback: what was read in the previous one is stale.
     pub fn begin(&mut self, request_side: bool) {
-        self.request = None;
-        self.response = None;
+        self.bodies = [None, None];
         self.now.set(None);
         self.request_side = request_side;
     }
 
-    /// Ends an Envoy callback: changed facts reach Envoy's headers where they must.
+    /// Ends an Envoy callback: changed facts reach Envoy's headers where they must, and every
+    /// pending header edit goes out.
     pub fn end(&mut self) {
-        if !self.request_side || self.facts == self.published {
-            return;
-        }
-        let edits = self.facts.edits(&self.published);
-        for (name, value) in edits {
-            let real = self.mode == FactsMode::Headers || name == names::CLUSTER;
-            if real {
-                self.set_request_header(name, value.as_deref());
+        if self.request_side && self.facts != self.published {
+            let edits = self.facts.edits(&self.published);
+            for (name, value) in edits {
+                let real = self.mode == FactsMode::Headers || name == names::CLUSTER;
+                if real {
+                    self.request.set(name, value.as_deref().map(str::as_bytes));
+                }
             }
+            self.published = self.facts.clone();
         }
-        self.published = self.facts.clone();
+        self.request.flush();
+        self.response.flush();
+    }
+
+    fn whole_body(&mut self, which: Body) -> &[u8] {
+        let slot = &mut self.bodies[which as usize];
+        slot.get_or_insert_with(|| {
+            hostcalls::get_buffer(buffer(which), 0, usize::MAX)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -174,70 +183,55 @@ impl Env for WasmHost {
 
 impl Host for WasmHost {
     fn request_headers(&mut self) -> Rc<Headers> {
-        Rc::clone(
-            self.request
-                .get_or_insert_with(|| read_map(MapType::HttpRequestHeaders)),
-        )
+        self.request.read()
     }
 
     fn response_headers(&mut self) -> Rc<Headers> {
-        Rc::clone(
-            self.response
-                .get_or_insert_with(|| read_map(MapType::HttpResponseHeaders)),
-        )
+        self.response.read()
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
-        if let Some(h) = self.request.as_mut() {
-            Rc::make_mut(h).set(name, value.map(str::as_bytes));
-        }
+        self.request.set(name, value.map(str::as_bytes));
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
-        if let Some(h) = self.response.as_mut() {
-            Rc::make_mut(h).set(name, value.map(str::as_bytes));
-        }
+        self.response.set(name, value.map(str::as_bytes));
     }
 
     fn add_response_header(&mut self, name: &str, value: &[u8]) {
-        let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, name, value);
-        if let Some(h) = self.response.as_mut() {
-            Rc::make_mut(h).add(name, value);
-        }
+        self.response.add(name, value);
     }
 
     fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(buffer(which), self.offset, size)
-            .ok()
-            .flatten()
+        let offset = self.offset;
+        let whole = self.whole_body(which);
+        let start = offset.min(whole.len());
+        let end = start.saturating_add(size).min(whole.len());
+        Some(whole[start..end].to_vec())
     }
 
     fn replace_body(&mut self, which: Body, size: usize, data: &[u8]) {
-        let grew = |old: usize| {
-            isize::try_from(data.len()).unwrap_or(isize::MAX) - isize::try_from(old).unwrap_or(0)
+        // Envoy only prepends, appends or replaces from the start (a range in the middle is
+        // `BadArgument`), so a window past the start rewrites the whole buffer; the cached copy
+        // is edited alike so later stages of this callback read the new bytes.
+        let offset = self.offset;
+        let mut whole = self.whole_body(which).to_vec();
+        let start = offset.min(whole.len());
+        let end = start.saturating_add(size).min(whole.len());
+        let old_len = whole.len();
+        whole.splice(start..end, data.iter().copied());
+        let ok = if start == 0 {
+            hostcalls::set_buffer(buffer(which), 0, end, data).is_ok()
+        } else {
+            hostcalls::set_buffer(buffer(which), 0, old_len, &whole).is_ok()
         };
-        if self.offset == 0 {
-            if hostcalls::set_buffer(buffer(which), 0, size, data).is_ok() {
-                self.delta = self.delta.saturating_add(grew(size));
-            }
-            return;
-        }
-        // Envoy only prepends, appends or replaces from the start: a range in the middle is
-        // `BadArgument`. Rebuild the whole buffer instead (only when stages interleave).
-        let whole = hostcalls::get_buffer(buffer(which), 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let start = self.offset.min(whole.len());
-        let end = self.offset.saturating_add(size).min(whole.len());
-        let mut out = Vec::with_capacity(whole.len() - (end - start) + data.len());
-        out.extend_from_slice(&whole[..start]);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&whole[end..]);
-        if hostcalls::set_buffer(buffer(which), 0, whole.len(), &out).is_ok() {
-            self.delta = self.delta.saturating_add(grew(end - start));
+        if ok {
+            let grew = isize::try_from(data.len()).unwrap_or(isize::MAX)
+                - isize::try_from(end - start).unwrap_or(0);
+            self.delta = self.delta.saturating_add(grew);
+            self.bodies[which as usize] = Some(whole);
+        } else {
+            self.bodies[which as usize] = None;
         }
     }
 
@@ -291,10 +285,7 @@ impl PipelineHost for WasmHost {
         std::mem::take(&mut self.delta)
     }
     fn buffered_len(&mut self, which: Body) -> usize {
-        hostcalls::get_buffer(buffer(which), 0, usize::MAX)
-            .ok()
-            .flatten()
-            .map_or(0, |b| b.len())
+        self.whole_body(which).len()
     }
     fn take_callouts(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.sent)
