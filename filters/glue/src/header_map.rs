@@ -76,7 +76,10 @@ impl HeaderMap {
 
     /// Sets (`Some`) or removes (`None`) `name`.
     pub fn set(&mut self, name: &str, value: Option<&[u8]>) {
-        self.edit(Edit::Set(name.to_ascii_lowercase(), value.map(<[u8]>::to_vec)));
+        self.edit(Edit::Set(
+            name.to_ascii_lowercase(),
+            value.map(<[u8]>::to_vec),
+        ));
     }
 
     /// Adds a value of `name`.

@@ -70,7 +70,7 @@ pub struct Work {
 }
 
 impl Validate for Config {
-    fn validate(&self) -> Result<(), aimesh_glue::ConfigError> {
+    fn validate(&self) -> Result<(), aimesh_host::ConfigError> {
         Ok(())
     }
 }
