@@ -37,7 +37,12 @@ impl Edit {
 pub struct HeaderMap {
     map: MapType,
     snapshot: Option<Rc<Headers>>,
+    /// Edits of this callback, in order.
     pending: Vec<Edit>,
+    /// How many of `pending` the snapshot reflects. Edits reach the snapshot on the next read,
+    /// not one by one: a stage that edits while it holds the map (stripping every internal
+    /// header, say) would otherwise copy the whole map once per edit.
+    applied: usize,
 }
 
 impl HeaderMap {
@@ -47,33 +52,28 @@ impl HeaderMap {
             map,
             snapshot: None,
             pending: Vec::new(),
+            applied: 0,
         }
     }
 
-    /// The map as the stages see it: Envoy's, with the pending edits applied.
+    /// The map as the stages see it: Envoy's, with this callback's edits applied.
     pub fn read(&mut self) -> Rc<Headers> {
-        if let Some(s) = &self.snapshot {
-            return Rc::clone(s);
+        let snapshot = self.snapshot.get_or_insert_with(|| {
+            Rc::new(Headers::from_pairs(
+                hostcalls::get_map_bytes(self.map).unwrap_or_default(),
+            ))
+        });
+        if self.applied < self.pending.len() {
+            let h = Rc::make_mut(snapshot);
+            for e in &self.pending[self.applied..] {
+                e.apply(h);
+            }
+            self.applied = self.pending.len();
         }
-        let mut h = Headers::from_pairs(hostcalls::get_map_bytes(self.map).unwrap_or_default());
-        for e in &self.pending {
-            e.apply(&mut h);
-        }
-        let h = Rc::new(h);
-        self.snapshot = Some(Rc::clone(&h));
-        h
+        Rc::clone(snapshot)
     }
 
     fn edit(&mut self, e: Edit) {
-        if let Some(s) = self.snapshot.as_mut() {
-            e.apply(Rc::make_mut(s));
-        }
-        // A set replaces every value of its name: what was pending for that name is moot.
-        if let Edit::Set(name, _) = &e {
-            self.pending.retain(|p| match p {
-                Edit::Set(k, _) | Edit::Add(k, _) => k != name,
-            });
-        }
         self.pending.push(e);
     }
 
@@ -91,14 +91,26 @@ impl HeaderMap {
     }
 
     /// Sends the pending edits to Envoy, and forgets the snapshot: the next callback reads the
-    /// map afresh (Envoy and other filters may change it in between).
+    /// map afresh (Envoy and other filters may change it in between). An edit that a later set
+    /// of the same name replaces is not sent.
     pub fn flush(&mut self) {
-        for e in self.pending.drain(..) {
-            let _ = match &e {
+        let pending = std::mem::take(&mut self.pending);
+        for (i, e) in pending.iter().enumerate() {
+            let name = match e {
+                Edit::Set(k, _) | Edit::Add(k, _) => k,
+            };
+            let replaced = pending[i + 1..]
+                .iter()
+                .any(|later| matches!(later, Edit::Set(k, _) if k == name));
+            if replaced {
+                continue;
+            }
+            let _ = match e {
                 Edit::Set(k, v) => hostcalls::set_map_value_bytes(self.map, k, v.as_deref()),
                 Edit::Add(k, v) => hostcalls::add_map_value_bytes(self.map, k, v),
             };
         }
         self.snapshot = None;
+        self.applied = 0;
     }
 }
