@@ -85,7 +85,7 @@ fn plugin_configuration() -> Vec<u8> {
     }
 }
 
-struct Configured1 {
+struct StageSlot {
     root: Box<dyn StageRoot>,
     timer: Option<Rc<Timer>>,
 }
@@ -94,7 +94,7 @@ struct Root {
     name: &'static str,
     configure: Configure,
     mode: FactsMode,
-    stages: Vec<Configured1>,
+    stages: Vec<StageSlot>,
     env: WasmEnv,
 }
 
@@ -122,7 +122,7 @@ impl RootContext for Root {
         self.stages = configured
             .stages
             .into_iter()
-            .map(|(name, root)| Configured1 {
+            .map(|(name, root)| StageSlot {
                 root,
                 timer: configured
                     .stage_timings

@@ -215,7 +215,9 @@ impl Host for WasmHost {
         // `BadArgument`), so a window past the start rewrites the whole buffer; the cached copy
         // is edited alike so later stages of this callback read the new bytes.
         let offset = self.offset;
-        let mut whole = self.whole_body(which).to_vec();
+        // The cached buffer is edited in place (taken, not copied: this runs per chunk).
+        self.whole_body(which);
+        let mut whole = self.bodies[which as usize].take().unwrap_or_default();
         let start = offset.min(whole.len());
         let end = start.saturating_add(size).min(whole.len());
         let old_len = whole.len();
@@ -230,8 +232,6 @@ impl Host for WasmHost {
                 - isize::try_from(end - start).unwrap_or(0);
             self.delta = self.delta.saturating_add(grew);
             self.bodies[which as usize] = Some(whole);
-        } else {
-            self.bodies[which as usize] = None;
         }
     }
 

@@ -115,14 +115,6 @@ pub trait Host: Env {
     fn resume_request(&mut self);
 }
 
-/// Sets a request header only when it differs from the snapshot (saves the host call).
-pub fn ensure_request_header(host: &mut dyn Host, name: &str, value: Option<&str>) {
-    let hs = host.request_headers();
-    if hs.get(name) != value || (value.is_none() && hs.has(name)) {
-        host.set_request_header(name, value);
-    }
-}
-
 /// One request's callbacks, in the order Envoy calls them. Every method has a default that
 /// passes the data on, so a stage implements only the phases it cares about.
 #[allow(unused_variables)]

@@ -16,8 +16,8 @@ mod reply;
 
 pub use aimesh_core::host::{Metrics, SharedStore, StoreError};
 pub use api::{
-    ensure_request_header, Action, Body, CalloutError, CalloutResponse, ConfigureStage, Configured,
-    Env, Host, Stage, StageDef, StageError, StageRoot,
+    Action, Body, CalloutError, CalloutResponse, ConfigureStage, Configured, Env, Host, Stage,
+    StageDef, StageError, StageRoot,
 };
 pub use config::{load_config, ConfigError, Validate};
 pub use facts::Facts;

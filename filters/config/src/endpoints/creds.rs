@@ -24,6 +24,28 @@ impl Env for StdEnv {
     }
 }
 
+/// An environment of fixed pairs, for tests and tools that must not read the process's.
+#[derive(Debug, Default, Clone)]
+pub struct MapEnv(pub std::collections::HashMap<String, String>);
+
+impl MapEnv {
+    /// The environment holding exactly `pairs`.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        MapEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
 /// Default `anthropic-version` when an Anthropic account names none.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -260,26 +282,11 @@ pub fn base64(input: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
 
-    /// An environment from a list of pairs.
-    struct MapEnv(pub HashMap<String, String>);
-
-    impl Env for MapEnv {
-        fn var(&self, name: &str) -> Option<String> {
-            self.0.get(name).cloned()
-        }
-    }
-
     fn env(pairs: &[(&str, &str)]) -> MapEnv {
-        MapEnv(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        MapEnv::from_pairs(pairs)
     }
 
     fn auth(json: &str) -> AuthConfig {

@@ -1,23 +1,9 @@
 //! Tests of the compiled plan: override rules, access control, routing and config errors.
 
-use std::collections::HashMap;
-
-/// An environment from a list of pairs.
-struct MapEnv(HashMap<String, String>);
-
-impl Env for MapEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
-}
+use aimesh_config::endpoints::creds::MapEnv;
 
 fn env(pairs: &[(&str, &str)]) -> MapEnv {
-    MapEnv(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
+    MapEnv::from_pairs(pairs)
 }
 
 use super::*;
