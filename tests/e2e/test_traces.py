@@ -1,8 +1,8 @@
 """OpenTelemetry traces through real Envoy fed by aimesh-xds (the build AIMESH_CHAIN selects):
 `observability.otlp` makes Envoy export one span per request to a real OTLP/gRPC receiver, with
 the GenAI attributes, streamed or not, and the W3C `traceparent` of that span reaches the
-provider. Models and token counts are not there yet: token-accounting publishes its audit
-record in `on_log`, after Envoy has finalized the span (a filter change, see the xfail test)."""
+provider. Models and token counts come from token-accounting's audit record, which it publishes
+when the response ends (Envoy finalizes the span before `on_log`)."""
 from __future__ import annotations
 
 import os
@@ -72,8 +72,6 @@ def test_a_span_carries_the_genai_attributes_and_its_context_reaches_the_provide
     assert a["http.status_code"] == "200"
 
 
-@pytest.mark.xfail(strict=True, reason="token-accounting publishes wasm.aimesh.audit in on_log, "
-                   "after Envoy finalizes the span: needs the filter to publish it when the response ends")
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_span_carries_the_models_and_token_counts(gw, mock, stream):
     e, receiver = gw

@@ -5,9 +5,9 @@
 //! the operation from the path, the provider from the upstream cluster, the key id and team
 //! from auth's filter state (`wasm.aimesh.key_id`, `wasm.aimesh.team`, set in the request
 //! phase). Models and token counts are read from token-accounting's audit record
-//! (`wasm.aimesh.audit`), but that filter publishes it in `on_log`, which Envoy runs after it
-//! finalizes the span: those four attributes stay empty (Envoy then leaves them out) until the
-//! filter also publishes the record when the response ends (a filter change, docs/gateway-yaml.md).
+//! (`wasm.aimesh.audit`), which that filter publishes when the response ends (last body chunk,
+//! trailers): Envoy finalizes the span before `on_log`, so a record written there would come
+//! too late.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3 as core;

@@ -443,6 +443,11 @@ impl Exchange {
         a
     }
 
+    /// Response trailers (the response body is complete).
+    pub fn response_trailers(&mut self) -> Action {
+        self.flow.response_trailers(&mut self.host)
+    }
+
     /// A whole response in chunks of `split` bytes (the last chunk ends the stream).
     pub fn response(&mut self, headers: &[(&str, &str)], body: &[u8], split: usize) -> Action {
         let a = self.response_headers(headers, body.is_empty());

@@ -54,6 +54,8 @@ pub(crate) struct Filter {
     pub(crate) refused: bool,
     /// Accounting ran (it runs once, at end of stream or at the latest in `log`).
     pub(crate) done: bool,
+    /// The audit record was written (at the end of the response, else in `log`).
+    pub(crate) published: bool,
     /// Nothing to account (refused locally, or not an LLM request).
     pub(crate) skip: bool,
     /// The request body is being buffered for [`Filter::on_body`].
@@ -93,6 +95,7 @@ impl Filter {
             outcome: None,
             refused: false,
             done: false,
+            published: false,
             skip: false,
             reading_body: false,
         }
@@ -246,13 +249,21 @@ impl Stage for Filter {
         }
     }
 
-    fn response_headers(&mut self, host: &mut dyn Host, _eos: bool) -> Action {
+    fn response_headers(&mut self, host: &mut dyn Host, eos: bool) -> Action {
         self.on_response_headers(host);
+        if eos {
+            self.end(host);
+        }
         Action::Continue
     }
 
     fn response_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Action {
         self.on_response_body(host, size, eos);
+        Action::Continue
+    }
+
+    fn response_trailers(&mut self, host: &mut dyn Host) -> Action {
+        self.end(host);
         Action::Continue
     }
 
@@ -263,6 +274,8 @@ impl Stage for Filter {
         if !self.done && !self.skip && self.start_ms.is_some() && !self.reading_body {
             self.finish(host);
         }
-        self.publish(host);
+        if !self.published {
+            self.publish(host);
+        }
     }
 }

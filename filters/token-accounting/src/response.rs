@@ -93,8 +93,19 @@ impl Filter {
             }
         }
         if eos {
-            self.finish(host);
+            self.end(host);
         }
+    }
+
+    /// The response is complete (last body chunk, trailers, or headers without a body):
+    /// account, and publish the audit record now rather than in `log`, because Envoy finalizes
+    /// the request's trace span before `on_log` and its custom tags read the record then.
+    pub(crate) fn end(&mut self, host: &mut dyn Host) {
+        if self.skip || self.done {
+            return;
+        }
+        self.finish(host);
+        self.publish(host);
     }
 
     fn outcome(&mut self, host: &mut dyn Host) -> Outcome {
@@ -202,9 +213,11 @@ impl Filter {
         }
     }
 
-    /// The audit record (filter state `wasm.aimesh.audit`), once per request, from `on_log`:
-    /// every request gets one, accounted or not, refused by any filter or not.
+    /// The audit record (filter state `wasm.aimesh.audit`), once per request: when the response
+    /// ends, else from `on_log` (a client that went away, a refusal by any filter), so every
+    /// request gets one, accounted or not.
     pub(crate) fn publish(&mut self, host: &mut dyn Host) {
+        self.published = true;
         let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let mut r = Record {
             key_id: nonempty(&self.key_id),

@@ -78,7 +78,6 @@ fn a_stream_gets_include_usage_and_loses_the_usage_event_on_a_fake_clock() {
     // Text first showed in a chunk read after the 40 ms gap.
     assert_eq!(ttft, vec![160]);
 
-    ex.log();
     let mut r = unaccounted(&streamed());
     r.model_served = Some("m1".into());
     r.backend = Some("llm".into());
@@ -88,7 +87,36 @@ fn a_stream_gets_include_usage_and_loses_the_usage_event_on_a_fake_clock() {
     // Priced by the requested model (m1 has no price): 3 x 2.5 + 2 x 10, rounded up.
     r.cost_micro_usd = Some(28);
     r.ttft_ms = Some(160);
+    // Published with the last chunk, before `log`: Envoy's tracer reads it when it finalizes
+    // the span, which is before `on_log`.
     assert_eq!(audit_bytes(&ex), Some(&r.encode()));
+    ex.host.state.remove(audit::PROPERTY);
+    ex.log();
+    assert_eq!(audit_bytes(&ex), None, "written once");
+}
+
+#[test]
+fn a_response_that_ends_with_trailers_is_accounted_and_published_then() {
+    let w = world();
+    let root = root(&w, "{}");
+    let body = chat("");
+    let mut ex = exchange(&w, root.as_ref(), auth_facts(), &body, false);
+    ex.request(body.as_bytes());
+    ex.response_headers(&[(":status", "200")], false);
+    ex.response_chunk(
+        br#"{"model":"m2","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}"#,
+        false,
+    );
+    assert_eq!(audit_bytes(&ex), None, "the response is not over");
+    ex.response_trailers();
+    let mut r = unaccounted(&auth_facts());
+    r.model_served = Some("m2".into());
+    r.backend = Some("llm".into());
+    r.upstream_status = Some(200);
+    (r.input_tokens, r.cached_input_tokens, r.output_tokens) = (Some(5), Some(0), Some(7));
+    (r.usage_estimated, r.truncated, r.cost_micro_usd) = (Some(false), Some(false), Some(0));
+    assert_eq!(audit_bytes(&ex), Some(&r.encode()), "published at the trailers");
+    assert_eq!(tokens(&w, "m2", "k1", "output", "provider"), 7);
 }
 
 #[test]
@@ -149,7 +177,9 @@ fn a_stream_cut_by_a_reset_is_accounted_from_what_was_seen() {
     ex.response_headers(SSE, false);
     let half = STREAM.find(" world").unwrap() + 20;
     ex.response_chunk(&STREAM.as_bytes()[..half], false);
+    assert_eq!(audit_bytes(&ex), None, "the response is not over");
     ex.log();
+    assert!(audit_bytes(&ex).is_some(), "published in log");
     let enc = Encoding::for_model("m1");
     let input = estimate::prompt_tokens(enc, body.as_bytes()).unwrap();
     let output = estimate::count(enc, "Hello").unwrap();
