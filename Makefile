@@ -13,7 +13,7 @@ TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-trap build-tools oci oci-tools deploy-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean
+.PHONY: setup toolchain build build-wasm build-trap build-tools oci oci-tools deploy-tools obs-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -42,13 +42,17 @@ build-tools:
 
 # Each filter's .wasm and the chain as an OCI image (Wasm image spec, see docs/deploy-oci.md):
 # one OCI layout per module under target/oci, same module -> same digest.
-OCI_MODULES := $(foreach c,$(FILTER_CRATES) $(CHAIN_CRATE),target/$(WASM_TARGET)/release/$(subst -,_,$(c)).wasm)
+OCI_MODULES := $(foreach c,$(WASM_CRATES:-wasm=),target/$(WASM_TARGET)/release/$(subst -,_,$(c)).wasm)
 oci: setup build-wasm
 	$(PY) deploy/wasm_oci.py --out target/oci $(OCI_MODULES)
 
 # The registry and the client the OCI tests push and pull with (Debian's, no daemon needed).
 oci-tools:
 	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { apt-get update -qq && apt-get install -y -qq skopeo docker-registry; }
+
+# A real Prometheus scrapes Envoy in the dashboard test (tests/e2e/test_dashboard.py).
+obs-tools:
+	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 
 # kubectl renders deploy/kustomize offline (`kubectl kustomize`) in the manifest test.
 deploy-tools:
@@ -66,9 +70,9 @@ test-unit:
 CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_conservation.py \
 	e2e/test_audit_log.py e2e/test_stream_limits.py e2e/test_pii_bypass.py e2e/test_edge.py \
 	e2e/test_failure_policy.py e2e/test_secrets.py e2e/test_remote_module.py e2e/test_traces.py \
-	e2e/test_render_envoy.py
+	e2e/test_render_envoy.py e2e/test_dashboard.py
 
-test-e2e: setup build build-trap oci-tools deploy-tools
+test-e2e: setup build build-trap oci-tools deploy-tools obs-tools
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
 	cd tests && AIMESH_CHAIN=1 ../$(PY) -m pytest $(CHAIN_E2E) -q -p no:cacheprovider $(PYTEST_ARGS)
 

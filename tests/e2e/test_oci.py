@@ -105,6 +105,16 @@ def test_images_round_trip_through_a_real_registry_by_digest(tmp_path):
         assert compat_plugin(pulled) == module_bytes
 
 
+def test_make_oci_packs_the_five_filters_and_the_chain():
+    """The module list of the Makefile's `oci` target (a dry run prints the command) is the one
+    these tests build: a renamed crate variable once left it packing nothing."""
+    out = subprocess.run(["make", "-n", "oci"], cwd=paths.REPO, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    [line] = [l for l in out.splitlines() if "wasm_oci.py" in l]
+    packed = sorted(paths.REPO / a for a in line.split() if a.endswith(".wasm"))
+    assert packed == sorted(MODULES), line
+
+
 def test_building_twice_gives_the_same_digest(tmp_path):
     # Copies with other names, other directories and other mtimes: none of it may reach the image.
     copies = []

@@ -60,8 +60,14 @@ def check(doc: dict, known: dict) -> None:
     assert NAME.match(doc["metadata"]["name"]), doc["metadata"]
     if (doc["apiVersion"], doc["kind"]) == ("v1", "Secret"):
         assert set(doc) == {"apiVersion", "kind", "metadata", "type", "stringData"}
-        assert all(v == "" for v in doc["stringData"].values())
+        if doc["metadata"]["name"] == "aimesh-virtual-keys":
+            # The key hashes, ids and teams, as auth's `keys` list: in a Secret, not in a CR.
+            keys = json.loads(doc["stringData"]["AIMESH_VIRTUAL_KEYS"])
+            assert all(k["hash"].startswith("sha256:") for k in keys)
+        else:
+            assert all(v == "" for v in doc["stringData"].values())
         return
+    assert "sha256:" not in json.dumps(doc), "a key hash in a custom resource"
     schema = known[(doc["apiVersion"], doc["kind"])]
     jsonschema.Draft7Validator(schema).validate(doc)
 
@@ -133,9 +139,44 @@ def test_key_values_never_reach_the_manifests(tmp_path):
     assert "${file:" in text
 
 
-def test_what_a_mesh_cannot_carry_is_refused_with_the_field():
-    r = subprocess.run([str(paths.XDS), "render", "--target", "istio",
-                        str(paths.REPO / "examples" / "gateway.yaml")],
+def test_what_a_mesh_cannot_carry_is_refused_with_the_field(tmp_path):
+    f = tmp_path / "gateway.yaml"
+    text = (paths.REPO / "examples" / "gateway.yaml").read_text()
+    f.write_text(text.replace("  mode: redact\n", "  mode: hash\n  hash_key: ${env:AIMESH_PII_KEY}\n"))
+    r = subprocess.run([str(paths.XDS), "render", "--target", "istio", str(f)],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and r.stdout == ""
-    assert "virtual_models[0].fallbacks:" in r.stderr
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert "pii.hash_key:" in r.stderr
+
+
+def added_clusters(docs: list[dict]) -> list[dict]:
+    out = []
+    for d in docs:
+        if d["kind"] == "EnvoyFilter":
+            out += [p["patch"]["value"] for p in d["spec"]["configPatches"] if p["applyTo"] == "CLUSTER"]
+        if d["kind"] == "EnvoyPatchPolicy":
+            out += [p["operation"]["value"] for p in d["spec"]["jsonPatches"] if p["type"].endswith("Cluster")]
+    return out
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_virtual_models_with_fallbacks_add_aimesh_clusters_and_route(target):
+    """examples/gateway.yaml's `smart` (openai, azure-eu, then anthropic): one aggregate per
+    entry, each running virtual-model's and header-auth's upstream instances per attempt."""
+    docs = render(target, DATA / "render" / "example.gateway.yaml")
+    clusters = {c["name"]: c for c in added_clusters(docs)}
+    assert sorted(clusters) == ["fallback.smart.0", "fallback.smart.1", "fallback.smart.2",
+                                "provider.anthropic", "provider.azure-eu", "provider.openai"]
+    agg = clusters["fallback.smart.2"]
+    assert agg["cluster_type"]["typed_config"]["clusters"] == [
+        "provider.anthropic", "provider.openai", "provider.azure-eu"]
+    opts = next(iter(agg["typed_extension_protocol_options"].values()))
+    names = [f["name"] for f in opts["http_filters"]]
+    assert names == ["aimesh.virtual-model", "aimesh.header-auth", "envoy.filters.http.upstream_codec"], names
+    for f in opts["http_filters"][:2]:
+        cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])
+        assert cfg["role"] == "upstream"
+    member = clusters["provider.anthropic"]
+    [ep] = member["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert ep["metadata"]["filter_metadata"]["aimesh"]["cluster"] == "provider.anthropic"
+    assert member["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"

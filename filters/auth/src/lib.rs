@@ -41,6 +41,10 @@ mod stat {
 
 fn configure(raw: &[u8], env: &dyn Env) -> Result<Box<dyn StageRoot>, StageError> {
     let Config(c) = load_config::<Config>(raw)?;
+    // Keys kept in the proxy's environment (a mesh's Secret) join the configured ones.
+    let c = c
+        .with_env_keys(&aimesh_config::endpoints::creds::StdEnv)
+        .map_err(|e| StageError::Config(e.to_string()))?;
     let policies = Policies::new(c);
     // Limit state must exist before traffic: CAS is ignored on absent keys.
     limits::init(env.store(), policies.all(), env.unix_millis()).map_err(|e| {

@@ -150,6 +150,10 @@ pub struct TokenAccountingConfig {
     /// a larger body is estimated.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// `gen_ai.provider.name` of each backend (provider account name or upstream cluster), the
+    /// `provider` label of the GenAI histograms; a backend not listed is `unknown`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub providers: BTreeMap<String, String>,
 }
 
 /// Default `max_response_bytes`: 16 MiB.
@@ -192,6 +196,7 @@ impl Default for TokenAccountingConfig {
             estimate_prompt: false,
             limits: LimitsConfig::default(),
             max_response_bytes: default_max_response_bytes(),
+            providers: BTreeMap::new(),
         }
     }
 }

@@ -64,9 +64,68 @@ pub fn request(m: &dyn Metrics, l: &Labels) {
     m.count(&format!("aimesh.gen_ai.client.requests{}", l.suffix), 1);
 }
 
-/// A histogram sample (`name` is the metric without labels).
-pub fn histogram(m: &dyn Metrics, l: &Labels, name: &str, v: u64) {
-    m.record(&format!("aimesh.gen_ai.{name}{}", l.suffix), v);
+/// `gen_ai.operation.name` by the path the client asked for (the OpenAI and Anthropic API
+/// paths; the traces' attribute uses the same table).
+pub fn operation(path: &str) -> &'static str {
+    const OPERATIONS: [(&str, &str); 5] = [
+        ("/v1/chat/completions", "chat"),
+        ("/v1/responses", "chat"),
+        ("/v1/messages", "chat"),
+        ("/v1/completions", "text_completion"),
+        ("/v1/embeddings", "embeddings"),
+    ];
+    OPERATIONS
+        .iter()
+        .find(|(p, _)| path.starts_with(p))
+        .map_or("unknown", |(_, op)| op)
+}
+
+/// Labels of the GenAI histograms, after the OpenTelemetry GenAI conventions' attributes
+/// (`gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
+/// `gen_ai.response.model`); no key id, so a histogram's series grow with models, not keys.
+pub struct GenAiLabels {
+    suffix: String,
+}
+
+impl GenAiLabels {
+    /// Labels for one request.
+    pub fn new(operation: &str, provider: &str, request_model: &str, response_model: &str) -> Self {
+        GenAiLabels {
+            suffix: format!(
+                ".operation_name.{}.provider_name.{}.request_model.{}.model.{}",
+                clean(operation),
+                clean(provider),
+                clean(request_model),
+                clean(response_model)
+            ),
+        }
+    }
+}
+
+/// The GenAI histograms, their unit last in the name (Prometheus: `<name>_bucket`, `_sum`,
+/// `_count`).
+pub const TOKEN_USAGE: &str = "aimesh.gen_ai.client.token.usage.tokens";
+/// Request start to the end of the response.
+pub const REQUEST_DURATION: &str = "aimesh.gen_ai.server.request.duration.milliseconds";
+/// Streams: request start to the first chunk with generated text.
+pub const TIME_TO_FIRST_TOKEN: &str = "aimesh.gen_ai.server.time_to_first_token.milliseconds";
+/// Streams: time after the first token per further output token.
+pub const TIME_PER_OUTPUT_TOKEN: &str = "aimesh.gen_ai.server.time_per_output_token.microseconds";
+/// Request start to the first response body byte, streamed or not.
+pub const TIME_TO_FIRST_CHUNK: &str =
+    "aimesh.gen_ai.client.operation.time_to_first_chunk.milliseconds";
+
+/// A histogram sample of one of the names above.
+pub fn histogram(m: &dyn Metrics, l: &GenAiLabels, name: &str, v: u64) {
+    m.record(&format!("{name}{}", l.suffix), v);
+}
+
+/// A `gen_ai.client.token.usage` sample: `token_type` is `input` or `output`.
+pub fn token_histogram(m: &dyn Metrics, l: &GenAiLabels, token_type: &str, v: u64) {
+    m.record(
+        &format!("{TOKEN_USAGE}{}.token_type.{token_type}", l.suffix),
+        v,
+    );
 }
 
 /// A request refused by a limit.

@@ -46,6 +46,8 @@ pub(crate) struct Filter {
     pub(crate) body: Vec<u8>,
     pub(crate) body_truncated: bool,
     pub(crate) first_token_ms: Option<u64>,
+    /// When the first response body bytes arrived.
+    pub(crate) first_chunk_ms: Option<u64>,
     /// Path as this filter saw it, before header-auth or the router rewrite it.
     pub(crate) path: Option<String>,
     /// What accounting found, for the audit record.
@@ -91,6 +93,7 @@ impl Filter {
             body: Vec::new(),
             body_truncated: false,
             first_token_ms: None,
+            first_chunk_ms: None,
             path: None,
             outcome: None,
             refused: false,

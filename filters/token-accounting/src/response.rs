@@ -60,6 +60,9 @@ impl Filter {
         if self.skip || self.done {
             return;
         }
+        if size > 0 && self.first_chunk_ms.is_none() {
+            self.first_chunk_ms = Some(host.unix_millis());
+        }
         let chunk = if size > 0 {
             host.body(Body::Response, size).unwrap_or_default()
         } else {
@@ -203,12 +206,26 @@ impl Filter {
             metrics::tokens(m, &l, "cached_input", source, o.usage.cached_input);
         }
         metrics::cost(m, &l, o.cost);
-        metrics::histogram(m, &l, "server.request.duration_ms", o.duration_ms);
+        let op = self.path.as_deref().map_or("unknown", metrics::operation);
+        let provider = self
+            .config
+            .config
+            .providers
+            .get(&o.backend)
+            .map_or("", String::as_str);
+        let g = metrics::GenAiLabels::new(op, provider, &self.model, &o.model_served);
+        metrics::token_histogram(m, &g, "input", o.usage.input);
+        metrics::token_histogram(m, &g, "output", o.usage.output);
+        metrics::histogram(m, &g, metrics::REQUEST_DURATION, o.duration_ms);
+        if let Some(t) = self.first_chunk_ms {
+            let start = self.start_ms.unwrap_or(t);
+            metrics::histogram(m, &g, metrics::TIME_TO_FIRST_CHUNK, t.saturating_sub(start));
+        }
         if let Some(ttft) = o.ttft_ms {
-            metrics::histogram(m, &l, "server.time_to_first_token_ms", ttft);
+            metrics::histogram(m, &g, metrics::TIME_TO_FIRST_TOKEN, ttft);
             if o.usage.output > 1 {
                 let per = o.duration_ms.saturating_sub(ttft) * 1000 / (o.usage.output - 1);
-                metrics::histogram(m, &l, "server.time_per_output_token_us", per);
+                metrics::histogram(m, &g, metrics::TIME_PER_OUTPUT_TOKEN, per);
             }
         }
     }

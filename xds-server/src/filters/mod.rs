@@ -311,6 +311,7 @@ pub fn auth(gw: &Gateway) -> AuthConfig {
         jwt: None,
         max_body_bytes: aimesh_config::auth::DEFAULT_MAX_BODY_BYTES,
         catalogue: Some(catalogue(gw)),
+        keys_env: None,
     }
 }
 
@@ -452,6 +453,18 @@ pub fn token_accounting(gw: &Gateway) -> TokenAccountingConfig {
             default: (default != unlimited).then_some(default),
             keys,
         },
+        // By account (the backend virtual-model and auth report) and by cluster (else).
+        providers: gw
+            .providers
+            .iter()
+            .flat_map(|p| {
+                let name = crate::tracing::provider_name(p.kind).to_string();
+                [
+                    (p.name.clone(), name.clone()),
+                    (crate::resources::provider_cluster(&p.name), name),
+                ]
+            })
+            .collect(),
         ..Default::default()
     }
 }

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::fallback::Fallbacks;
 use super::{Options, Upstream};
 
 const EG: &str = "gateway.envoyproxy.io/v1alpha1";
@@ -15,8 +16,13 @@ fn meta(name: &str, opts: &Options) -> Value {
 pub const LISTENER: &str = "http";
 
 /// The Envoy Gateway manifests.
-pub fn render(filters: &[Value], ups: &[Upstream], opts: &Options) -> Vec<Value> {
-    let mut docs = vec![patch_policy(filters, opts)];
+pub fn render(
+    filters: &[Value],
+    ups: &[Upstream],
+    fallbacks: Option<&Fallbacks>,
+    opts: &Options,
+) -> Vec<Value> {
+    let mut docs = vec![patch_policy(filters, fallbacks, opts)];
     docs.extend(ups.iter().map(|u| backend(u, opts)));
     docs.push(route(ups, opts));
     docs
@@ -25,9 +31,12 @@ pub fn render(filters: &[Value], ups: &[Upstream], opts: &Options) -> Vec<Value>
 /// Envoy Gateway names a listener `<namespace>/<gateway>/<listener>`; a plain HTTP listener
 /// keeps its HCM in the default filter chain. Filter `i` is added at index `i`, ahead of Envoy
 /// Gateway's own filters and the router, in chain order.
-fn patch_policy(filters: &[Value], opts: &Options) -> Value {
+///
+/// Virtual models with fallbacks add aimesh's own clusters (a new resource: path `""`) and the
+/// fallback route first in the listener's route configuration (same name as the listener).
+fn patch_policy(filters: &[Value], fallbacks: Option<&Fallbacks>, opts: &Options) -> Value {
     let listener = format!("{}/{}/{LISTENER}", opts.namespace, opts.gateway);
-    let patches: Vec<Value> = filters
+    let mut patches: Vec<Value> = filters
         .iter()
         .enumerate()
         .map(|(i, f)| {
@@ -40,6 +49,20 @@ fn patch_policy(filters: &[Value], opts: &Options) -> Value {
             })
         })
         .collect();
+    if let Some(f) = fallbacks {
+        for c in &f.clusters {
+            patches.push(json!({
+                "type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                "name": c["name"],
+                "operation": {"op": "add", "path": "", "value": c},
+            }));
+        }
+        patches.push(json!({
+            "type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": listener,
+            "operation": {"op": "add", "path": "/virtual_hosts/0/routes/0", "value": f.route},
+        }));
+    }
     json!({
         "apiVersion": EG, "kind": "EnvoyPatchPolicy", "metadata": meta("aimesh-filters", opts),
         "spec": {"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway},

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::fallback::Fallbacks;
 use super::{Options, Upstream};
 use crate::model::Gateway;
 
@@ -13,8 +14,17 @@ fn meta(name: &str, opts: &Options) -> Value {
 }
 
 /// The Istio manifests.
-pub fn render(gw: &Gateway, filters: &[Value], ups: &[Upstream], opts: &Options) -> Vec<Value> {
+pub fn render(
+    gw: &Gateway,
+    filters: &[Value],
+    ups: &[Upstream],
+    fallbacks: Option<&Fallbacks>,
+    opts: &Options,
+) -> Vec<Value> {
     let mut docs = vec![envoy_filter(filters, opts)];
+    if let Some(f) = fallbacks {
+        docs.push(fallback_filter(f, ups, opts));
+    }
     for u in ups {
         docs.push(service_entry(u, opts));
         if let Some(dr) = destination_rule(u, opts) {
@@ -44,6 +54,38 @@ fn envoy_filter(filters: &[Value], opts: &Options) -> Value {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
         "metadata": meta("aimesh-filters", opts),
+        "spec": {
+            "workloadSelector": {"labels": {"aimesh.dev/gateway": opts.gateway}},
+            "configPatches": patches,
+        },
+    })
+}
+
+/// Virtual models with fallbacks: aimesh's own member and aggregate clusters, and the fallback
+/// route inserted before the VirtualService's routes (they match exact `x-aimesh-cluster`
+/// values, so the order only keeps the lookup short).
+fn fallback_filter(f: &Fallbacks, ups: &[Upstream], opts: &Options) -> Value {
+    let mut patches: Vec<Value> = f
+        .clusters
+        .iter()
+        .map(|c| {
+            json!({"applyTo": "CLUSTER", "match": {"context": "GATEWAY"},
+                   "patch": {"operation": "ADD", "value": c}})
+        })
+        .collect();
+    let first = ups
+        .iter()
+        .find(|u| u.mcp_path.is_none())
+        .map_or_else(String::new, |u| u.name.clone());
+    patches.push(json!({
+        "applyTo": "HTTP_ROUTE",
+        "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": first}}}},
+        "patch": {"operation": "INSERT_BEFORE", "value": f.route},
+    }));
+    json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": meta("aimesh-fallbacks", opts),
         "spec": {
             "workloadSelector": {"labels": {"aimesh.dev/gateway": opts.gateway}},
             "configPatches": patches,

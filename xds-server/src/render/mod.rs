@@ -9,10 +9,11 @@
 //! routes match the `x-aimesh-cluster` header the filters set, as the ADS route table does.
 
 mod envoy_gateway;
+mod fallback;
 mod istio;
 mod wasm_json;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
@@ -84,12 +85,16 @@ pub fn run(args: RenderArgs) -> Result<(), String> {
 pub fn render(gw: &Gateway, target: Target, opts: &Options) -> Result<Vec<Value>, String> {
     refuse_unrenderable(gw)?;
     let gw = &in_proxy_env(gw);
-    let filters = http_filters(gw, &opts.wasm_dir)?;
+    let all = resources::build(gw, &opts.wasm_dir, false)?;
+    let mut filters = http_filters(gw, &all)?;
+    let keys = keys_to_env(&mut filters)?;
     let ups = upstreams(gw)?;
+    let fallbacks = fallback::build(gw, &all, &ups)?;
     let mut docs = vec![keys_secret(gw, &opts.namespace)];
+    docs.extend(keys.map(|k| virtual_keys_secret(&k, &opts.namespace)));
     docs.extend(match target {
-        Target::Istio => istio::render(gw, &filters, &ups, opts),
-        Target::EnvoyGateway => envoy_gateway::render(&filters, &ups, opts),
+        Target::Istio => istio::render(gw, &filters, &ups, fallbacks.as_ref(), opts),
+        Target::EnvoyGateway => envoy_gateway::render(&filters, &ups, fallbacks.as_ref(), opts),
     });
     Ok(docs)
 }
@@ -106,16 +111,6 @@ pub fn to_yaml(docs: &[Value]) -> Result<String, String> {
 
 /// What a mesh cannot carry yet, refused by field rather than rendered wrong.
 fn refuse_unrenderable(gw: &Gateway) -> Result<(), String> {
-    if let Some(i) = gw
-        .virtual_models
-        .iter()
-        .position(|v| !v.fallbacks.is_empty())
-    {
-        return Err(format!(
-            "virtual_models[{i}].fallbacks: not rendered for a mesh (they need aggregate clusters \
-             with per-attempt upstream filters); use targets only, or the standalone gateway"
-        ));
-    }
     if gw.pii.hash_key.is_some() {
         return Err(
             "pii.hash_key: a mesh would carry it in plain text in a custom resource; \
@@ -173,9 +168,8 @@ fn keys_secret(gw: &Gateway, namespace: &str) -> Value {
 }
 
 /// The aimesh HTTP filters, in chain order, as HCM `http_filters` entries: the ADS path's ECDS
-/// resources, `.wasm` files under `wasm_dir`.
-fn http_filters(gw: &Gateway, wasm_dir: &Path) -> Result<Vec<Value>, String> {
-    let all = resources::build(gw, wasm_dir, false)?;
+/// resources.
+fn http_filters(gw: &Gateway, all: &resources::Resources) -> Result<Vec<Value>, String> {
     let ext = all.get(EXTENSION).ok_or("no filter configs")?;
     crate::filters::loaded(gw)
         .iter()
@@ -187,6 +181,65 @@ fn http_filters(gw: &Gateway, wasm_dir: &Path) -> Result<Vec<Value>, String> {
             wasm_json::http_filter(&cfg)
         })
         .collect()
+}
+
+/// Secret holding the virtual keys (their hashes, ids, teams, models) as [`VIRTUAL_KEYS_ENV`].
+pub const VIRTUAL_KEYS_SECRET: &str = "aimesh-virtual-keys";
+
+/// The proxy environment variable auth reads the virtual keys from (its `keys_env`).
+pub const VIRTUAL_KEYS_ENV: &str = "AIMESH_VIRTUAL_KEYS";
+
+/// Moves auth's `keys` (in the auth filter, or the chain's `auth` section) out of the filter
+/// config into the proxy's environment: the config says `keys_env`, the VM may read that
+/// variable, and the keys' JSON is returned for [`VIRTUAL_KEYS_SECRET`]. A mesh's EnvoyFilter /
+/// EnvoyPatchPolicy is readable by whoever may read networking resources; a Secret is not.
+fn keys_to_env(filters: &mut [Value]) -> Result<Option<String>, String> {
+    let mut moved = None;
+    for f in filters.iter_mut() {
+        let name = f["name"].as_str().unwrap_or_default().to_string();
+        let section = if name == crate::filters::extension_name("auth") {
+            None
+        } else if name == crate::filters::extension_name(crate::filters::CHAIN) {
+            Some("auth")
+        } else {
+            continue;
+        };
+        let config = &mut f["typed_config"]["config"];
+        let value = &mut config["configuration"]["value"];
+        let mut json: Value = serde_json::from_str(value.as_str().ok_or("configuration")?)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let auth = match section {
+            Some(s) => match json.get_mut(s) {
+                Some(a) => a,
+                None => continue,
+            },
+            None => &mut json,
+        };
+        let Some(obj) = auth.as_object_mut() else {
+            continue;
+        };
+        let keys = obj.remove("keys").unwrap_or_else(|| json!([]));
+        obj.insert("keys_env".into(), json!(VIRTUAL_KEYS_ENV));
+        moved = Some(serde_json::to_string(&keys).map_err(|e| e.to_string())?);
+        *value = json!(serde_json::to_string(&json).map_err(|e| e.to_string())?);
+        let env = &mut config["vm_config"]["environment_variables"]["host_env_keys"];
+        match env.as_array_mut() {
+            Some(list) => list.push(json!(VIRTUAL_KEYS_ENV)),
+            None => *env = json!([VIRTUAL_KEYS_ENV]),
+        }
+    }
+    Ok(moved)
+}
+
+/// The Secret the gateway's proxy gets [`VIRTUAL_KEYS_ENV`] from (`envFrom`, docs/mesh.md).
+fn virtual_keys_secret(keys: &str, namespace: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": VIRTUAL_KEYS_SECRET, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": {VIRTUAL_KEYS_ENV: keys},
+    })
 }
 
 /// One upstream the filters route to by its ADS cluster name.

@@ -70,10 +70,29 @@ fn filter_configs_are_the_ads_paths_own() {
     let patches = ef["spec"]["configPatches"].as_array().unwrap();
     let configs = crate::filters::configs(&gw, false).unwrap();
     assert_eq!(patches.len(), configs.len());
+    let keys = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == VIRTUAL_KEYS_SECRET)
+        .unwrap()["stringData"][VIRTUAL_KEYS_ENV]
+        .as_str()
+        .unwrap();
     for (p, (name, json)) in patches.iter().zip(&configs) {
         let cfg = &p["patch"]["value"]["typed_config"]["config"];
         assert_eq!(cfg["name"], format!("aimesh.{name}"));
-        assert_eq!(cfg["configuration"]["value"], json.as_str());
+        let rendered = cfg["configuration"]["value"].as_str().unwrap();
+        if *name == "auth" {
+            // The same config once the keys the Secret holds are back in place of `keys_env`.
+            let mut v: Value = serde_json::from_str(rendered).unwrap();
+            assert_eq!(v["keys_env"], VIRTUAL_KEYS_ENV);
+            v.as_object_mut().unwrap().remove("keys_env");
+            v["keys"] = serde_json::from_str(keys).unwrap();
+            assert_eq!(v, serde_json::from_str::<Value>(json).unwrap());
+            let env = &cfg["vm_config"]["environment_variables"]["host_env_keys"];
+            assert!(env.as_array().unwrap().contains(&json!(VIRTUAL_KEYS_ENV)));
+            assert!(!rendered.contains("sha256:"));
+        } else {
+            assert_eq!(rendered, json.as_str());
+        }
         assert_eq!(cfg["allow_on_headers_stop_iteration"], true);
         assert_eq!(cfg["failure_policy"], "FAIL_RELOAD");
         let file = format!("/etc/aimesh/wasm/aimesh_{}.wasm", name.replace('-', "_"));
@@ -112,9 +131,21 @@ fn what_a_mesh_cannot_carry_is_refused_by_field() {
     gw.pii.hash_key = Some(crate::model::SecretRef("${file:/k}".into()));
     let e = render(&gw, Target::Istio, &opts()).unwrap_err();
     assert!(e.starts_with("pii.hash_key: "), "{e}");
+}
+
+#[test]
+fn fallbacks_get_the_ads_aggregate_clusters_and_one_route_per_target() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway.yaml");
-    let e = render(&load(&example), Target::EnvoyGateway, &opts()).unwrap_err();
-    assert!(e.starts_with("virtual_models[0].fallbacks: "), "{e}");
+    let gw = load(&example);
+    for target in [Target::Istio, Target::EnvoyGateway] {
+        let text = to_yaml(&render(&gw, target, &opts()).unwrap()).unwrap();
+        // Members once each, then one aggregate per entry of `smart`; `cheap` has none.
+        for name in ["provider.openai", "fallback.smart.0", "fallback.smart.2"] {
+            assert!(text.contains(&format!("name: {name}\n")), "{name}");
+        }
+        assert!(!text.contains("fallback.cheap"));
+        assert_eq!(text.matches("name: aimesh-fallback\n").count(), 1);
+    }
 }
 
 #[test]

@@ -35,6 +35,12 @@ pub struct AuthConfig {
     /// filtered to the key's models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<CatalogueConfig>,
+    /// Environment variable of the Wasm VM (listed in `vm_config.environment_variables
+    /// .host_env_keys`) holding more keys: a JSON list of `keys` entries, added to them when the
+    /// filter loads. A mesh keeps the hashes in a Kubernetes Secret this way instead of in the
+    /// filter config its EnvoyFilter / EnvoyPatchPolicy carries in plain sight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_env: Option<String>,
 }
 
 fn default_max_body() -> usize {
@@ -284,6 +290,35 @@ impl AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// The keys of `keys_env` (if set) added to `keys`, the result checked. Errors name the
+    /// variable and where its JSON went wrong, never a value.
+    pub fn with_env_keys(
+        mut self,
+        env: &dyn crate::endpoints::creds::Env,
+    ) -> Result<Self, ConfigError> {
+        if let Some(name) = &self.keys_env {
+            let raw = env
+                .var(name)
+                .ok_or_else(|| ConfigError::invalid("keys_env", format!("{name} is not set")))?;
+            let more: Vec<KeyEntry> = serde_json::from_str(&raw).map_err(|e| {
+                ConfigError::invalid(
+                    "keys_env",
+                    format!(
+                        "{name} is not a JSON list of keys (line {} column {}: {:?})",
+                        e.line(),
+                        e.column(),
+                        e.classify()
+                    ),
+                )
+            })?;
+            self.keys.extend(more);
+        }
+        self.check()?;
+        Ok(self)
+    }
+}
+
 impl Validate for AuthConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.check()
@@ -316,6 +351,53 @@ mod tests {
             c.jwt.unwrap().metadata_namespace,
             "envoy.filters.http.jwt_authn"
         );
+    }
+
+    #[test]
+    fn keys_from_the_environment_join_the_configured_ones_and_are_checked() {
+        use crate::endpoints::creds::MapEnv;
+        let c: AuthConfig = serde_json::from_value(serde_json::json!({
+            "keys": [{"id": "a", "hash": H}], "keys_env": "AIMESH_VIRTUAL_KEYS"
+        }))
+        .unwrap();
+        let h2 = format!("sha256:{}", "0".repeat(64));
+        let list = format!(r#"[{{"id":"b","hash":"{h2}","team":"t"}}]"#);
+        let env = MapEnv::from_pairs(&[("AIMESH_VIRTUAL_KEYS", &list)]);
+        let ids: Vec<String> = c
+            .clone()
+            .with_env_keys(&env)
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+
+        let e = c
+            .clone()
+            .with_env_keys(&MapEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("keys_env") && e.contains("AIMESH_VIRTUAL_KEYS is not set"),
+            "{e}"
+        );
+        let bad = MapEnv::from_pairs(&[(
+            "AIMESH_VIRTUAL_KEYS",
+            r#"[{"id":"b","hash":"sha256:secretish"#,
+        )]);
+        let e = c.clone().with_env_keys(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("not a JSON list of keys") && !e.contains("secretish"),
+            "{e}"
+        );
+        // The joined list is checked like the configured one: the same hash twice is refused.
+        let twice = MapEnv::from_pairs(&[(
+            "AIMESH_VIRTUAL_KEYS",
+            &format!(r#"[{{"id":"c","hash":"{H}"}}]"#),
+        )]);
+        let e = c.with_env_keys(&twice).unwrap_err().to_string();
+        assert!(e.contains("keys[1].hash"), "{e}");
     }
 
     #[test]

@@ -71,12 +71,19 @@ fn a_stream_gets_include_usage_and_loses_the_usage_event_on_a_fake_clock() {
     assert_eq!(String::from_utf8_lossy(&ex.sent_downstream), expected);
     assert_eq!(tokens(&w, "m1", "k1", "input", "provider"), 3);
     assert_eq!(tokens(&w, "m1", "k1", "output", "provider"), 2);
-    let ttft = w.metrics.samples(&format!(
-        "aimesh.gen_ai.server.time_to_first_token_ms{}",
-        labels("m1", "k1")
-    ));
-    // Text first showed in a chunk read after the 40 ms gap.
-    assert_eq!(ttft, vec![160]);
+    let genai = ".operation_name.chat.provider_name.unknown.request_model.gpt-4o.model.m1";
+    let sample = |name: &str| w.metrics.samples(&format!("{name}{genai}"));
+    // Text first showed in a chunk read after the 40 ms gap; the first bytes came before it.
+    assert_eq!(sample(crate::metrics::TIME_TO_FIRST_TOKEN), vec![160]);
+    assert_eq!(sample(crate::metrics::TIME_TO_FIRST_CHUNK), vec![120]);
+    assert_eq!(sample(crate::metrics::REQUEST_DURATION), vec![160]);
+    let usage = |t: &str| {
+        w.metrics.samples(&format!(
+            "{}{genai}.token_type.{t}",
+            crate::metrics::TOKEN_USAGE
+        ))
+    };
+    assert_eq!((usage("input"), usage("output")), (vec![3], vec![2]));
 
     let mut r = unaccounted(&streamed());
     r.model_served = Some("m1".into());
@@ -115,7 +122,11 @@ fn a_response_that_ends_with_trailers_is_accounted_and_published_then() {
     r.upstream_status = Some(200);
     (r.input_tokens, r.cached_input_tokens, r.output_tokens) = (Some(5), Some(0), Some(7));
     (r.usage_estimated, r.truncated, r.cost_micro_usd) = (Some(false), Some(false), Some(0));
-    assert_eq!(audit_bytes(&ex), Some(&r.encode()), "published at the trailers");
+    assert_eq!(
+        audit_bytes(&ex),
+        Some(&r.encode()),
+        "published at the trailers"
+    );
     assert_eq!(tokens(&w, "m2", "k1", "output", "provider"), 7);
 }
 
@@ -260,4 +271,38 @@ fn a_request_answered_before_or_while_this_stage_held_it_is_logged_unaccounted()
     assert_eq!(audit_bytes(&ex), Some(&unaccounted(&streamed()).encode()));
     let requests = format!("aimesh.gen_ai.client.requests{}", labels("gpt-4o", "k1"));
     assert_eq!(w.metrics.counter(&requests), 0);
+}
+
+#[test]
+fn the_genai_histograms_carry_the_provider_name_of_the_backend_and_the_operation() {
+    let w = world();
+    let root = root(&w, r#"{"providers":{"llm":"openai"}}"#);
+    let body = chat("");
+    let mut ex = exchange(&w, root.as_ref(), auth_facts(), &body, false);
+    ex.request(body.as_bytes());
+    w.advance(Duration::from_millis(30));
+    let resp = br#"{"model":"gpt-4o-2024","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}"#;
+    ex.response_headers(&[(":status", "200")], false);
+    ex.response_chunk(&resp[..10], false);
+    w.advance(Duration::from_millis(50));
+    ex.response_chunk(&resp[10..], true);
+    let genai = ".operation_name.chat.provider_name.openai.request_model.gpt-4o.model.gpt-4o-2024";
+    let sample = |name: &str| w.metrics.samples(&format!("{name}{genai}"));
+    assert_eq!(sample(crate::metrics::TIME_TO_FIRST_CHUNK), vec![30]);
+    assert_eq!(sample(crate::metrics::REQUEST_DURATION), vec![80]);
+    assert!(
+        sample(crate::metrics::TIME_TO_FIRST_TOKEN).is_empty(),
+        "not a stream"
+    );
+    let output = format!("{}{genai}.token_type.output", crate::metrics::TOKEN_USAGE);
+    assert_eq!(w.metrics.samples(&output), vec![4]);
+}
+
+#[test]
+fn operations_by_path() {
+    use crate::metrics::operation;
+    assert_eq!(operation("/v1/chat/completions?x=1"), "chat");
+    assert_eq!(operation("/v1/embeddings"), "embeddings");
+    assert_eq!(operation("/v1/completions"), "text_completion");
+    assert_eq!(operation("/mcp/docs"), "unknown");
 }
