@@ -111,7 +111,7 @@ pub const REQUEST_DURATION: &str = "aimesh.gen_ai.server.request.duration.millis
 pub const TIME_TO_FIRST_TOKEN: &str = "aimesh.gen_ai.server.time_to_first_token.milliseconds";
 /// Streams: time after the first token per further output token.
 pub const TIME_PER_OUTPUT_TOKEN: &str = "aimesh.gen_ai.server.time_per_output_token.microseconds";
-/// Request start to the first response body byte, streamed or not.
+/// Streams: request start to the first response body bytes.
 pub const TIME_TO_FIRST_CHUNK: &str =
     "aimesh.gen_ai.client.operation.time_to_first_chunk.milliseconds";
 

@@ -217,7 +217,9 @@ impl Filter {
         metrics::token_histogram(m, &g, "input", o.usage.input);
         metrics::token_histogram(m, &g, "output", o.usage.output);
         metrics::histogram(m, &g, metrics::REQUEST_DURATION, o.duration_ms);
-        if let Some(t) = self.first_chunk_ms {
+        // The conventions report it for streamed calls only (a plain body's first bytes say
+        // little about when generation began).
+        if let (Some(t), true) = (self.first_chunk_ms, self.tap.is_some()) {
             let start = self.start_ms.unwrap_or(t);
             metrics::histogram(m, &g, metrics::TIME_TO_FIRST_CHUNK, t.saturating_sub(start));
         }
