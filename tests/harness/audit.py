@@ -14,7 +14,28 @@ _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 # Marks an access-log format as the audit line (its fields read the filter's typed record).
 RECORD = "wasm.aimesh.audit"
 
+# The native build keeps the same record in dynamic metadata (namespace `aimesh.audit`): a
+# dynamic module cannot declare a typed filter-state property.
+NATIVE_NAMESPACE = "aimesh.audit"
+
 _LOGS: list[Path] = []
+
+
+def native_fields(fields: dict) -> dict:
+    """The audit line's fields as the native build's access log reads them: each typed-record
+    field from dynamic metadata instead of the Wasm builds' typed filter state."""
+    out = {}
+    for k, v in fields.items():
+        if isinstance(v, str) and f"filter_state['{RECORD}']." in v:
+            field = v.split(f"filter_state['{RECORD}'].", 1)[1].rstrip(")%")
+            v = f"%DYNAMIC_METADATA({NATIVE_NAMESPACE}:{field})%"
+        out[k] = v
+    return out
+
+
+def is_audit_format(fmt: dict) -> bool:
+    """True when an access-log format is the audit line (either build's)."""
+    return any(RECORD in str(v) or f"({NATIVE_NAMESPACE}:" in str(v) for v in fmt.values())
 
 
 def register(path: str | Path) -> None:
