@@ -58,7 +58,7 @@ def native_filter(config: dict | None = None) -> dict:
         "name": "aimesh.chain",
         "typed_config": {
             "@type": DYNAMIC_MODULE,
-            "dynamic_module_config": {"name": "aimesh"},
+            "dynamic_module_config": {"name": "aimesh", "metrics_namespace": "wasmcustom"},
             "filter_name": "chain",
             "filter_config": {"@type": STRING, "value": json.dumps(config or {})},
         },

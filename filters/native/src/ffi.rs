@@ -589,70 +589,79 @@ impl FilterConfig {
         self.0 as EnvoyPtr
     }
 
-    /// Defines a metric without labels; its id, `None` when Envoy refused.
-    pub fn define(self, kind: MetricKind, name: &str) -> Option<usize> {
+    /// Defines a metric family with one label; its id, `None` when Envoy refused (Envoy only
+    /// accepts definitions while the configuration is being created).
+    pub fn define(self, kind: MetricKind, name: &str, label: &str) -> Option<usize> {
         let mut id = 0usize;
         let n = ModuleBuffer::of(name.as_bytes());
-        // SAFETY: live config; no labels (null, 0); `id` is a valid place to write.
+        let mut labels = [ModuleBuffer::of(label.as_bytes())];
+        let labels = labels.as_mut_ptr();
+        // SAFETY: live config; one label, alive for the call; `id` is a valid place to write.
         let r = unsafe {
             match kind {
                 MetricKind::Counter => {
                     envoy_dynamic_module_callback_http_filter_config_define_counter(
                         self.raw(),
                         n,
-                        ptr::null_mut(),
-                        0,
+                        labels,
+                        1,
                         &mut id,
                     )
                 }
                 MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge(
                     self.raw(),
                     n,
-                    ptr::null_mut(),
-                    0,
+                    labels,
+                    1,
                     &mut id,
                 ),
                 MetricKind::Histogram => {
                     envoy_dynamic_module_callback_http_filter_config_define_histogram(
                         self.raw(),
                         n,
-                        ptr::null_mut(),
-                        0,
+                        labels,
+                        1,
                         &mut id,
                     )
                 }
             }
         };
+        if r != 0 {
+            log::debug!("aimesh: Envoy refused to define stat `{name}` (result {r})");
+        }
         (r == 0).then_some(id)
     }
 
-    /// Adds to a counter, sets a gauge or records a histogram value.
-    pub fn update(self, kind: MetricKind, id: usize, value: u64) {
-        // SAFETY: live config; `id` came from `define` on the same config; no labels.
+    /// Adds to a counter, sets a gauge or records a histogram value, for one label value.
+    pub fn update(self, kind: MetricKind, id: usize, label: &str, value: u64) {
+        let mut labels = [ModuleBuffer::of(label.as_bytes())];
+        let labels = labels.as_mut_ptr();
+        // SAFETY: live config; `id` came from `define` on the same config, with one label;
+        // the label value is alive for the call and Envoy copies it.
         unsafe {
             match kind {
                 MetricKind::Counter => {
                     envoy_dynamic_module_callback_http_filter_config_increment_counter(
                         self.raw(),
                         id,
-                        ptr::null_mut(),
-                        0,
+                        labels,
+                        1,
                         value,
                     )
                 }
                 MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_set_gauge(
                     self.raw(),
                     id,
-                    ptr::null_mut(),
-                    0,
+                    labels,
+                    1,
                     value,
                 ),
                 MetricKind::Histogram => {
                     envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
                         self.raw(),
                         id,
-                        ptr::null_mut(),
-                        0,
+                        labels,
+                        1,
                         value,
                     )
                 }

@@ -1,47 +1,51 @@
-//! Metrics through the ABI: each stat name is defined once per filter configuration, the first
-//! time a stage uses it, and updated with the id Envoy gave back. Names stay the Wasm builds'
-//! (`aimesh.auth.allowed`, ...), so dashboards and tag extraction see the same stats.
-
-use std::collections::HashMap;
-use std::sync::RwLock;
+//! Metrics through the ABI.
+//!
+//! Envoy lets a dynamic module define stats only while its configuration is being created,
+//! while the stages name their stats as they go (`aimesh.auth.allowed`, or labelled the Wasm
+//! way: `aimesh.gen_ai.client.requests.model.<m>.backend.<b>.key_id.<k>`). So the configuration
+//! defines one family per kind, with an empty name and one label, `aimesh`, and each stat is
+//! that family with the rest of its name as the label value. Envoy names a labelled stat
+//! `<namespace>.<name>.<label>.<value>`, which makes `wasmcustom.aimesh.auth.allowed` when the
+//! module's `metrics_namespace` is `wasmcustom`: the Wasm builds' names, so dashboards, the
+//! `stats_tags` of gateway configs and tests read either build. A stage added later needs
+//! nothing here.
 
 use aimesh_core::host::Metrics;
 
 use crate::ffi::{FilterConfig, MetricKind};
 
+/// The one label of the families; also the first segment of every aimesh stat name.
+pub const LABEL: &str = "aimesh";
+
 /// The stats of one filter configuration, shared by its worker threads.
 #[derive(Debug)]
 pub struct NativeMetrics {
     config: FilterConfig,
-    /// Ids by name, one map per kind (looked up by `&str`: no allocation per update).
-    ids: [RwLock<HashMap<String, Option<usize>>>; 3],
+    /// Family ids by kind (counter, gauge, histogram); `None` when Envoy refused one.
+    families: [Option<usize>; 3],
 }
 
 impl NativeMetrics {
-    /// Stats defined through `config`.
+    /// Defines the families; call while Envoy creates the configuration.
     pub fn new(config: FilterConfig) -> Self {
-        NativeMetrics {
-            config,
-            ids: Default::default(),
-        }
-    }
-
-    fn id(&self, kind: MetricKind, name: &str) -> Option<usize> {
-        let map = self.ids.get(kind as usize)?;
-        if let Ok(ids) = map.read() {
-            if let Some(id) = ids.get(name) {
-                return *id;
-            }
-        }
-        let mut ids = map.write().ok()?;
-        *ids.entry(name.to_string())
-            .or_insert_with(|| self.config.define(kind, name))
+        let families = [
+            MetricKind::Counter,
+            MetricKind::Gauge,
+            MetricKind::Histogram,
+        ]
+        .map(|k| config.define(k, "", LABEL));
+        NativeMetrics { config, families }
     }
 
     fn update(&self, kind: MetricKind, name: &str, value: u64) {
-        if let Some(id) = self.id(kind, name) {
-            self.config.update(kind, id, value);
-        }
+        let Some(Some(id)) = self.families.get(kind as usize) else {
+            return;
+        };
+        let rest = name
+            .strip_prefix(LABEL)
+            .and_then(|r| r.strip_prefix('.'))
+            .unwrap_or(name);
+        self.config.update(kind, *id, rest, value);
     }
 }
 
