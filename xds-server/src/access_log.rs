@@ -19,13 +19,24 @@ const ENVOY_FIELDS: [(&str, &str); 4] = [
 /// The audit line, field for field as in `envoy/token-accounting.yaml` and
 /// `docs/audit-log.schema.json` (tests keep the three equal).
 pub fn fields() -> Vec<(String, String)> {
+    fields_of(false)
+}
+
+/// The audit line of a build: `native` reads the record from dynamic metadata.
+pub fn fields_of(native: bool) -> Vec<(String, String)> {
     let envoy = ENVOY_FIELDS
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()));
     // The token-accounting filter's typed record (`wasm.aimesh.audit`, a protobuf `Struct`):
     // read with `TYPED_CEL`, numbers stay numbers and an absent fact (or no record) is `null`.
-    let record = FIELDS.iter().map(|f| {
-        let v = format!("%TYPED_CEL(filter_state['wasm.aimesh.audit'].{f})%");
+    // The native build cannot declare a typed filter-state property; it writes the same fields,
+    // typed, to the dynamic metadata namespace `aimesh.audit`, which the log reads the same way.
+    let record = FIELDS.iter().map(move |f| {
+        let v = if native {
+            format!("%DYNAMIC_METADATA(aimesh.audit:{f})%")
+        } else {
+            format!("%TYPED_CEL(filter_state['wasm.aimesh.audit'].{f})%")
+        };
         ((*f).to_string(), v)
     });
     envoy.chain(record).collect()
@@ -56,11 +67,11 @@ struct FileAccessLog {
 }
 
 /// The audit access log to `path`; none when `path` is empty.
-pub fn audit(path: &str) -> Vec<al::AccessLog> {
+pub fn audit(path: &str, native: bool) -> Vec<al::AccessLog> {
     if path.is_empty() {
         return vec![];
     }
-    let fields = fields()
+    let fields = fields_of(native)
         .into_iter()
         .map(|(k, v)| {
             let value = Value {
