@@ -152,8 +152,8 @@ mod tests {
 
     #[test]
     fn encoding_is_envoys_file_access_log_and_stable() {
-        let a = super::audit("/tmp/audit.log");
-        let b = super::audit("/tmp/audit.log");
+        let a = super::audit("/tmp/audit.log", false);
+        let b = super::audit("/tmp/audit.log", false);
         assert_eq!(a, b);
         let Some(super::al::access_log::ConfigType::TypedConfig(any)) = &a[0].config_type else {
             panic!("no typed config")
@@ -169,6 +169,19 @@ mod tests {
             panic!("not json")
         };
         assert_eq!(s.fields.len(), super::fields().len());
-        assert!(super::audit("").is_empty());
+        assert!(super::audit("", false).is_empty());
+    }
+
+    #[test]
+    fn the_native_line_has_the_same_fields_read_from_dynamic_metadata() {
+        let (wasm, native) = (super::fields_of(false), super::fields_of(true));
+        let names = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&wasm), names(&native));
+        let input = native
+            .iter()
+            .find(|(k, _)| k == "input_tokens")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(input, Some("%DYNAMIC_METADATA(aimesh.audit:input_tokens)%"));
+        assert!(!native.iter().any(|(_, v)| v.contains("filter_state")));
     }
 }
