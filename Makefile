@@ -13,7 +13,7 @@ TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-trap build-tools build-native oci oci-tools deploy-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean
+.PHONY: setup toolchain build build-wasm build-trap build-tools build-native oci oci-tools deploy-tools run test test-unit test-e2e validate bench bench-core bench-peers bench-native wrk fuzz fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -96,6 +96,10 @@ bench-core: setup
 # aimesh next to LiteLLM and Portkey, same run, same upstream; writes docs/benchmarks.md.
 bench-peers: setup build wrk
 	cd tests && ../$(PY) -m harness.peers_setup && ../$(PY) -m harness.peers
+
+# The native build next to plain Envoy and the Wasm chain, same run, with issue 22's floors.
+bench-native: setup build wrk
+	cd tests && ../$(PY) -m harness.bench_native
 
 # Coverage-guided fuzzing, FUZZ_SECONDS per target. cargo-fuzz passes nightly-only flags
 # (-Zsanitizer); RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.

@@ -14,24 +14,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import bench, config, demo, paths, peers, procs, profile
+from . import bench, config, demo, peers, procs, profile
 
 # The issue's floors, printed next to what was measured.
 RPS_FLOOR = 0.75
 ADDED_P50_CEILING_US = 40
 RSS_CEILING = 1.3
-
-
-def native_config(key: str, mock_port: int) -> dict:
-    """The demo chain, the five stages in the native module."""
-    cfg = demo.demo_config(key, mock_port, unlimited=True, chain=False)
-    cfgs = {name: demo.stage_config(cfg, name) for name in paths.FILTERS}
-    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    aimesh = [f for f in hcm["http_filters"] if f["name"].startswith("aimesh.")]
-    rest = [f for f in hcm["http_filters"] if not f["name"].startswith("aimesh.")]
-    hcm["http_filters"] = [config.native_filter(cfgs)] + rest
-    assert len(aimesh) == len(paths.FILTERS)
-    return cfg
 
 
 def measure() -> dict[str, dict[str, float]]:
@@ -41,8 +29,8 @@ def measure() -> dict[str, dict[str, float]]:
         mock = procs.MockLLM("bench-native", record=False, cpus=bench.LOAD_CPU)
         cfgs = {
             "plain envoy": config.gateway([], [config.cluster("local-mock", mock.port)]),
-            "wasm chain (aimesh_chain.wasm)": _wasm_chain(mock.port),
-            "native chain (libaimesh.so)": native_config(profile.KEY, mock.port),
+            "wasm chain (aimesh_chain.wasm)": demo.build_config("chain", profile.KEY, mock.port),
+            "native chain (libaimesh.so)": demo.build_config("native", profile.KEY, mock.port),
         }
         envoys: dict[str, procs.Envoy] = {}
         got: dict[str, dict[str, list[float]]] = {}
@@ -65,16 +53,6 @@ def measure() -> dict[str, dict[str, float]]:
                 e.stop()
             mock.stop()
     return med
-
-
-def _wasm_chain(mock_port: int) -> dict:
-    # Built explicitly: under AIMESH_BUILD=native, demo_config(chain=True) is the native filter.
-    cfg = demo.demo_config(profile.KEY, mock_port, unlimited=True, chain=False)
-    cfgs = {name: demo.stage_config(cfg, name) for name in paths.FILTERS}
-    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    rest = [f for f in hcm["http_filters"] if not f["name"].startswith("aimesh.")]
-    hcm["http_filters"] = [config.wasm_filter("chain", cfgs)] + rest
-    return cfg
 
 
 def report(med: dict[str, dict[str, float]]) -> str:

@@ -110,6 +110,19 @@ def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
     return cfg
 
 
+def build_config(build: str, key: str, mock_port: int) -> dict:
+    """The demo gateway (limits never reached) in a given build, whatever `AIMESH_BUILD` says:
+    benchmarks put the builds side by side."""
+    cfg = demo_config(key, mock_port, unlimited=True, chain=False)
+    if build == "separate":
+        return cfg
+    cfgs = {name: stage_config(cfg, name) for name in paths.FILTERS}
+    one = config.native_filter(cfgs) if build == "native" else config.wasm_filter("chain", cfgs)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [one] + [f for f in hcm["http_filters"] if not f["name"].startswith("aimesh.")]
+    return cfg
+
+
 def _wasm_entry(cfg: dict, stage: str) -> tuple[dict, bool]:
     """The http_filters entry that runs `stage`, and whether it is the one-filter chain."""
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
