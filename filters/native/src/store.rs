@@ -15,7 +15,8 @@ use aimesh_core::host::{SharedStore, StoreError};
 
 const SHARDS: usize = 16;
 
-type Shard = Mutex<HashMap<String, (Vec<u8>, u32)>>;
+type Map = HashMap<String, (Vec<u8>, u32)>;
+type Shard = Mutex<Map>;
 
 /// The process-wide store.
 #[derive(Debug)]
@@ -37,10 +38,7 @@ impl ProcessStore {
         STORE.get_or_init(ProcessStore::new)
     }
 
-    fn shard(
-        &self,
-        key: &str,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, u32)>>, StoreError> {
+    fn shard(&self, key: &str) -> Result<std::sync::MutexGuard<'_, Map>, StoreError> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let i = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
