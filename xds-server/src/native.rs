@@ -59,3 +59,52 @@ pub fn extension(filter: &str, json: &str, sensitive: bool) -> TypedExtensionCon
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FilterBuild, Gateway};
+
+    #[test]
+    fn the_extension_loads_libaimesh_with_the_wasm_stat_namespace_and_the_chain_json() {
+        let ext = extension(filters::CHAIN, r#"{"auth":{}}"#, false);
+        assert_eq!(ext.name, "aimesh.chain");
+        let any = ext.typed_config.unwrap_or_default();
+        assert_eq!(any.type_url, DYNAMIC_MODULE);
+        let f = DynamicModuleFilter::decode(any.value.as_slice()).unwrap_or_default();
+        let m = f.dynamic_module_config.unwrap_or_default();
+        assert_eq!(
+            (m.name.as_str(), m.metrics_namespace.as_str()),
+            ("aimesh", "wasmcustom")
+        );
+        assert_eq!(f.filter_name, "chain");
+        let cfg = f.filter_config.unwrap_or_default();
+        assert!(cfg.type_url.ends_with("StringValue"));
+        // A config with secrets travels as a GenericSecret, which /config_dump redacts.
+        let secret = extension(filters::CHAIN, "{}", true);
+        let f =
+            DynamicModuleFilter::decode(secret.typed_config.unwrap_or_default().value.as_slice())
+                .unwrap_or_default();
+        assert!(f
+            .filter_config
+            .unwrap_or_default()
+            .type_url
+            .ends_with("GenericSecret"));
+    }
+
+    #[test]
+    fn native_loads_the_chain_and_a_mesh_render_refuses_it() {
+        let mut gw = Gateway::default();
+        gw.listener.filter_build = FilterBuild::Native;
+        assert_eq!(filters::loaded(&gw), vec![filters::CHAIN]);
+        let opts = crate::render::Options {
+            namespace: "aimesh".into(),
+            wasm_dir: "/wasm".into(),
+            gateway: "gw".into(),
+        };
+        let err = crate::render::render(&gw, crate::render::Target::Istio, &opts)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("listener.filter_build"), "{err}");
+    }
+}
