@@ -23,12 +23,14 @@ _LOGS: list[Path] = []
 
 def native_fields(fields: dict) -> dict:
     """The audit line's fields as the native build's access log reads them: each typed-record
-    field from dynamic metadata instead of the Wasm builds' typed filter state."""
+    field (`wasm.aimesh.audit`, and any other declared record) from the dynamic-metadata
+    namespace of the record's name instead of the Wasm builds' typed filter state."""
     out = {}
     for k, v in fields.items():
-        if isinstance(v, str) and f"filter_state['{RECORD}']." in v:
-            field = v.split(f"filter_state['{RECORD}'].", 1)[1].rstrip(")%")
-            v = f"%DYNAMIC_METADATA({NATIVE_NAMESPACE}:{field})%"
+        prefix = "%TYPED_CEL(filter_state['wasm."
+        if isinstance(v, str) and v.startswith(prefix) and "']." in v and v.endswith(")%"):
+            record, field = v[len(prefix):-2].split("'].", 1)
+            v = f"%DYNAMIC_METADATA({record}:{field})%"
         out[k] = v
     return out
 

@@ -19,27 +19,47 @@ const ENVOY_FIELDS: [(&str, &str); 4] = [
 /// The audit line, field for field as in `envoy/token-accounting.yaml` and
 /// `docs/audit-log.schema.json` (tests keep the three equal).
 pub fn fields() -> Vec<(String, String)> {
-    fields_of(false)
-}
-
-/// The audit line of a build: `native` reads the record from dynamic metadata.
-pub fn fields_of(native: bool) -> Vec<(String, String)> {
     let envoy = ENVOY_FIELDS
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()));
     // The token-accounting filter's typed record (`wasm.aimesh.audit`, a protobuf `Struct`):
     // read with `TYPED_CEL`, numbers stay numbers and an absent fact (or no record) is `null`.
-    // The native build cannot declare a typed filter-state property; it writes the same fields,
-    // typed, to the dynamic metadata namespace `aimesh.audit`, which the log reads the same way.
-    let record = FIELDS.iter().map(move |f| {
-        let v = if native {
-            format!("%DYNAMIC_METADATA(aimesh.audit:{f})%")
-        } else {
-            format!("%TYPED_CEL(filter_state['wasm.aimesh.audit'].{f})%")
-        };
+    let record = FIELDS.iter().map(|f| {
+        let v = format!("%TYPED_CEL(filter_state['wasm.aimesh.audit'].{f})%");
         ((*f).to_string(), v)
     });
     envoy.chain(record).collect()
+}
+
+/// The audit line of a build. The native build cannot declare a typed filter-state property;
+/// it writes each typed record's fields, typed, to the dynamic-metadata namespace of the
+/// record's name (`aimesh.audit`), which the log reads the same way: numbers stay numbers and
+/// an absent fact is `null`.
+pub fn fields_of(native: bool) -> Vec<(String, String)> {
+    let all = fields();
+    if !native {
+        return all;
+    }
+    all.into_iter()
+        .map(|(k, v)| (k, native_value(&v)))
+        .collect()
+}
+
+/// `%TYPED_CEL(filter_state['wasm.<record>'].<field>)%` as `%DYNAMIC_METADATA(<record>:<field>)%`;
+/// anything else unchanged.
+pub fn native_value(v: &str) -> String {
+    let Some(rest) = v.strip_prefix("%TYPED_CEL(filter_state['wasm.") else {
+        return v.to_string();
+    };
+    let Some((record, rest)) = rest.split_once("'].") else {
+        return v.to_string();
+    };
+    match rest.strip_suffix(")%") {
+        Some(field) if !field.contains(['(', ')', '%', '[']) => {
+            format!("%DYNAMIC_METADATA({record}:{field})%")
+        }
+        _ => v.to_string(),
+    }
 }
 
 // Wire-compatible mirrors of `FileAccessLog { path, log_format: SubstitutionFormatString {
@@ -183,5 +203,10 @@ mod tests {
             .map(|(_, v)| v.as_str());
         assert_eq!(input, Some("%DYNAMIC_METADATA(aimesh.audit:input_tokens)%"));
         assert!(!native.iter().any(|(_, v)| v.contains("filter_state")));
+        assert_eq!(
+            super::native_value("%TYPED_CEL(filter_state['wasm.aimesh.mcp'].tool)%"),
+            "%DYNAMIC_METADATA(aimesh.mcp:tool)%"
+        );
+        assert_eq!(super::native_value("%DURATION%"), "%DURATION%");
     }
 }

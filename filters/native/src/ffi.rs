@@ -585,6 +585,12 @@ pub enum MetricKind {
 pub struct FilterConfig(usize);
 
 impl FilterConfig {
+    /// A handle to no configuration, for tests that never reach Envoy.
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        FilterConfig(0)
+    }
+
     fn raw(self) -> EnvoyPtr {
         self.0 as EnvoyPtr
     }

@@ -8,8 +8,9 @@
 //! host joins them, so a stage that paused still gets the whole body on its next callback.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aimesh_core::accounting::audit;
@@ -21,19 +22,27 @@ use crate::ffi::{Attribute, BodyKind, Filter, HeaderKind, MetadataSource};
 use crate::metrics::NativeMetrics;
 use crate::store::ProcessStore;
 
-/// Dynamic-metadata namespace of the audit record (`%DYNAMIC_METADATA(aimesh.audit:<field>)%`).
-pub const AUDIT_NAMESPACE: &str = "aimesh.audit";
-
 /// What the configuration (and every stream) may use: the clock, the store, the stats.
 #[derive(Debug, Clone)]
 pub struct NativeEnv {
     metrics: Arc<NativeMetrics>,
+    /// Properties the stages declared as typed records (`declare_property`): their values are
+    /// serialized `Struct`s, written field by field to dynamic metadata.
+    records: Arc<RwLock<HashSet<String>>>,
 }
 
 impl NativeEnv {
     /// An environment whose stats go to `metrics`.
     pub fn new(metrics: Arc<NativeMetrics>) -> Self {
-        NativeEnv { metrics }
+        let records = HashSet::from([audit::PROPERTY.to_string()]);
+        NativeEnv {
+            metrics,
+            records: Arc::new(RwLock::new(records)),
+        }
+    }
+
+    fn is_record(&self, name: &str) -> bool {
+        self.records.read().is_ok_and(|r| r.contains(name))
     }
 }
 
@@ -51,8 +60,16 @@ impl Env for NativeEnv {
         // Outside a stream there is no stream info to read.
         None
     }
-    fn declare_property(&self, _args: &[u8]) -> bool {
-        // The audit record goes to dynamic metadata, which needs no declaration.
+    fn declare_property(&self, args: &[u8]) -> bool {
+        // `DeclarePropertyArguments.name` (field 1): the record then goes to dynamic metadata,
+        // which needs no declaration with Envoy.
+        let name = decode_fields(args)
+            .into_iter()
+            .find(|(f, _)| *f == 1)
+            .and_then(|(_, b)| String::from_utf8(b.to_vec()).ok());
+        if let (Some(n), Ok(mut r)) = (name, self.records.write()) {
+            r.insert(n);
+        }
         true
     }
 }
@@ -188,12 +205,12 @@ impl NativeHost {
         }
     }
 
-    fn write_audit(&self, record: &[u8]) {
+    fn write_record(&self, ns: &str, record: &[u8]) {
         for (field, value) in decode_struct(record) {
             match value {
-                Value::Number(n) => self.filter.set_metadata_number(AUDIT_NAMESPACE, &field, n),
-                Value::Text(t) => self.filter.set_metadata_string(AUDIT_NAMESPACE, &field, &t),
-                Value::Bool(b) => self.filter.set_metadata_bool(AUDIT_NAMESPACE, &field, b),
+                Value::Number(n) => self.filter.set_metadata_number(ns, &field, n),
+                Value::Text(t) => self.filter.set_metadata_string(ns, &field, &t),
+                Value::Bool(b) => self.filter.set_metadata_bool(ns, &field, b),
                 // Absent metadata is what the access log prints as null.
                 Value::Null => {}
             }
@@ -304,7 +321,7 @@ impl Host for NativeHost {
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) {
         match path {
-            [p] if *p == audit::PROPERTY => self.write_audit(value),
+            [p] if self.env.is_record(p) => self.write_record(p, value),
             // `wasm.` as the Wasm builds' filter state, so access logs read either build.
             [name] => self.filter.set_filter_state(&format!("wasm.{name}"), value),
             _ => {}
@@ -395,6 +412,19 @@ pub fn decode_struct(mut b: &[u8]) -> Vec<(String, Value)> {
     out
 }
 
+/// The length-delimited fields of a message, `(number, payload)`; others end the walk.
+fn decode_fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    while let Some((field, wire, rest)) = key(b) {
+        let Some((payload, rest)) = (if wire == 2 { delimited(rest) } else { None }) else {
+            break;
+        };
+        out.push((field, payload));
+        b = rest;
+    }
+    out
+}
+
 fn decode_entry(mut b: &[u8]) -> Option<(String, Value)> {
     let (mut name, mut value) = (None, Value::Null);
     while let Some((field, wire, rest)) = key(b) {
@@ -465,6 +495,19 @@ mod tests {
         assert_eq!(get("usage_estimated"), Some(Value::Bool(false)));
         assert_eq!(get("model"), Some(Value::Null));
         assert_eq!(fields.len(), audit::FIELDS.len());
+    }
+
+    #[test]
+    fn a_declared_property_is_a_record_and_others_are_not() {
+        let env = NativeEnv::new(Arc::new(NativeMetrics::detached()));
+        assert!(env.is_record(audit::PROPERTY));
+        let mut args = Vec::new();
+        audit::proto::bytes(&mut args, 1, b"aimesh.mcp");
+        audit::proto::varint_field(&mut args, 3, 3);
+        assert!(!env.is_record("aimesh.mcp"));
+        assert!(env.declare_property(&args));
+        assert!(env.is_record("aimesh.mcp"));
+        assert!(!env.is_record("aimesh.key_id"));
     }
 
     #[test]

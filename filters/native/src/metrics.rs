@@ -37,6 +37,15 @@ impl NativeMetrics {
         NativeMetrics { config, families }
     }
 
+    /// Stats that go nowhere (tests, which have no Envoy).
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        NativeMetrics {
+            config: FilterConfig::detached(),
+            families: [None; 3],
+        }
+    }
+
     fn update(&self, kind: MetricKind, name: &str, value: u64) {
         let Some(Some(id)) = self.families.get(kind as usize) else {
             return;
