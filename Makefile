@@ -13,7 +13,7 @@ TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-trap build-tools oci oci-tools deploy-tools obs-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean
+.PHONY: setup toolchain build build-wasm build-trap build-tools build-native oci oci-tools deploy-tools obs-tools run test test-unit test-e2e validate bench bench-core bench-peers bench-native wrk fuzz fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -25,7 +25,7 @@ $(VENV)/.stamp: tests/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-build: build-wasm build-tools
+build: build-wasm build-tools build-native
 
 build-wasm: toolchain
 	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(WASM_CRATES) $(TEST_WASM_CRATES))
@@ -39,6 +39,11 @@ build-trap: toolchain
 
 build-tools:
 	cargo build --profile tools $(addprefix -p ,$(TOOL_CRATES))
+
+# The native build: target/native/libaimesh.so, an Envoy dynamic module (filters/native), pinned
+# to the Envoy release the venv installs (docs/native.md).
+build-native:
+	cargo build --profile native -p aimesh-native
 
 # Each filter's .wasm and the chain as an OCI image (Wasm image spec, see docs/deploy-oci.md):
 # one OCI layout per module under target/oci, same module -> same digest.
@@ -66,7 +71,8 @@ test: setup build test-unit test-e2e
 test-unit:
 	cargo test --workspace
 
-# The demo-chain suites run a second time against the one-filter build (aimesh_chain.wasm).
+# The demo-chain suites run a second time against the one-filter build (aimesh_chain.wasm), and
+# a third against the native build (libaimesh.so).
 CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_conservation.py \
 	e2e/test_audit_log.py e2e/test_stream_limits.py e2e/test_pii_bypass.py e2e/test_edge.py \
 	e2e/test_failure_policy.py e2e/test_secrets.py e2e/test_remote_module.py e2e/test_traces.py \
@@ -75,6 +81,7 @@ CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_
 test-e2e: setup build build-trap oci-tools deploy-tools obs-tools
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
 	cd tests && AIMESH_CHAIN=1 ../$(PY) -m pytest $(CHAIN_E2E) -q -p no:cacheprovider $(PYTEST_ARGS)
+	cd tests && AIMESH_BUILD=native ../$(PY) -m pytest $(CHAIN_E2E) -q -p no:cacheprovider $(PYTEST_ARGS)
 
 validate: setup build
 	cd tests && ../$(PY) -m harness.validate
@@ -93,6 +100,10 @@ bench-core: setup
 # aimesh next to LiteLLM and Portkey, same run, same upstream; writes docs/benchmarks.md.
 bench-peers: setup build wrk
 	cd tests && ../$(PY) -m harness.peers_setup && ../$(PY) -m harness.peers
+
+# The native build next to plain Envoy and the Wasm chain, same run, with issue 22's floors.
+bench-native: setup build wrk
+	cd tests && ../$(PY) -m harness.bench_native
 
 # Coverage-guided fuzzing, FUZZ_SECONDS per target. cargo-fuzz passes nightly-only flags
 # (-Zsanitizer); RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.

@@ -1,4 +1,4 @@
-"""The audit log through real Envoy and aimesh-xds (the build AIMESH_CHAIN selects): one typed
+"""The audit log through real Envoy and aimesh-xds (the build AIMESH_BUILD / AIMESH_CHAIN selects): one typed
 line per request, written at once, refused or not, with the path the client sent and the MCP
 server or custom endpoint it went to. Every line is checked against docs/audit-log.schema.json."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import audit, demo, procs, xds
+from harness import audit, demo, paths, procs, xds
 
 KEY = "sk-aimesh-" + "d" * 64
-FILTER_BUILD = "chain" if os.environ.get("AIMESH_CHAIN") == "1" else "separate"
+FILTER_BUILD = paths.build()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import demo, procs
+from harness import demo, paths, procs
 from token_accounting_env import audit_lines, token_stats
 
 N = 10_000
@@ -125,6 +125,12 @@ def test_ten_thousand_mixed_requests_conserve_every_token(tmp_path):
     lines = [l for l in audit_lines(log) if l["status"] == 200]
     assert sum(int(l["input_tokens"]) for l in lines) == served["prompt_tokens"]
     assert sum(int(l["output_tokens"]) for l in lines) == served["completion_tokens"]
-    assert heap_after <= heap_warm * 1.10, (heap_warm, heap_after)
+    # The Wasm builds' heap holds V8 (~40 MB here), against which 10% is the budget. The native
+    # build's whole heap is ~6 MB; it grows by the same absolute amount as the Wasm chain's
+    # (1.9-3.8 MB against 3.7 MB, the same with its stat updates switched off: Envoy's, not the
+    # module's), so it gets a budget per request instead, which a request's worth of headers
+    # held per request (1 KB and more) would still exceed.
+    budget = heap_warm * 0.10 if paths.build() != "native" else N * 512
+    assert heap_after - heap_warm <= budget, (heap_warm, heap_after)
     print(f"\n{N} requests in {elapsed:.1f}s ({N / elapsed:.0f}/s); tokens in/out "
           f"{served['prompt_tokens']}/{served['completion_tokens']}; heap {heap_warm} -> {heap_after}")

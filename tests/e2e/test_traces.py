@@ -1,4 +1,4 @@
-"""OpenTelemetry traces through real Envoy fed by aimesh-xds (the build AIMESH_CHAIN selects):
+"""OpenTelemetry traces through real Envoy fed by aimesh-xds (the build AIMESH_BUILD / AIMESH_CHAIN selects):
 `observability.otlp` makes Envoy export one span per request to a real OTLP/gRPC receiver, with
 the GenAI attributes, streamed or not, and the W3C `traceparent` of that span reaches the
 provider. Models and token counts come from token-accounting's audit record, which it publishes
@@ -10,11 +10,11 @@ import os
 import pytest
 import requests
 
-from harness import demo, otlp, procs, xds
+from harness import demo, otlp, paths, procs, xds
 from token_accounting_env import sse_usage
 
 KEY = "sk-aimesh-" + "e" * 64
-FILTER_BUILD = "chain" if os.environ.get("AIMESH_CHAIN") == "1" else "separate"
+FILTER_BUILD = paths.build()
 
 
 @pytest.fixture

@@ -14,7 +14,30 @@ _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 # Marks an access-log format as the audit line (its fields read the filter's typed record).
 RECORD = "wasm.aimesh.audit"
 
+# The native build keeps the same record in dynamic metadata (namespace `aimesh.audit`): a
+# dynamic module cannot declare a typed filter-state property.
+NATIVE_NAMESPACE = "aimesh.audit"
+
 _LOGS: list[Path] = []
+
+
+def native_fields(fields: dict) -> dict:
+    """The audit line's fields as the native build's access log reads them: each typed-record
+    field (`wasm.aimesh.audit`, and any other declared record) from the dynamic-metadata
+    namespace of the record's name instead of the Wasm builds' typed filter state."""
+    out = {}
+    for k, v in fields.items():
+        prefix = "%TYPED_CEL(filter_state['wasm."
+        if isinstance(v, str) and v.startswith(prefix) and "']." in v and v.endswith(")%"):
+            record, field = v[len(prefix):-2].split("'].", 1)
+            v = f"%DYNAMIC_METADATA({record}:{field})%"
+        out[k] = v
+    return out
+
+
+def is_audit_format(fmt: dict) -> bool:
+    """True when an access-log format is the audit line (either build's)."""
+    return any(RECORD in str(v) or f"({NATIVE_NAMESPACE}:" in str(v) for v in fmt.values())
 
 
 def register(path: str | Path) -> None:

@@ -47,6 +47,31 @@ def wasm_filter(filter_name: str, config: dict | None = None, *, vm_id: str | No
     return entry
 
 
+DYNAMIC_MODULE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+
+
+def native_filter(config: dict | None = None) -> dict:
+    """The native build (`libaimesh.so`) as an HTTP filter entry: every stage of the chain
+    configuration `config` in one dynamic-module filter, named `aimesh.chain` like the Wasm
+    chain so tests that look a stage's config up find it in either."""
+    return {
+        "name": "aimesh.chain",
+        "typed_config": {
+            "@type": DYNAMIC_MODULE,
+            "dynamic_module_config": {"name": "aimesh", "metrics_namespace": "wasmcustom"},
+            "filter_name": "chain",
+            "filter_config": {"@type": STRING, "value": json.dumps(config or {})},
+        },
+    }
+
+
+def chain_filter(config: dict, *, env_keys: list[str] | None = None) -> dict:
+    """The one-filter build `paths.build()` selects: the Wasm chain or the native module."""
+    if paths.build() == "native":
+        return native_filter(config)
+    return wasm_filter("chain", config, env_keys=env_keys)
+
+
 def cluster(name: str, port: int, *, host: str = "127.0.0.1", http2: bool = False,
             upstream_filters: list[dict] | None = None, extra: dict | None = None) -> dict:
     """A static cluster to a local upstream."""
@@ -90,7 +115,7 @@ def json_access_log(path: str, fields: dict[str, str] | None = None) -> dict:
         "team": "%FILTER_STATE(wasm.aimesh.team:PLAIN)%",
         "duration_ms": "%DURATION%",
     }
-    if any(audit.RECORD in str(v) for v in fmt.values()):
+    if audit.is_audit_format(fmt):
         audit.register(path)
     return {
         "name": "envoy.access_loggers.file",
@@ -113,7 +138,8 @@ def openai_local_replies() -> dict:
 
     Replies sent by the aimesh filters are already OpenAI-shaped and must keep their codes. They
     are told apart by their response code details: Envoy's own replies always carry one
-    (`route_not_found`, `http1.codec_error`, ...), proxy-wasm local replies carry none. (A mapper's
+    (`route_not_found`, `http1.codec_error`, ...), proxy-wasm local replies carry none and the native
+    build's carry `dynamic_module`. (A mapper's
     `header_filter` would test the *request* headers, so it cannot look at the reply.)
     """
     def cel(expr: str) -> dict:
@@ -131,7 +157,7 @@ def openai_local_replies() -> dict:
          "body_format_override": body("no route for this path")},
         {"filter": cel("response.code_details == 'path_normalization_failed'"),
          "body_format_override": body(PATH_REFUSED)},
-        {"filter": cel("response.code_details != '' && response.code_details != 'direct_response'"),
+        {"filter": cel("response.code_details != '' && response.code_details != 'direct_response' && response.code_details != 'dynamic_module'"),
          "body_format_override": body("%LOCAL_REPLY_BODY%")},
     ]}
 

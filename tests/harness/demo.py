@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config, paths
+from . import audit, config, paths
 
 # Where `make run` keeps its demo key and access log; tests point it elsewhere.
 STATE_DIR = Path(os.environ.get("AIMESH_STATE_DIR") or paths.REPO / ".aimesh")
@@ -93,10 +93,10 @@ def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
     cfgs = filter_configs(key, openai=bool(openai_key), unlimited=unlimited)
     env = {"header-auth": ["OPENAI_API_KEY"]} if openai_key else {}
     if chain is None:
-        chain = os.environ.get("AIMESH_CHAIN") == "1"
+        chain = paths.one_filter()
     if chain:
-        filters = [config.wasm_filter("chain", {name: cfgs[name] for name in paths.FILTERS},
-                                      env_keys=env.get("header-auth"))]
+        filters = [config.chain_filter({name: cfgs[name] for name in paths.FILTERS},
+                                       env_keys=env.get("header-auth"))]
     else:
         filters = [config.wasm_filter(name, cfgs[name], env_keys=env.get(name)) for name in paths.FILTERS]
     clusters = [config.cluster("local-mock", mock_port)]
@@ -110,12 +110,28 @@ def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
     return cfg
 
 
+def build_config(build: str, key: str, mock_port: int) -> dict:
+    """The demo gateway (limits never reached) in a given build, whatever `AIMESH_BUILD` says:
+    benchmarks put the builds side by side."""
+    cfg = demo_config(key, mock_port, unlimited=True, chain=False)
+    if build == "separate":
+        return cfg
+    cfgs = {name: stage_config(cfg, name) for name in paths.FILTERS}
+    one = config.native_filter(cfgs) if build == "native" else config.wasm_filter("chain", cfgs)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [one] + [f for f in hcm["http_filters"] if not f["name"].startswith("aimesh.")]
+    return cfg
+
+
 def _wasm_entry(cfg: dict, stage: str) -> tuple[dict, bool]:
     """The http_filters entry that runs `stage`, and whether it is the one-filter chain."""
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     for f in hcm["http_filters"]:
         if f["name"] in (f"aimesh.{stage}", "aimesh.chain"):
-            return f["typed_config"]["config"]["configuration"], f["name"] == "aimesh.chain"
+            tc = f["typed_config"]
+            # The native module's config is its `filter_config`; a Wasm filter's, `configuration`.
+            holder = tc["filter_config"] if "filter_config" in tc else tc["config"]["configuration"]
+            return holder, f["name"] == "aimesh.chain"
     raise KeyError(stage)
 
 
@@ -154,7 +170,8 @@ def shipped_accounting() -> dict:
 def audit_fields() -> dict:
     """One JSON line per request: who, which model, tokens, cost, timings. No prompt text."""
     hcm = shipped_accounting()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    return hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    fields = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    return audit.native_fields(fields) if paths.build() == "native" else fields
 
 
 def openai_cluster() -> dict:

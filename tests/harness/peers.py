@@ -131,6 +131,7 @@ def start_portkey(mock_port: int, tmp: Path) -> System:
 
 
 ONE_FILTER = "aimesh one-filter chain"
+NATIVE = "aimesh native chain"
 
 
 def systems(mock: procs.MockLLM, tmp: Path) -> list[System]:
@@ -147,7 +148,9 @@ def systems(mock: procs.MockLLM, tmp: Path) -> list[System]:
     plans.append(("aimesh full chain", "all five filters as `make run` configures them (limits never reached)",
                   lambda: demo.demo_config(KEY, mock.port, unlimited=True, chain=False)))
     plans.append((ONE_FILTER, "the same five filters as stages of one filter (aimesh_chain.wasm)",
-                  lambda: demo.demo_config(KEY, mock.port, unlimited=True, chain=True)))
+                  lambda: demo.build_config("chain", KEY, mock.port)))
+    plans.append((NATIVE, "the same five stages as an Envoy dynamic module (libaimesh.so, no VM)",
+                  lambda: demo.build_config("native", KEY, mock.port)))
     out = [System("upstream direct", "baseline: the fake upstream itself", mock.url, {}, [mock.proc.pid])]
     for name, does, make in plans:
         if not only or name in only:

@@ -129,6 +129,10 @@ class MockLLM(_Proc):
 FILE_FLUSH_MS = 100
 
 
+# Where Envoy finds the native build's libaimesh.so (`dynamic_modules` filter, module `aimesh`).
+NATIVE_ENV = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(paths.NATIVE_DIR)}
+
+
 class Envoy(_Proc):
     """Envoy started from a config dict; `port` is its first listener's bound port."""
 
@@ -151,7 +155,7 @@ class Envoy(_Proc):
             "--file-flush-interval-msec", str(FILE_FLUSH_MS),
         ] + (extra_args or [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
+                                     env={**os.environ, **NATIVE_ENV, **(env or {})}, start_new_session=True)
         _LIVE.append(self)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -14,6 +14,13 @@ import threading
 from . import demo, procs, xds
 
 
+BUILDS = {
+    "separate": "separate (five Wasm filters, one VM each)",
+    "chain": "chain (one Wasm filter, aimesh_chain.wasm)",
+    "native": "native (Envoy dynamic module target/native/libaimesh.so, no VM)",
+}
+
+
 def main() -> int:
     port = demo.env_port("AIMESH_PORT", 10000)
     admin_port = demo.env_port("AIMESH_ADMIN_PORT", 9901)
@@ -41,6 +48,7 @@ def main() -> int:
         print(f"aimesh failed to start: {e}", file=sys.stderr)
         return 1
     base = f"http://127.0.0.1:{envoy.port}/v1"
+    build = (gw.get("listener") or {}).get("filter_build", "separate")
     demo.write_demo_env(key, base)
     vms = [v.get("name") for v in gw.get("virtual_models") or []]
     has_openai = any(p.get("kind") == "openai" for p in gw.get("providers") or [])
@@ -59,6 +67,7 @@ GET {base}/models lists what your key may use.
 Config: {gw_path} - edit it while the gateway runs: valid changes apply live (invalid ones are
 refused and logged in {server.log_path}; `aimesh-xds validate` checks a file first).
 Audit log: {audit}
+Filter build: {BUILDS.get(build, build)} (listener.filter_build; AIMESH_BUILD=separate|chain|native make run)
 
   source {demo.DEMO_ENV}   # exports AIMESH_DEMO_KEY and AIMESH_BASE_URL
   curl -s $AIMESH_BASE_URL/chat/completions -H "Authorization: Bearer $AIMESH_DEMO_KEY" \\

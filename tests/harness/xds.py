@@ -219,6 +219,11 @@ def demo_state(path: Path, key: str, mock_url: str, *, port: int, openai: bool,
         if new and p.get("base_url") and p["base_url"] != new:
             text = text.replace(p["base_url"], new)
     gw = yaml.safe_load(text) or {}
+    # `AIMESH_BUILD=native make run` (or chain, separate): the filter build this run uses.
+    build = os.environ.get("AIMESH_BUILD")
+    if build and (gw.get("listener") or {}).get("filter_build", "separate") != build:
+        gw.setdefault("listener", {})["filter_build"] = build
+        text = yaml.safe_dump(gw, sort_keys=False)
     keys = gw.setdefault("keys", []) or []
     if not any(k.get("hash") == key_h for k in keys):
         gw["keys"] = [k for k in keys if k.get("id") != "demo"] + [

@@ -31,6 +31,37 @@ pub fn fields() -> Vec<(String, String)> {
     envoy.chain(record).collect()
 }
 
+/// The audit line of a build. The native build cannot declare a typed filter-state property;
+/// it writes each typed record's fields, typed, to the dynamic-metadata namespace of the
+/// record's name (`aimesh.audit`), which the log reads the same way: numbers stay numbers and
+/// an absent fact is `null`.
+pub fn fields_of(native: bool) -> Vec<(String, String)> {
+    let all = fields();
+    if !native {
+        return all;
+    }
+    all.into_iter()
+        .map(|(k, v)| (k, native_value(&v)))
+        .collect()
+}
+
+/// `%TYPED_CEL(filter_state['wasm.<record>'].<field>)%` as `%DYNAMIC_METADATA(<record>:<field>)%`;
+/// anything else unchanged.
+pub fn native_value(v: &str) -> String {
+    let Some(rest) = v.strip_prefix("%TYPED_CEL(filter_state['wasm.") else {
+        return v.to_string();
+    };
+    let Some((record, rest)) = rest.split_once("'].") else {
+        return v.to_string();
+    };
+    match rest.strip_suffix(")%") {
+        Some(field) if !field.contains(['(', ')', '%', '[']) => {
+            format!("%DYNAMIC_METADATA({record}:{field})%")
+        }
+        _ => v.to_string(),
+    }
+}
+
 // Wire-compatible mirrors of `FileAccessLog { path, log_format: SubstitutionFormatString {
 // json_format: Struct } }` with a sorted map: envoy-types' `Struct` is a `HashMap`, whose
 // random order would change the listener's bytes, hence its content-hash version, on every
@@ -56,11 +87,11 @@ struct FileAccessLog {
 }
 
 /// The audit access log to `path`; none when `path` is empty.
-pub fn audit(path: &str) -> Vec<al::AccessLog> {
+pub fn audit(path: &str, native: bool) -> Vec<al::AccessLog> {
     if path.is_empty() {
         return vec![];
     }
-    let fields = fields()
+    let fields = fields_of(native)
         .into_iter()
         .map(|(k, v)| {
             let value = Value {
@@ -141,8 +172,8 @@ mod tests {
 
     #[test]
     fn encoding_is_envoys_file_access_log_and_stable() {
-        let a = super::audit("/tmp/audit.log");
-        let b = super::audit("/tmp/audit.log");
+        let a = super::audit("/tmp/audit.log", false);
+        let b = super::audit("/tmp/audit.log", false);
         assert_eq!(a, b);
         let Some(super::al::access_log::ConfigType::TypedConfig(any)) = &a[0].config_type else {
             panic!("no typed config")
@@ -158,6 +189,24 @@ mod tests {
             panic!("not json")
         };
         assert_eq!(s.fields.len(), super::fields().len());
-        assert!(super::audit("").is_empty());
+        assert!(super::audit("", false).is_empty());
+    }
+
+    #[test]
+    fn the_native_line_has_the_same_fields_read_from_dynamic_metadata() {
+        let (wasm, native) = (super::fields_of(false), super::fields_of(true));
+        let names = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&wasm), names(&native));
+        let input = native
+            .iter()
+            .find(|(k, _)| k == "input_tokens")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(input, Some("%DYNAMIC_METADATA(aimesh.audit:input_tokens)%"));
+        assert!(!native.iter().any(|(_, v)| v.contains("filter_state")));
+        assert_eq!(
+            super::native_value("%TYPED_CEL(filter_state['wasm.aimesh.mcp'].tool)%"),
+            "%DYNAMIC_METADATA(aimesh.mcp:tool)%"
+        );
+        assert_eq!(super::native_value("%DURATION%"), "%DURATION%");
     }
 }

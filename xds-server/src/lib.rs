@@ -8,6 +8,7 @@ pub mod filters;
 pub mod keys;
 pub mod local_reply;
 pub mod model;
+pub mod native;
 pub mod protocol;
 pub mod render;
 pub mod resources;

@@ -72,7 +72,7 @@ pub fn openai_shaped() -> hcm::LocalReplyConfig {
             },
             hcm::ResponseMapper {
                 filter: Some(cel(
-                    "response.code_details != '' && response.code_details != 'direct_response'",
+                    "response.code_details != '' && response.code_details != 'direct_response' && response.code_details != 'dynamic_module'",
                 )),
                 body_format_override: Some(body("%LOCAL_REPLY_BODY%")),
                 ..Default::default()

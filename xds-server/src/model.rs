@@ -74,7 +74,9 @@ pub struct Listener {
     pub access_log: String,
     /// How the five filters are loaded: `separate` (five Wasm filters, each its own VM) or
     /// `chain` (one filter running them as stages, `aimesh_chain.wasm`: less Envoy CPU per
-    /// request, same behaviour; not yet with virtual-model fallbacks).
+    /// request, same behaviour; not yet with virtual-model fallbacks), or `native` (the chain as
+    /// an Envoy dynamic module, `libaimesh.so`, found through Envoy's
+    /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`; standalone Envoy only, same limits as `chain`).
     #[serde(default)]
     pub filter_build: FilterBuild,
     /// Proxies in front of the gateway (load balancers) whose `x-forwarded-for` entries are
@@ -94,6 +96,9 @@ pub enum FilterBuild {
     Separate,
     /// One Wasm filter running the five as stages.
     Chain,
+    /// The same stages as one native Envoy dynamic module (`libaimesh.so`, filters/native):
+    /// no VM boundary, pinned to the Envoy release it was built for (docs/native.md).
+    Native,
 }
 
 fn default_access_log() -> String {

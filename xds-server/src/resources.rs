@@ -22,7 +22,8 @@ use prost::Message;
 use crate::access_log;
 use crate::filters;
 use crate::local_reply;
-use crate::model::{Gateway, Provider};
+use crate::model::{FilterBuild, Gateway, Provider};
+use crate::native;
 use crate::validate::{parse_duration_ms, parse_url, Url};
 
 /// Type URL of clusters.
@@ -185,7 +186,11 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
     for (name, json) in filters::configs(gw, resolve_files)? {
         let reads_env = name == "header-auth" || name == filters::CHAIN;
         let env: &[String] = if reads_env { &header_auth_env } else { &[] };
-        let cfg = wasm_extension(name, &json, wasm_dir, env, sensitive(name));
+        let cfg = if gw.listener.filter_build == FilterBuild::Native {
+            native::extension(name, &json, sensitive(name))
+        } else {
+            wasm_extension(name, &json, wasm_dir, env, sensitive(name))
+        };
         ext.insert(cfg.name.clone(), any(EXTENSION, &cfg));
     }
     out.insert(EXTENSION, ext);
@@ -577,7 +582,11 @@ fn listener(gw: &Gateway) -> lis::Listener {
             config_type: Some(hcm::http_filter::ConfigType::ConfigDiscovery(
                 core::ExtensionConfigSource {
                     config_source: Some(ads()),
-                    type_urls: vec![WASM.to_string()],
+                    type_urls: vec![if gw.listener.filter_build == FilterBuild::Native {
+                        native::DYNAMIC_MODULE.to_string()
+                    } else {
+                        WASM.to_string()
+                    }],
                     ..Default::default()
                 },
             )),
@@ -602,7 +611,10 @@ fn listener(gw: &Gateway) -> lis::Listener {
             },
         )),
         http_filters,
-        access_log: access_log::audit(&gw.listener.access_log),
+        access_log: access_log::audit(
+            &gw.listener.access_log,
+            gw.listener.filter_build == FilterBuild::Native,
+        ),
         local_reply_config: Some(local_reply::openai_shaped()),
         tracing: crate::tracing::hcm_tracing(gw),
         ..edge(gw.listener.trusted_hops)

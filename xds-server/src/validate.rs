@@ -202,7 +202,7 @@ pub fn egress(allow: &[String]) -> Result<Egress, String> {
 pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
     let mut v = Checker::default();
     v.duration("listener.route_timeout", &gw.listener.route_timeout);
-    if gw.listener.filter_build == crate::model::FilterBuild::Chain {
+    if gw.listener.filter_build != crate::model::FilterBuild::Separate {
         if let Some(i) = gw
             .virtual_models
             .iter()
@@ -211,8 +211,8 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
             v.err(
                 "listener.filter_build".to_string(),
                 &format!(
-                    "`chain` does not run the per-attempt upstream filters fallbacks need \
-                     (virtual_models[{i}].fallbacks); use `separate`"
+                    "`chain` and `native` do not run the per-attempt upstream filters fallbacks \
+                     need (virtual_models[{i}].fallbacks); use `separate`"
                 ),
             );
         }

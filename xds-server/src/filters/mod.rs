@@ -34,7 +34,7 @@ pub const CHAIN: &str = "chain";
 pub fn loaded(gw: &Gateway) -> Vec<&'static str> {
     match gw.listener.filter_build {
         FilterBuild::Separate => NAMES.to_vec(),
-        FilterBuild::Chain => vec![CHAIN],
+        FilterBuild::Chain | FilterBuild::Native => vec![CHAIN],
     }
 }
 
@@ -103,7 +103,7 @@ fn to_json<T: Serialize>(name: &str, v: &T) -> Result<String, String> {
 /// the chain alone.
 pub fn configs(gw: &Gateway, resolve_files: bool) -> Result<Vec<(&'static str, String)>, String> {
     let c = FilterConfigs::build(gw, resolve_files)?;
-    if gw.listener.filter_build == FilterBuild::Chain {
+    if gw.listener.filter_build != FilterBuild::Separate {
         return Ok(vec![(CHAIN, to_json(CHAIN, &c.chain())?)]);
     }
     Ok(vec![

@@ -111,6 +111,15 @@ pub fn to_yaml(docs: &[Value]) -> Result<String, String> {
 
 /// What a mesh cannot carry yet, refused by field rather than rendered wrong.
 fn refuse_unrenderable(gw: &Gateway) -> Result<(), String> {
+    if gw.listener.filter_build == crate::model::FilterBuild::Native {
+        // Istio's and Envoy Gateway's extension paths load Wasm (and the mesh's Envoy is not the
+        // release the module is pinned to): render `separate` or `chain` for a mesh.
+        return Err(
+            "listener.filter_build: `native` is for a standalone Envoy of the pinned release; \
+             a mesh loads the Wasm builds (use `chain` or `separate`)"
+                .into(),
+        );
+    }
     if gw.pii.hash_key.is_some() {
         return Err(
             "pii.hash_key: a mesh would carry it in plain text in a custom resource; \

@@ -1,0 +1,523 @@
+//! [`NativeHost`]: one request's [`Host`] over the dynamic-module ABI.
+//!
+//! The semantics are `WasmHost`'s (the stages cannot tell the builds apart); only the means
+//! differ. A call into Envoy here is a plain function call, so edits go out at once instead of
+//! being batched; header maps and bodies are still read once per callback, because each read
+//! copies. The one real difference in Envoy's model: a dynamic module sees the chunk of this
+//! callback and what Envoy buffered before it as two buffers, where proxy-wasm shows one; the
+//! host joins them, so a stage that paused still gets the whole body on its next callback.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use aimesh_core::accounting::audit;
+use aimesh_core::headers as names;
+use aimesh_core::host::{Metrics, SharedStore};
+use aimesh_host::{Body, CalloutError, Env, Facts, Headers, Host, PipelineHost};
+
+use crate::ffi::{Attribute, BodyKind, Filter, HeaderKind, MetadataSource};
+use crate::metrics::NativeMetrics;
+use crate::store::ProcessStore;
+
+/// What the configuration (and every stream) may use: the clock, the store, the stats.
+#[derive(Debug, Clone)]
+pub struct NativeEnv {
+    metrics: Arc<NativeMetrics>,
+    /// Properties the stages declared as typed records (`declare_property`): their values are
+    /// serialized `Struct`s, written field by field to dynamic metadata.
+    records: Arc<RwLock<HashSet<String>>>,
+}
+
+impl NativeEnv {
+    /// An environment whose stats go to `metrics`.
+    pub fn new(metrics: Arc<NativeMetrics>) -> Self {
+        let records = HashSet::from([audit::PROPERTY.to_string()]);
+        NativeEnv {
+            metrics,
+            records: Arc::new(RwLock::new(records)),
+        }
+    }
+
+    fn is_record(&self, name: &str) -> bool {
+        self.records.read().is_ok_and(|r| r.contains(name))
+    }
+}
+
+impl Env for NativeEnv {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+    fn store(&self) -> &dyn SharedStore {
+        ProcessStore::global()
+    }
+    fn metrics(&self) -> &dyn Metrics {
+        self.metrics.as_ref()
+    }
+    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+        // Outside a stream there is no stream info to read.
+        None
+    }
+    fn declare_property(&self, args: &[u8]) -> bool {
+        // `DeclarePropertyArguments.name` (field 1): the record then goes to dynamic metadata,
+        // which needs no declaration with Envoy.
+        let name = decode_fields(args)
+            .into_iter()
+            .find(|(f, _)| *f == 1)
+            .and_then(|(_, b)| String::from_utf8(b.to_vec()).ok());
+        if let (Some(n), Ok(mut r)) = (name, self.records.write()) {
+            r.insert(n);
+        }
+        true
+    }
+}
+
+/// The callback being run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A request body chunk (Envoy's received request body exists).
+    RequestBody,
+    /// A response body chunk.
+    ResponseBody,
+    /// Any other callback.
+    Other,
+}
+
+/// One request's host.
+#[derive(Debug)]
+pub struct NativeHost {
+    env: NativeEnv,
+    filter: Filter,
+    phase: Phase,
+    /// Request callbacks may still change where the request goes.
+    request_side: bool,
+    request: Option<Rc<Headers>>,
+    response: Option<Rc<Headers>>,
+    /// A request header changed in this callback: the route is picked again.
+    request_edited: bool,
+    /// The body of each direction as the stages see it (buffered + this chunk), read once.
+    bodies: [Option<Vec<u8>>; 2],
+    facts: Facts,
+    published: Facts,
+    now: Cell<Option<SystemTime>>,
+    offset: usize,
+    replied: bool,
+    delta: isize,
+    sent: Vec<u32>,
+}
+
+impl NativeHost {
+    /// A request's host.
+    pub fn new(env: NativeEnv, filter: Filter) -> Self {
+        NativeHost {
+            env,
+            filter,
+            phase: Phase::Other,
+            request_side: true,
+            request: None,
+            response: None,
+            request_edited: false,
+            bodies: [None, None],
+            facts: Facts::default(),
+            published: Facts::default(),
+            now: Cell::new(None),
+            offset: 0,
+            replied: false,
+            delta: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    /// Starts an Envoy callback: what was read in the previous one is stale.
+    pub fn begin(&mut self, filter: Filter, phase: Phase, request_side: bool) {
+        self.filter = filter;
+        self.phase = phase;
+        self.request_side = request_side;
+        self.request = None;
+        self.response = None;
+        self.bodies = [None, None];
+        self.now.set(None);
+    }
+
+    /// Ends an Envoy callback: the one fact Envoy's route reads becomes a header, and the route
+    /// is picked again if a request header changed.
+    pub fn end(&mut self) {
+        if self.request_side && self.facts != self.published {
+            for (name, value) in self.facts.edits(&self.published) {
+                if name == names::CLUSTER {
+                    self.set_request_header(name, value.as_deref());
+                }
+            }
+            self.published = self.facts.clone();
+        }
+        if std::mem::take(&mut self.request_edited) && self.request_side {
+            self.filter.clear_route_cache();
+        }
+    }
+
+    fn kinds(which: Body) -> (BodyKind, BodyKind, Phase) {
+        match which {
+            Body::Request => (
+                BodyKind::BufferedRequest,
+                BodyKind::ReceivedRequest,
+                Phase::RequestBody,
+            ),
+            Body::Response => (
+                BodyKind::BufferedResponse,
+                BodyKind::ReceivedResponse,
+                Phase::ResponseBody,
+            ),
+        }
+    }
+
+    /// True when this callback's chunk is separate from Envoy's buffer.
+    fn separate_chunk(&self, which: Body) -> bool {
+        let (_, _, phase) = Self::kinds(which);
+        self.phase == phase && !self.filter.received_is_buffered(which == Body::Request)
+    }
+
+    fn whole_body(&mut self, which: Body) -> &mut Vec<u8> {
+        let i = which as usize;
+        if self.bodies[i].is_none() {
+            let (buffered, received, _) = Self::kinds(which);
+            let mut b = self.filter.body(buffered);
+            if self.separate_chunk(which) {
+                b.extend_from_slice(&self.filter.body(received));
+            }
+            self.bodies[i] = Some(b);
+        }
+        self.bodies[i].get_or_insert_with(Vec::new)
+    }
+
+    fn set_header(&mut self, kind: HeaderKind, name: &str, value: Option<&[u8]>) {
+        self.filter.set_header(kind, name, value);
+        let snapshot = match kind {
+            HeaderKind::Request => {
+                self.request_edited = true;
+                &mut self.request
+            }
+            HeaderKind::Response => &mut self.response,
+        };
+        if let Some(h) = snapshot {
+            Rc::make_mut(h).set(name, value);
+        }
+    }
+
+    fn write_record(&self, ns: &str, record: &[u8]) {
+        for (field, value) in decode_struct(record) {
+            match value {
+                Value::Number(n) => self.filter.set_metadata_number(ns, &field, n),
+                Value::Text(t) => self.filter.set_metadata_string(ns, &field, &t),
+                Value::Bool(b) => self.filter.set_metadata_bool(ns, &field, b),
+                // Absent metadata is what the access log prints as null.
+                Value::Null => {}
+            }
+        }
+    }
+}
+
+impl Env for NativeHost {
+    fn now(&self) -> SystemTime {
+        // One instant per callback, as in the Wasm builds: stages of one callback agree.
+        if let Some(t) = self.now.get() {
+            return t;
+        }
+        let t = SystemTime::now();
+        self.now.set(Some(t));
+        t
+    }
+    fn store(&self) -> &dyn SharedStore {
+        ProcessStore::global()
+    }
+    fn metrics(&self) -> &dyn Metrics {
+        self.env.metrics.as_ref()
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match path {
+            ["xds", "cluster_name"] => self.filter.attribute(Attribute::XdsClusterName),
+            ["xds", "route_name"] => self.filter.attribute(Attribute::XdsRouteName),
+            ["xds", "upstream_host_metadata", "filter_metadata", ns, key] => {
+                self.filter.metadata_string(MetadataSource::Host, ns, key)
+            }
+            ["metadata", "filter_metadata", ns, key] => {
+                self.filter
+                    .metadata_string(MetadataSource::Dynamic, ns, key)
+            }
+            _ => None,
+        }
+    }
+    fn declare_property(&self, args: &[u8]) -> bool {
+        self.env.declare_property(args)
+    }
+}
+
+impl Host for NativeHost {
+    fn request_headers(&mut self) -> Rc<Headers> {
+        let f = self.filter;
+        Rc::clone(
+            self.request.get_or_insert_with(|| {
+                Rc::new(Headers::from_pairs(f.headers(HeaderKind::Request)))
+            }),
+        )
+    }
+
+    fn response_headers(&mut self) -> Rc<Headers> {
+        let f = self.filter;
+        Rc::clone(
+            self.response.get_or_insert_with(|| {
+                Rc::new(Headers::from_pairs(f.headers(HeaderKind::Response)))
+            }),
+        )
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_header(HeaderKind::Request, name, value.map(str::as_bytes));
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        self.set_header(HeaderKind::Response, name, value.map(str::as_bytes));
+    }
+
+    fn add_response_header(&mut self, name: &str, value: &[u8]) {
+        self.filter.add_header(HeaderKind::Response, name, value);
+        if let Some(h) = &mut self.response {
+            Rc::make_mut(h).add(name, value);
+        }
+    }
+
+    fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
+        let offset = self.offset;
+        let whole = self.whole_body(which);
+        let start = offset.min(whole.len());
+        let end = start.saturating_add(size).min(whole.len());
+        Some(whole[start..end].to_vec())
+    }
+
+    fn replace_body(&mut self, which: Body, size: usize, data: &[u8]) {
+        let offset = self.offset;
+        let separate = self.separate_chunk(which);
+        let mut whole = std::mem::take(self.whole_body(which));
+        let start = offset.min(whole.len());
+        let end = start.saturating_add(size).min(whole.len());
+        whole.splice(start..end, data.iter().copied());
+        // Envoy joins its buffer and this callback's chunk after the callback, in that order:
+        // the new body goes into the chunk, the buffer is emptied.
+        let (buffered, received, _) = Self::kinds(which);
+        let ok = if separate {
+            self.filter.drain_body(buffered);
+            self.filter.replace_body(received, &whole)
+        } else {
+            self.filter.replace_body(buffered, &whole)
+        };
+        if ok {
+            let grew = isize::try_from(data.len()).unwrap_or(isize::MAX)
+                - isize::try_from(end - start).unwrap_or(0);
+            self.delta = self.delta.saturating_add(grew);
+        }
+        self.bodies[which as usize] = Some(whole);
+    }
+
+    fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        match path {
+            [p] if self.env.is_record(p) => self.write_record(p, value),
+            // `wasm.` as the Wasm builds' filter state, so access logs read either build.
+            [name] => self.filter.set_filter_state(&format!("wasm.{name}"), value),
+            _ => {}
+        }
+    }
+
+    fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.filter.send_response(status, headers, body);
+        self.replied = true;
+    }
+
+    fn facts(&mut self) -> &mut Facts {
+        &mut self.facts
+    }
+
+    fn http_call(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, CalloutError> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let id = self
+            .filter
+            .http_callout(cluster, headers, body.unwrap_or_default(), ms)
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| CalloutError::Refused(cluster.to_string()))?;
+        self.sent.push(id);
+        Ok(id)
+    }
+
+    fn resume_request(&mut self) {
+        self.filter.continue_decoding();
+    }
+}
+
+impl PipelineHost for NativeHost {
+    fn set_body_offset(&mut self, offset: usize) {
+        self.offset = offset;
+    }
+    fn take_replied(&mut self) -> bool {
+        std::mem::take(&mut self.replied)
+    }
+    fn take_body_delta(&mut self) -> isize {
+        std::mem::take(&mut self.delta)
+    }
+    fn buffered_len(&mut self, which: Body) -> usize {
+        self.whole_body(which).len()
+    }
+    fn take_callouts(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.sent)
+    }
+    fn as_host(&mut self) -> &mut dyn Host {
+        self
+    }
+}
+
+/// A `google.protobuf.Value` of the audit record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `null_value`.
+    Null,
+    /// `number_value`.
+    Number(f64),
+    /// `string_value`.
+    Text(String),
+    /// `bool_value`.
+    Bool(bool),
+}
+
+/// The fields of a serialized `google.protobuf.Struct` (the audit record's encoding); a
+/// malformed tail is dropped.
+pub fn decode_struct(mut b: &[u8]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    while let Some((field, wire, rest)) = key(b) {
+        b = rest;
+        let Some((payload, rest)) = (if wire == 2 { delimited(b) } else { None }) else {
+            break;
+        };
+        b = rest;
+        if field == 1 {
+            if let Some(entry) = decode_entry(payload) {
+                out.push(entry);
+            }
+        }
+    }
+    out
+}
+
+/// The length-delimited fields of a message, `(number, payload)`; others end the walk.
+fn decode_fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    while let Some((field, wire, rest)) = key(b) {
+        let Some((payload, rest)) = (if wire == 2 { delimited(rest) } else { None }) else {
+            break;
+        };
+        out.push((field, payload));
+        b = rest;
+    }
+    out
+}
+
+fn decode_entry(mut b: &[u8]) -> Option<(String, Value)> {
+    let (mut name, mut value) = (None, Value::Null);
+    while let Some((field, wire, rest)) = key(b) {
+        let (payload, rest) = if wire == 2 {
+            delimited(rest)?
+        } else {
+            return None;
+        };
+        b = rest;
+        match field {
+            1 => name = Some(String::from_utf8(payload.to_vec()).ok()?),
+            2 => value = decode_value(payload)?,
+            _ => {}
+        }
+    }
+    Some((name?, value))
+}
+
+fn decode_value(b: &[u8]) -> Option<Value> {
+    let (field, wire, rest) = key(b)?;
+    Some(match (field, wire) {
+        (1, 0) => Value::Null,
+        (2, 1) => Value::Number(f64::from_le_bytes(rest.get(..8)?.try_into().ok()?)),
+        (3, 2) => Value::Text(String::from_utf8(delimited(rest)?.0.to_vec()).ok()?),
+        (4, 0) => Value::Bool(varint(rest)?.0 != 0),
+        _ => return None,
+    })
+}
+
+fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
+}
+
+fn key(b: &[u8]) -> Option<(u64, u8, &[u8])> {
+    let (k, rest) = varint(b)?;
+    Some((k >> 3, (k & 7) as u8, rest))
+}
+
+fn delimited(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = varint(b)?;
+    let len = usize::try_from(len).ok()?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_record_decodes_to_its_typed_fields() {
+        let r = audit::Record {
+            key_id: Some("k1".into()),
+            input_tokens: Some(12),
+            usage_estimated: Some(false),
+            ..audit::Record::default()
+        };
+        let fields = decode_struct(&r.encode());
+        let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("key_id"), Some(Value::Text("k1".into())));
+        assert_eq!(get("input_tokens"), Some(Value::Number(12.0)));
+        assert_eq!(get("usage_estimated"), Some(Value::Bool(false)));
+        assert_eq!(get("model"), Some(Value::Null));
+        assert_eq!(fields.len(), audit::FIELDS.len());
+    }
+
+    #[test]
+    fn a_declared_property_is_a_record_and_others_are_not() {
+        let env = NativeEnv::new(Arc::new(NativeMetrics::detached()));
+        assert!(env.is_record(audit::PROPERTY));
+        let mut args = Vec::new();
+        audit::proto::bytes(&mut args, 1, b"aimesh.mcp");
+        audit::proto::varint_field(&mut args, 3, 3);
+        assert!(!env.is_record("aimesh.mcp"));
+        assert!(env.declare_property(&args));
+        assert!(env.is_record("aimesh.mcp"));
+        assert!(!env.is_record("aimesh.key_id"));
+    }
+
+    #[test]
+    fn a_truncated_record_yields_what_precedes_the_cut() {
+        let r = audit::Record {
+            key_id: Some("k1".into()),
+            ..audit::Record::default()
+        };
+        let b = r.encode();
+        let fields = decode_struct(&b[..b.len() - 3]);
+        assert!(fields.len() < audit::FIELDS.len());
+    }
+}
