@@ -10,7 +10,7 @@ WASM_TARGET := wasm32-wasip1
 # stages are plain libraries), so one cargo call builds them all, the chain included.
 WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain)
 TEST_WASM_CRATES := aimesh-probe-filter
-TOOL_CRATES := mock-llm aimesh-xds
+TOOL_CRATES := mock-llm aimesh-xds aimesh-limits
 PYTEST_ARGS ?=
 
 .PHONY: setup toolchain build build-wasm build-trap build-tools oci oci-tools deploy-tools run test test-unit test-e2e validate bench bench-core bench-peers wrk fuzz fmt lint clean

@@ -150,6 +150,9 @@ pub struct TokenAccountingConfig {
     /// a larger body is estimated.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Fleet-wide limits on the limits service (`limits.store: redis`); replaces `limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// Default `max_response_bytes`: 16 MiB.
@@ -192,6 +195,7 @@ impl Default for TokenAccountingConfig {
             estimate_prompt: false,
             limits: LimitsConfig::default(),
             max_response_bytes: default_max_response_bytes(),
+            fleet: None,
         }
     }
 }
@@ -245,6 +249,9 @@ impl Validate for TokenAccountingConfig {
                 ));
             }
             l.check(&format!("limits.keys[{k:?}]"))?;
+        }
+        if let Some(f) = &self.fleet {
+            f.validate().map_err(|e| e.within("fleet"))?;
         }
         if self.max_response_bytes == 0 {
             return Err(ConfigError::invalid(
