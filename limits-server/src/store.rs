@@ -92,21 +92,37 @@ impl Store {
         call: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut c = self.connection().await?;
-        match tokio::time::timeout(self.timeout, call.invoke_async(&mut c)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Redis(e.to_string())),
-            Err(_) => Err(StoreError::Redis("timed out".into())),
-        }
+        let out = match tokio::time::timeout(self.timeout, call.invoke_async(&mut c)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => StoreError::Redis(e.to_string()),
+            Err(_) => StoreError::Redis("timed out".into()),
+        };
+        self.forget().await;
+        Err(out)
+    }
+
+    /// Drops the connection after a failure: the next call dials afresh instead of waiting
+    /// out the manager's reconnect back-off, so counting resumes as soon as Redis is back.
+    async fn forget(&self) {
+        *self.conn.lock().await = None;
     }
 
     /// Redis is there.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.connection().await?;
-        let pong: Result<String, _> =
-            tokio::time::timeout(self.timeout, redis::cmd("PING").query_async(&mut c))
-                .await
-                .map_err(|_| StoreError::Redis("timed out".into()))?;
-        pong.map(drop).map_err(|e| StoreError::Redis(e.to_string()))
+        let pong: Result<Result<String, _>, _> =
+            tokio::time::timeout(self.timeout, redis::cmd("PING").query_async(&mut c)).await;
+        match pong {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                self.forget().await;
+                Err(StoreError::Redis(e.to_string()))
+            }
+            Err(_) => {
+                self.forget().await;
+                Err(StoreError::Redis("timed out".into()))
+            }
+        }
     }
 
     /// Takes every bucket of `req` or none.

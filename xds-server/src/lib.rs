@@ -8,6 +8,7 @@ pub mod filters;
 pub mod keys;
 pub mod local_reply;
 pub mod model;
+pub mod model_limits;
 pub mod protocol;
 pub mod render;
 pub mod resources;
