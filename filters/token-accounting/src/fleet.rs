@@ -44,7 +44,7 @@ pub(crate) enum Step {
     Refused,
 }
 
-fn headers<'a>(path: &'a str) -> [(&'a str, &'a str); 4] {
+fn headers(path: &str) -> [(&str, &str); 4] {
     [
         (":method", "POST"),
         (":path", path),
