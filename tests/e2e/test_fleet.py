@@ -198,3 +198,44 @@ def test_an_envoy_replica_killed_and_restarted_loses_no_count(f):
     f.envoys[2] = f.start_envoy(2)
     got = spread(f, 12, 4, lambda e, i: ask(e, "restart", "restart"))
     assert sum(1 for s, _ in got if s == 200) == 5, got
+
+
+def test_a_jwt_subject_the_config_never_listed_gets_its_own_30_rpm(f):
+    """Per-subject counters are created on first use: three Envoys verifying JWTs
+    (`jwt_authn`), one group rule in auth, one `subject` rule in token-accounting."""
+    from auth_support import entry, new_key
+    from harness import config
+    from test_auth_jwt import jwt_authn, sign
+
+    auth = {"keys": [entry("svc", new_key())],
+            "jwt": {"payload_key": "jwt_payload",
+                    "rules": [{"id": "jwt-staff", "group": "staff", "models": ["gpt-4o-mini"]}]}}
+    accounting = {"prices": PRICES, "fleet": {
+        "cluster": "aimesh_limits", "timeout_ms": 500,
+        "rules": [{"scope": "subject", "rpm": 30}]}}
+    cfg = config.gateway(
+        [jwt_authn(), config.wasm_filter("auth", auth),
+         config.wasm_filter("token-accounting", accounting)],
+        [config.cluster("mock", f.mock.port), config.cluster("aimesh_limits", f.limits.port)])
+    envoys = [procs.Envoy(cfg, concurrency=1) for _ in range(3)]
+    try:
+        carol, dan = (sign({"sub": f"{n}-{time.time_ns()}", "groups": ["staff"]}) for n in ("carol", "dan"))
+
+        def one(i: int, token: str, case: str) -> int:
+            c = openai.OpenAI(base_url=f"{envoys[i % 3].url}/v1", api_key=token, max_retries=0)
+            try:
+                c.chat.completions.create(model="gpt-4o-mini", max_tokens=20, extra_headers={"x-test-case": case},
+                                          messages=[{"role": "user", "content": "hi"}])
+                return 200
+            except openai.RateLimitError:
+                return 429
+
+        with ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(lambda i: one(i, carol, "subject"), range(90)))
+        assert got.count(200) == 30 and got.count(429) == 60, got
+        assert reached(f, "subject") == 30
+        # Another subject of the same group has a counter of its own.
+        assert [one(i, dan, "subject-2") for i in range(3)] == [200, 200, 200]
+    finally:
+        for e in envoys:
+            e.stop()
