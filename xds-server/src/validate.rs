@@ -716,6 +716,30 @@ mod tests {
     }
 
     #[test]
+    fn fleet_limits_name_their_fields() {
+        let fields = |yaml: &str| errs(yaml).into_iter().map(|e| e.field).collect::<Vec<_>>();
+        assert_eq!(fields("limits:\n  store: redis\n"), ["limits.service"]);
+        assert_eq!(
+            fields("limits:\n  - subject: '*'\n    requests_per_minute: 3\n"),
+            ["limits[0].subject"]
+        );
+        assert_eq!(
+            fields("limits:\n  store: redis\n  service: http://127.0.0.1:8089\n  timeout: 2x\n  rules:\n    - team: t\n      model: m\n      requests_per_minute: 3\n"),
+            ["limits.rules[0]", "limits.timeout"]
+        );
+        let ok = "limits:\n  store: redis\n  service: http://127.0.0.1:8089\n  rules:\n    - subject: '*'\n      max_concurrent: 2\n";
+        assert_eq!(errs(ok), vec![]);
+        let gw = load_str(ok).unwrap();
+        let f = crate::filters::token_accounting(&gw).fleet.unwrap();
+        assert_eq!(f.rules[0].scope, Some(aimesh_config::fleet::Scope::Subject));
+        assert_eq!(
+            (f.rules[0].name.as_deref(), f.rules[0].max_concurrent),
+            (None, Some(2))
+        );
+        assert_eq!(f.failure.budgets, aimesh_config::fleet::OnFailure::Closed);
+    }
+
+    #[test]
     fn chain_build_refuses_fallbacks() {
         let base = "listener:\n  filter_build: chain\nproviders:\n  - name: pa1\n    kind: openai\n  - name: pa2\n    kind: openai\nvirtual_models:\n  - name: v\n    targets:\n      - provider: pa1\n        model: m\n";
         assert_eq!(errs(base), vec![]);
