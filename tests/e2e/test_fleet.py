@@ -7,6 +7,7 @@ AIMESH_CHAIN selects)."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +20,7 @@ from harness import demo, fleet, procs, xds
 
 BUILD = "chain" if os.environ.get("AIMESH_CHAIN") == "1" else "separate"
 KEYS = {name: f"sk-fleet-{name}-0123456789abcdef" for name in
-        ("rpm", "red1", "red2", "tpm", "budget", "resume", "restart", "open")}
+        ("rpm", "red1", "red2", "tpm", "budget", "resume", "restart", "open", "spender")}
 TEAMS = {"red1": "red", "red2": "red"}
 TPM = 2000
 # Output at $10 per million tokens: a request reserving 50 completion tokens reserves ~500
@@ -44,7 +45,8 @@ def gateway(limits: fleet.Limits, mock: procs.MockLLM) -> dict:
         "keys": [{"id": k, "hash": demo.key_hash(v), **({"team": TEAMS[k]} if k in TEAMS else {})}
                  for k, v in KEYS.items()],
         "limits": fleet.fleet_limits(limits, rules),
-        "budgets": [{"key": "budget", "usd": BUDGET_USD, "period": "day"}],
+        "budgets": [{"key": "budget", "usd": BUDGET_USD, "period": "day"},
+                    {"key": "spender", "usd": 100, "period": "day"}],
         "prices": PRICES,
     }
 
@@ -178,10 +180,25 @@ def test_usd_budget_holds_across_three_envoys_with_streams_and_disconnects(f):
     assert spent < worst, "reservations were settled to the real cost"
 
 
-def test_redis_down_follows_each_policy_and_counting_resumes_when_back(f):
-    f.redis.stop()
-    # Requests per minute fail open: admitted, uncounted; budgets fail closed: 503.
-    assert ask(f.envoys[0], "open", "down") == (200, "")
+def test_redis_down_mid_load_follows_each_policy_and_counting_resumes_when_back(f):
+    stopped = threading.Event()
+
+    def one(e, i):
+        if i == 20:
+            f.redis.stop()
+            stopped.set()
+        key = "open" if i % 2 else "spender"
+        return key, stopped.is_set(), ask(e, key, "down")
+
+    got = spread(f, 60, 8, one)
+    # Every request came back (the SDK's 30 s timeout would have raised), each by its policy:
+    # requests per minute fail open, budgets fail closed with the one documented 5xx.
+    assert all(r == (200, "") for k, _, r in got if k == "open"), got
+    spender = {r for k, _, r in got if k == "spender"}
+    assert spender <= {(200, ""), (503, "limits_unavailable")}, spender
+    # Once Redis was down before a request started, its budget could not be reserved.
+    late = [r for k, after, r in got if k == "spender" and after]
+    assert late and all(r == (503, "limits_unavailable") for r in late), got
     assert ask(f.envoys[1], "budget", "down-budget") == (503, "limits_unavailable")
     assert reached(f, "down-budget") == 0
     f.redis.start()
