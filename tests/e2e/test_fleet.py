@@ -44,7 +44,9 @@ def gateway(limits: fleet.Limits, mock: procs.MockLLM) -> dict:
         "default_provider": "mock",
         "keys": [{"id": k, "hash": demo.key_hash(v), **({"team": TEAMS[k]} if k in TEAMS else {})}
                  for k, v in KEYS.items()],
-        "limits": fleet.fleet_limits(limits, rules),
+        # Generous timeouts: on a loaded 2-core machine a slow answer must not pass for an outage
+        # (a stopped Redis refuses connections at once, so the outage test does not wait them).
+        "limits": fleet.fleet_limits(limits, rules, timeout="3s"),
         "budgets": [{"key": "budget", "usd": BUDGET_USD, "period": "day"},
                     {"key": "spender", "usd": 100, "period": "day"}],
         "prices": PRICES,
@@ -55,7 +57,7 @@ class Fleet:
     def __init__(self) -> None:
         self.mock = procs.MockLLM("fleet")
         self.redis = fleet.Redis()
-        self.limits = fleet.Limits(self.redis)
+        self.limits = fleet.Limits(self.redis, redis_timeout_ms=1500)
         self.server = xds.XdsServer(gateway(self.limits, self.mock))
         self.envoys = [self.start_envoy(i) for i in range(3)]
 
@@ -228,7 +230,7 @@ def test_a_jwt_subject_the_config_never_listed_gets_its_own_30_rpm(f):
             "jwt": {"payload_key": "jwt_payload",
                     "rules": [{"id": "jwt-staff", "group": "staff", "models": ["gpt-4o-mini"]}]}}
     accounting = {"prices": PRICES, "fleet": {
-        "cluster": "aimesh_limits", "timeout_ms": 500,
+        "cluster": "aimesh_limits", "timeout_ms": 3000,
         "rules": [{"scope": "subject", "rpm": 30}]}}
     cfg = config.gateway(
         [jwt_authn(), config.wasm_filter("auth", auth),
