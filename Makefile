@@ -10,10 +10,10 @@ WASM_TARGET := wasm32-wasip1
 # stages are plain libraries), so one cargo call builds them all, the chain included.
 WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain)
 TEST_WASM_CRATES := aimesh-probe-filter
-TOOL_CRATES := mock-llm aimesh-xds
+TOOL_CRATES := mock-llm aimesh-xds aimesh-limits
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-trap build-tools build-native oci oci-tools deploy-tools obs-tools run test test-unit test-e2e validate bench bench-core bench-peers bench-native wrk fuzz fmt lint clean
+.PHONY: setup toolchain build build-wasm build-trap build-tools build-native oci oci-tools deploy-tools obs-tools redis-tools run-fleet run test test-unit test-e2e validate bench bench-core bench-peers bench-native wrk fuzz fmt lint clean
 
 setup: toolchain $(VENV)/.stamp
 
@@ -66,6 +66,13 @@ deploy-tools:
 run: setup build
 	cd tests && ../$(PY) -m harness.run
 
+# Two Envoys sharing one count on Redis (docs/fleet-limits.md); Debian's redis-server if missing.
+run-fleet: setup build redis-tools
+	cd tests && ../$(PY) -m harness.run_fleet
+
+redis-tools:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
 test: setup build test-unit test-e2e
 
 test-unit:
@@ -76,9 +83,9 @@ test-unit:
 CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_conservation.py \
 	e2e/test_audit_log.py e2e/test_stream_limits.py e2e/test_pii_bypass.py e2e/test_edge.py \
 	e2e/test_failure_policy.py e2e/test_secrets.py e2e/test_remote_module.py e2e/test_traces.py \
-	e2e/test_render_envoy.py e2e/test_dashboard.py
+	e2e/test_render_envoy.py e2e/test_dashboard.py e2e/test_fleet.py
 
-test-e2e: setup build build-trap oci-tools deploy-tools obs-tools
+test-e2e: setup build build-trap oci-tools deploy-tools obs-tools redis-tools
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
 	cd tests && AIMESH_CHAIN=1 ../$(PY) -m pytest $(CHAIN_E2E) -q -p no:cacheprovider $(PYTEST_ARGS)
 	cd tests && AIMESH_BUILD=native ../$(PY) -m pytest $(CHAIN_E2E) -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -145,6 +145,8 @@ def main() -> int:
         report += "\n" + bench_chain.run()
         from . import bench_host, profile  # ... and by CPU time, Wasm vs Envoy, per host call
         report += "\n" + profile.run() + "\n" + bench_host.run()
+        from . import bench_fleet  # issue 18: limits on Redis vs local shared data
+        report += "\n" + bench_fleet.run()
     print(report)
     out = paths.REPO / "target" / "bench" / "report.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ class XdsServer(procs._Proc):
     def __init__(self, gateway: dict | str | None = None, *, config_path: Path | None = None,
                  port: int = 0, admin_port: int = 0, env: dict | None = None,
                  poll_ms: int = 100, tls_args: list[str] | None = None,
-                 wasm_dir: Path = paths.WASM_DIR) -> None:
+                 wasm_dir: Path = paths.WASM_DIR, listener_port: int | None = None) -> None:
         super().__init__()
         self.config_path = config_path or self.dir / "gateway.yaml"
         if gateway is not None:
@@ -46,6 +46,8 @@ class XdsServer(procs._Proc):
         cmd = [str(paths.XDS), "serve", "--config", str(self.config_path),
                "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
                "--wasm-dir", str(wasm_dir), "--poll-ms", str(poll_ms)] + (tls_args or [])
+        if listener_port is not None:
+            cmd += ["--listener-port", str(listener_port)]
         log = open(self.log_path, "ab")
         # Own session, like the other processes: a terminal Ctrl-C reaches `make run`, which
         # stops its children in order.

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod local_reply;
 pub mod model;
 pub mod native;
+pub mod model_limits;
 pub mod protocol;
 pub mod render;
 pub mod resources;

@@ -34,9 +34,11 @@ pub struct Gateway {
     /// Virtual API keys, by hash.
     #[serde(default)]
     pub keys: Vec<Key>,
-    /// Request and token rate limits.
+    /// Request and token rate limits: a list of rules (counted by each Envoy), or
+    /// `{store, service, ..., rules}` to count them fleet-wide (`store: redis`).
     #[serde(default)]
-    pub limits: Vec<Limit>,
+    #[schemars(with = "crate::model_limits::LimitsForm")]
+    pub limits: crate::model_limits::Limits,
     /// Spend budgets per day or month.
     #[serde(default)]
     pub budgets: Vec<Budget>,
@@ -364,6 +366,16 @@ pub struct Limit {
     /// Prompt plus completion tokens per minute.
     #[serde(default)]
     pub tokens_per_minute: Option<u64>,
+    /// A JWT subject (`sub`), or `*` for each subject on its own counter, created on first
+    /// use (`store: redis` only).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A model the client asks for, or `*` for each model (`store: redis` only).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Requests in flight at once (`store: redis` only; keys' own `max_concurrent` otherwise).
+    #[serde(default)]
+    pub max_concurrent: Option<u64>,
 }
 
 /// A spend budget over a period.

@@ -172,6 +172,9 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
     if let Some(c) = crate::tracing::cluster(gw)? {
         clusters.insert(c.name.clone(), any(CLUSTER, &c));
     }
+    if let Some(c) = filters::fleet::cluster(gw)? {
+        clusters.insert(c.name.clone(), any(CLUSTER, &c));
+    }
     out.insert(CLUSTER, clusters);
     out.insert(ENDPOINT, endpoints);
     out.insert(

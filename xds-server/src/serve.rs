@@ -37,12 +37,28 @@ pub struct ServeArgs {
     /// mTLS of the ADS listener (plaintext is for loopback only).
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+    /// Serve the listener on this port instead of gateway.yaml's `listener.port` (one file for
+    /// several Envoys on one host, as `make run-fleet` runs them).
+    #[arg(long)]
+    pub listener_port: Option<u16>,
 }
 
 /// Builds a snapshot from a file's text.
 pub fn snapshot_of(text: &str, wasm_dir: &Path) -> Result<Snapshot, Vec<String>> {
-    let gw = validate::load_str(text)
+    snapshot_on(text, wasm_dir, None)
+}
+
+/// [`snapshot_of`], the listener on `port` when given.
+pub fn snapshot_on(
+    text: &str,
+    wasm_dir: &Path,
+    port: Option<u16>,
+) -> Result<Snapshot, Vec<String>> {
+    let mut gw = validate::load_str(text)
         .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    if let Some(p) = port {
+        gw.listener.port = p;
+    }
     let res = resources::build(&gw, wasm_dir, true).map_err(|e| {
         // Build errors start with the field they are about (`providers[0].api_key: ...`).
         let line = e
@@ -75,8 +91,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let tls = crate::tls::server_config(&mode).map_err(|e| e.to_string())?;
     let text = std::fs::read(&args.config)
         .map_err(|e| format!("cannot read {}: {e}", args.config.display()))?;
-    let first = snapshot_of(&String::from_utf8_lossy(&text), &args.wasm_dir)
-        .map_err(|es| format!("invalid {}:\n  {}", args.config.display(), es.join("\n  ")))?;
+    let first = snapshot_on(
+        &String::from_utf8_lossy(&text),
+        &args.wasm_dir,
+        args.listener_port,
+    )
+    .map_err(|es| format!("invalid {}:\n  {}", args.config.display(), es.join("\n  ")))?;
     eprintln!(
         "serving snapshot {} ({} resources)",
         first.version,
@@ -101,6 +121,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         args.config.clone(),
         args.wasm_dir.clone(),
         args.poll_ms,
+        args.listener_port,
         digest(&text),
         snap_tx,
         metrics.clone(),
@@ -161,6 +182,7 @@ async fn watch_file(
     path: PathBuf,
     wasm_dir: PathBuf,
     poll_ms: u64,
+    port: Option<u16>,
     mut last: [u8; 32],
     tx: watch::Sender<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
@@ -176,7 +198,7 @@ async fn watch_file(
             continue;
         }
         last = d;
-        match snapshot_of(&String::from_utf8_lossy(&bytes), &wasm_dir) {
+        match snapshot_on(&String::from_utf8_lossy(&bytes), &wasm_dir, port) {
             Ok(s) => {
                 if s.version == tx.borrow().version {
                     continue;

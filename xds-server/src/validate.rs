@@ -443,12 +443,53 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
             }
         }
     }
+    let long = gw.limits.long_form();
     for (i, l) in gw.limits.iter().enumerate() {
-        let f = format!("limits[{i}]");
+        let f = gw.limits.rule_field(i, long);
         v.scope(&f, l.key.as_deref(), l.team.as_deref(), &keys);
-        if l.requests_per_minute.is_none() && l.tokens_per_minute.is_none() {
+        let fleet_only = [
+            ("subject", l.subject.is_some()),
+            ("model", l.model.is_some()),
+            ("max_concurrent", l.max_concurrent.is_some()),
+        ];
+        for (name, set) in fleet_only {
+            if set && !gw.limits.fleet() {
+                v.err(format!("{f}.{name}"), "needs limits.store: redis");
+            }
+        }
+        let scopes = [
+            l.key.is_some(),
+            l.team.is_some(),
+            l.subject.is_some(),
+            l.model.is_some(),
+        ];
+        if scopes.iter().filter(|s| **s).count() > 1 {
+            v.err(f.clone(), "set one of key, team, subject, model");
+        }
+        if l.requests_per_minute.is_none()
+            && l.tokens_per_minute.is_none()
+            && l.max_concurrent.is_none()
+        {
             v.err(f, "set requests_per_minute, tokens_per_minute or both");
         }
+    }
+    if gw.limits.fleet() {
+        match gw.limits.service.as_deref().map(parse_url) {
+            None => v.err(
+                "limits.service".into(),
+                "the aimesh-limits URL is required with store: redis",
+            ),
+            Some(Err(e)) => v.err("limits.service".into(), &e),
+            Some(Ok(_)) => {}
+        }
+        if let Some(Err(e)) = gw.limits.timeout.as_deref().map(parse_duration_ms) {
+            v.err("limits.timeout".into(), &e);
+        }
+    } else if gw.limits.service.is_some() || gw.limits.timeout.is_some() {
+        v.err(
+            "limits.store".into(),
+            "service and timeout need store: redis",
+        );
     }
     for (i, b) in gw.budgets.iter().enumerate() {
         let f = format!("budgets[{i}]");
@@ -672,6 +713,30 @@ mod tests {
     fn example_file_is_valid() {
         let text = include_str!("../../examples/gateway.yaml");
         assert_eq!(errs(text), vec![]);
+    }
+
+    #[test]
+    fn fleet_limits_name_their_fields() {
+        let fields = |yaml: &str| errs(yaml).into_iter().map(|e| e.field).collect::<Vec<_>>();
+        assert_eq!(fields("limits:\n  store: redis\n"), ["limits.service"]);
+        assert_eq!(
+            fields("limits:\n  - subject: '*'\n    requests_per_minute: 3\n"),
+            ["limits[0].subject"]
+        );
+        assert_eq!(
+            fields("limits:\n  store: redis\n  service: http://127.0.0.1:8089\n  timeout: 2x\n  rules:\n    - team: t\n      model: m\n      requests_per_minute: 3\n"),
+            ["limits.rules[0]", "limits.timeout"]
+        );
+        let ok = "limits:\n  store: redis\n  service: http://127.0.0.1:8089\n  rules:\n    - subject: '*'\n      max_concurrent: 2\n";
+        assert_eq!(errs(ok), vec![]);
+        let gw = load_str(ok).unwrap();
+        let f = crate::filters::token_accounting(&gw).fleet.unwrap();
+        assert_eq!(f.rules[0].scope, Some(aimesh_config::fleet::Scope::Subject));
+        assert_eq!(
+            (f.rules[0].name.as_deref(), f.rules[0].max_concurrent),
+            (None, Some(2))
+        );
+        assert_eq!(f.failure.budgets, aimesh_config::fleet::OnFailure::Closed);
     }
 
     #[test]

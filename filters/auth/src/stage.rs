@@ -44,7 +44,7 @@ impl Stage for Auth {
         strip_internal_headers(host);
         // Auth is where facts start: whatever a client's forged headers decoded to is void.
         *host.facts() = Facts::default();
-        let who = self.identify(host, &hs);
+        let (who, subject) = self.identify(host, &hs);
         for h in CREDENTIAL_HEADERS.iter().filter(|h| hs.has(h)) {
             host.set_request_header(h, None);
         }
@@ -57,6 +57,7 @@ impl Stage for Auth {
             return self.refuse(host, stat::INVALID_KEY, &AuthError::InvalidKey);
         };
         host.facts().key_id = Some(policy.id.clone());
+        host.facts().subject = subject;
         // Filter state reaches access logs and later Wasm filters without a header.
         host.set_property(&[STATE_KEY_ID], policy.id.as_bytes());
         if let Some(team) = &policy.team {
@@ -191,7 +192,8 @@ impl Auth {
 
     /// The policy of the caller: a verified JWT's claims first (its token sits in
     /// `Authorization` too), else the presented API key.
-    fn identify(&self, host: &dyn Host, hs: &Headers) -> Option<PolicyId> {
+    /// With the token's `sub`, which fleet-wide limits may count on its own.
+    fn identify(&self, host: &dyn Host, hs: &Headers) -> (Option<PolicyId>, Option<String>) {
         if let Some(table) = &self.policies.jwt {
             if let Some(claims) = jwt::read(host, table) {
                 let groups: Vec<&str> = claims.groups.iter().map(String::as_str).collect();
@@ -199,11 +201,11 @@ impl Auth {
                 if id.is_some() {
                     host.metrics().count(stat::JWT, 1);
                 }
-                return id;
+                return (id, claims.sub);
             }
         }
-        let key = presented_key(hs)?;
-        self.policies.by_key(&key, host.unix_millis())
+        let id = presented_key(hs).and_then(|key| self.policies.by_key(&key, host.unix_millis()));
+        (id, None)
     }
 
     /// Parses the complete body once, checks the model and publishes the facts.

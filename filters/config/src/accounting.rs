@@ -154,6 +154,9 @@ pub struct TokenAccountingConfig {
     /// `provider` label of the GenAI histograms; a backend not listed is `unknown`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub providers: BTreeMap<String, String>,
+    /// Fleet-wide limits on the limits service (`limits.store: redis`); replaces `limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// Default `max_response_bytes`: 16 MiB.
@@ -197,6 +200,7 @@ impl Default for TokenAccountingConfig {
             limits: LimitsConfig::default(),
             max_response_bytes: default_max_response_bytes(),
             providers: BTreeMap::new(),
+            fleet: None,
         }
     }
 }
@@ -250,6 +254,9 @@ impl Validate for TokenAccountingConfig {
                 ));
             }
             l.check(&format!("limits.keys[{k:?}]"))?;
+        }
+        if let Some(f) = &self.fleet {
+            f.validate().map_err(|e| e.within("fleet"))?;
         }
         if self.max_response_bytes == 0 {
             return Err(ConfigError::invalid(

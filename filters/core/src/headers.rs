@@ -11,6 +11,8 @@ pub const PREFIX: &str = aimesh_config::endpoints::creds::INTERNAL_PREFIX;
 pub const KEY_ID: &str = "x-aimesh-key-id";
 /// Team of the authenticated caller.
 pub const TEAM: &str = "x-aimesh-team";
+/// The `sub` claim of the caller's verified JWT (fleet-wide limits per subject).
+pub const SUBJECT: &str = "x-aimesh-subject";
 /// The `model` the client asked for, as it appeared in the body.
 pub const MODEL: &str = "x-aimesh-model";
 /// `true` when the body asked for a streamed (SSE) response.

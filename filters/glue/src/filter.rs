@@ -21,13 +21,20 @@ pub type Configure = fn(&[u8], &dyn Env) -> Result<Configured, StageError>;
 
 /// A module's root context: `mode` is [`FactsMode::Headers`] for a filter's own module,
 /// [`FactsMode::Shared`] for the chain. Modules call it through [`crate::wasm_module!`].
-pub fn root(name: &'static str, configure: Configure, mode: FactsMode) -> Box<dyn RootContext> {
+/// `id` is the root context's id: detached callouts are sent on its behalf.
+pub fn root(
+    name: &'static str,
+    configure: Configure,
+    mode: FactsMode,
+    id: u32,
+) -> Box<dyn RootContext> {
     Box::new(Root {
         name,
         configure,
         mode,
         stages: Vec::new(),
         env: WasmEnv::new(Rc::new(HostMetrics::default())),
+        id,
     })
 }
 
@@ -46,8 +53,8 @@ macro_rules! wasm_module {
 
             $crate::proxy_wasm::main! {{
                 $crate::proxy_wasm::set_log_level($crate::proxy_wasm::types::LogLevel::Info);
-                $crate::proxy_wasm::set_root_context(|_| {
-                    $crate::filter::root($name, $configure, $mode)
+                $crate::proxy_wasm::set_root_context(|id| {
+                    $crate::filter::root($name, $configure, $mode, id)
                 });
             }}
         }
@@ -96,6 +103,7 @@ struct Root {
     mode: FactsMode,
     stages: Vec<StageSlot>,
     env: WasmEnv,
+    id: u32,
 }
 
 impl Context for Root {}
@@ -148,7 +156,7 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
         let stages = self
             .stages
             .iter()
@@ -162,7 +170,7 @@ impl RootContext for Root {
             .collect::<Option<Vec<_>>>()?;
         Some(Box::new(Stream {
             flow: Flow::new(stages),
-            host: WasmHost::new(self.env.clone(), self.mode),
+            host: WasmHost::new(self.env.clone(), self.mode).with_ids(self.id, id),
         }))
     }
 
@@ -214,6 +222,7 @@ impl Context for Stream {
                 .flatten()
                 .unwrap_or_default(),
         };
+        // Whether the request goes on is the pipeline's call (it resumes it itself).
         self.run(true, |f, h| {
             f.callout_response(h, token, response);
             aimesh_host::Action::Continue

@@ -129,7 +129,12 @@ impl Stage for Timed {
         let s = &mut self.inner;
         self.timer.time(Phase::Log, || s.log(h));
     }
-    fn callout_response(&mut self, h: &mut dyn Host, token: u32, response: CalloutResponse) {
-        self.inner.callout_response(h, token, response);
+    fn callout_response(
+        &mut self,
+        h: &mut dyn Host,
+        token: u32,
+        response: CalloutResponse,
+    ) -> Action {
+        self.inner.callout_response(h, token, response)
     }
 }

@@ -100,9 +100,17 @@ pub struct WasmHost {
     replied: bool,
     delta: isize,
     sent: Vec<u32>,
+    /// The root context's id and this stream's (0: unknown).
+    ids: (u32, u32),
 }
 
 impl WasmHost {
+    /// Names the root context and this stream, so detached callouts outlive the stream.
+    pub fn with_ids(mut self, root: u32, stream: u32) -> Self {
+        self.ids = (root, stream);
+        self
+    }
+
     /// A request's host.
     pub fn new(env: WasmEnv, mode: FactsMode) -> Self {
         WasmHost {
@@ -120,6 +128,7 @@ impl WasmHost {
             replied: false,
             delta: 0,
             sent: Vec::new(),
+            ids: (0, 0),
         }
     }
 
@@ -271,6 +280,27 @@ impl Host for WasmHost {
 
     fn resume_request(&mut self) {
         let _ = hostcalls::resume_http_request();
+    }
+
+    fn http_call_detached(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(), CalloutError> {
+        // Envoy cancels a stream's callouts when the stream is destroyed, which follows `log`
+        // at once: sent as the root context's, the call lives as long as the plugin. Its
+        // answer reaches the stream (if still there), whose pipeline ignores unknown tokens.
+        let (root, stream) = self.ids;
+        let rooted = root != 0 && hostcalls::set_effective_context(root).is_ok();
+        let sent =
+            hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout);
+        if rooted {
+            let _ = hostcalls::set_effective_context(stream);
+        }
+        sent.map(drop)
+            .map_err(|_| CalloutError::Refused(cluster.to_string()))
     }
 }
 

@@ -113,6 +113,18 @@ pub trait Host: Env {
     ) -> Result<u32, CalloutError>;
     /// Resumes a request paused while a callout was in flight.
     fn resume_request(&mut self);
+    /// Sends an HTTP request whose answer nobody waits for and which must outlive the stream
+    /// (a settlement sent from `log`): hosts that cancel a stream's callouts when it ends send
+    /// it on behalf of the plugin instead. The default sends it as a stream callout.
+    fn http_call_detached(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(), CalloutError> {
+        self.http_call(cluster, headers, body, timeout).map(drop)
+    }
 }
 
 /// One request's callbacks, in the order Envoy calls them. Every method has a default that
@@ -146,8 +158,17 @@ pub trait Stage {
     /// The stream is over (completed, reset or answered locally): write the access-log facts,
     /// release what the request held. Called exactly once.
     fn log(&mut self, host: &mut dyn Host) {}
-    /// The answer to a callout this stage sent.
-    fn callout_response(&mut self, host: &mut dyn Host, token: u32, response: CalloutResponse) {}
+    /// The answer to a callout this stage sent. A stage that paused the complete request body
+    /// for it returns `Continue` to pass the request on (the pipeline runs the stages after it
+    /// and resumes the request), `Pause` to keep holding it (or after answering it).
+    fn callout_response(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        response: CalloutResponse,
+    ) -> Action {
+        Action::Pause
+    }
 }
 
 /// A configured stage: makes one [`Stage`] per request.

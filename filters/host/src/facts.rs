@@ -16,6 +16,8 @@ pub struct Facts {
     pub key_id: Option<String>,
     /// Team of the authenticated caller.
     pub team: Option<String>,
+    /// The `sub` claim of the caller's verified JWT.
+    pub subject: Option<String>,
     /// The `model` the client asked for, as it appeared in the body.
     pub model: Option<String>,
     /// The body asked for a streamed (SSE) response.
@@ -55,6 +57,7 @@ impl Facts {
         Facts {
             key_id: text(hs, names::KEY_ID),
             team: text(hs, names::TEAM),
+            subject: text(hs, names::SUBJECT),
             model: text(hs, names::MODEL),
             stream: flag(hs, names::STREAM),
             include_usage: flag(hs, names::INCLUDE_USAGE),
@@ -65,10 +68,11 @@ impl Facts {
         }
     }
 
-    fn encoded(&self) -> [(&'static str, Option<String>); 9] {
+    fn encoded(&self) -> [(&'static str, Option<String>); 10] {
         [
             (names::KEY_ID, self.key_id.clone()),
             (names::TEAM, self.team.clone()),
+            (names::SUBJECT, self.subject.clone()),
             (names::MODEL, self.model.clone()),
             (names::STREAM, self.stream.map(bool_text)),
             (names::INCLUDE_USAGE, self.include_usage.map(bool_text)),
@@ -99,6 +103,7 @@ mod tests {
         Facts {
             key_id: Some("k1".into()),
             team: Some("ml".into()),
+            subject: Some("alice".into()),
             model: Some("gpt-4o".into()),
             stream: Some(true),
             include_usage: Some(false),

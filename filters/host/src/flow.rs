@@ -57,6 +57,8 @@ pub struct Flow {
     logged: bool,
     /// Callouts in flight: token -> index of the stage that sent it.
     callouts: Vec<(u32, usize)>,
+    /// The stage holding the complete request body until its callout is answered.
+    held: Option<usize>,
 }
 
 impl Flow {
@@ -75,6 +77,7 @@ impl Flow {
             answered: false,
             logged: false,
             callouts: Vec::new(),
+            held: None,
         }
     }
 
@@ -210,8 +213,16 @@ impl Flow {
             let action = self.call_body(host, dir, i, size, eos);
             // A stage that rewrote the body changed its length under Envoy's `size`.
             size = size.saturating_add_signed(host.take_body_delta());
+            let sent = self.callouts.len();
             if self.after(host, dir, i) {
                 return Action::Pause;
+            }
+            if dir == Dir::Request
+                && eos
+                && action != Action::Continue
+                && self.callouts.len() > sent
+            {
+                self.held = Some(i);
             }
             let p = self.progress(dir);
             if let Some(b) = p.buffering.get_mut(i) {
@@ -326,10 +337,45 @@ impl Flow {
         };
         let (_, i) = self.callouts.swap_remove(at);
         host.set_body_offset(0);
-        if let Some(s) = self.stages.get_mut(i) {
-            s.callout_response(host.as_host(), token, response);
+        let action = match self.stages.get_mut(i) {
+            Some(s) => s.callout_response(host.as_host(), token, response),
+            None => Action::Pause,
+        };
+        if self.after(host, Dir::Request, i) {
+            self.held = None;
+            return;
         }
-        let _ = self.after(host, Dir::Request, i);
+        if action == Action::Continue && self.held == Some(i) {
+            self.held = None;
+            self.pass_on(host, i + 1);
+        }
+    }
+
+    /// The complete request body, held by a stage for a callout, goes on from stage `from`:
+    /// each later stage gets it (and its late headers) as Envoy would have given it, then the
+    /// request resumes unless one of them holds it in turn.
+    fn pass_on(&mut self, host: &mut dyn PipelineHost, from: usize) {
+        let mut size = host.buffered_len(Body::Request);
+        let _ = host.take_body_delta();
+        for i in from..self.stages.len() {
+            if !self.enter(host, Dir::Request, i) {
+                return;
+            }
+            let action = self.call_body(host, Dir::Request, i, size, true);
+            size = size.saturating_add_signed(host.take_body_delta());
+            let sent = self.callouts.len();
+            if self.after(host, Dir::Request, i) {
+                return;
+            }
+            if action != Action::Continue {
+                if self.callouts.len() > sent {
+                    self.held = Some(i);
+                }
+                return;
+            }
+        }
+        self.request.seen.fill(0);
+        host.as_host().resume_request();
     }
 }
 

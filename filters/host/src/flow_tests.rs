@@ -21,6 +21,8 @@ struct Fake {
     reply_on_body: bool,
     /// Rewrite the body at end of stream to this many bytes.
     rewrite_to: Option<usize>,
+    /// Hold the complete body for a callout, then pass it on.
+    call_on_body: bool,
 }
 
 impl Fake {
@@ -32,6 +34,7 @@ impl Fake {
             buffer: false,
             reply_on_body: false,
             rewrite_to: None,
+            call_on_body: false,
         }
     }
 
@@ -77,7 +80,22 @@ impl Stage for Fake {
             h.send_reply(403, &[], b"{}");
             return Action::Pause;
         }
+        if self.call_on_body && eos {
+            let sent = h.http_call("limits", &[], None, std::time::Duration::from_secs(1));
+            assert!(sent.is_ok());
+            return Action::Pause;
+        }
         a
+    }
+
+    fn callout_response(
+        &mut self,
+        _h: &mut dyn Host,
+        token: u32,
+        _r: crate::CalloutResponse,
+    ) -> Action {
+        self.note(format!("callout {token}"));
+        Action::Continue
     }
 
     fn request_trailers(&mut self, _h: &mut dyn Host) -> Action {
@@ -123,6 +141,30 @@ fn bytes(from: usize, n: usize) -> Vec<u8> {
 
 fn take(log: &Log) -> Vec<String> {
     std::mem::take(&mut *log.borrow_mut())
+}
+
+#[test]
+fn a_body_held_for_a_callout_reaches_later_stages_then_resumes() {
+    let log = Log::default();
+    let mut a = Fake::new("a", &log);
+    a.wait_body = true;
+    a.buffer = true;
+    a.call_on_body = true;
+    let b = Fake::new("b", &log);
+    let mut x = exchange(vec![a, b]);
+    assert_eq!(x.request_headers(false), Action::Pause);
+    assert_eq!(x.request_chunk(&bytes(0, 10), true), Action::Pause);
+    assert_eq!(take(&log), ["a:req headers", "a:req body 0+10 end"]);
+    assert_eq!(x.host.resumed, 0, "held until the answer");
+    x.callout_response(1, crate::CalloutResponse::default());
+    assert_eq!(
+        take(&log),
+        ["a:callout 1", "b:req headers", "b:req body 0+10 end"]
+    );
+    assert_eq!(x.host.resumed, 1);
+    // An answer nobody waits for any more changes nothing.
+    x.callout_response(1, crate::CalloutResponse::default());
+    assert_eq!((take(&log).len(), x.host.resumed), (0, 1));
 }
 
 #[test]

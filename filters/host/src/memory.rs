@@ -170,6 +170,8 @@ pub struct MemoryHost {
     pub facts: Facts,
     /// `resume_request` calls.
     pub resumed: usize,
+    /// Callouts sent detached (nobody waits for their answer).
+    pub detached: Vec<Callout>,
     offset: usize,
     replied: bool,
     delta: isize,
@@ -194,6 +196,7 @@ impl MemoryHost {
             callouts: Vec::new(),
             facts: Facts::default(),
             resumed: 0,
+            detached: Vec::new(),
             offset: 0,
             replied: false,
             delta: 0,
@@ -332,6 +335,27 @@ impl Host for MemoryHost {
     }
     fn resume_request(&mut self) {
         self.resumed += 1;
+    }
+    fn http_call_detached(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        _timeout: Duration,
+    ) -> Result<(), CalloutError> {
+        if cluster.is_empty() {
+            return Err(CalloutError::Refused(cluster.to_string()));
+        }
+        self.detached.push(Callout {
+            token: 0,
+            cluster: cluster.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.map(<[u8]>::to_vec),
+        });
+        Ok(())
     }
 }
 

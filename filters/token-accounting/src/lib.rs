@@ -14,6 +14,7 @@
 //! and the one-filter chain runs it as one of its stages.
 
 mod config;
+mod fleet;
 mod limit;
 mod metrics;
 mod request;

@@ -6,6 +6,23 @@ use aimesh_core::ErrorKind;
 /// A request refused before it reached the provider.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
+    /// Requests per minute exhausted (fleet-wide).
+    #[error("Rate limit reached for requests per minute. Please try again in {retry_after_s}s.")]
+    Requests {
+        /// Seconds to wait.
+        retry_after_s: u64,
+        /// Requests left now.
+        remaining: u64,
+    },
+    /// Too many requests of this caller in flight (fleet-wide).
+    #[error("Too many concurrent requests (at most {limit}). Retry when one has finished.")]
+    Concurrent {
+        /// The limit.
+        limit: u64,
+    },
+    /// The limits service or its Redis could not answer and a limit that fails closed applies.
+    #[error("Limits cannot be checked right now; the request was not sent. Please retry.")]
+    Unavailable,
     /// Tokens per minute exhausted.
     #[error("Rate limit reached for tokens per minute on this key. Please try again in {retry_after_s}s.")]
     Tpm {
@@ -87,6 +104,9 @@ impl LimitError {
     /// Stat label.
     pub fn reason(&self) -> &'static str {
         match self {
+            LimitError::Requests { .. } => "rpm",
+            LimitError::Concurrent { .. } => "concurrent",
+            LimitError::Unavailable => "unavailable",
             LimitError::Tpm { .. } => "tpm",
             LimitError::Budget {
                 window: "monthly", ..
@@ -101,7 +121,11 @@ impl LimitError {
 impl ErrorKind for LimitError {
     fn status(&self) -> u16 {
         match self {
-            LimitError::Tpm { .. } | LimitError::Budget { .. } => 429,
+            LimitError::Tpm { .. }
+            | LimitError::Budget { .. }
+            | LimitError::Requests { .. }
+            | LimitError::Concurrent { .. } => 429,
+            LimitError::Unavailable => 503,
             // Not a rate limit: the same request is refused again however long the client waits.
             LimitError::TpmNeverFits { .. } | LimitError::BudgetNeverFits { .. } => 400,
         }
@@ -109,7 +133,10 @@ impl ErrorKind for LimitError {
 
     fn code(&self) -> &'static str {
         match self {
-            LimitError::Tpm { .. } => "rate_limit_exceeded",
+            LimitError::Tpm { .. }
+            | LimitError::Requests { .. }
+            | LimitError::Concurrent { .. } => "rate_limit_exceeded",
+            LimitError::Unavailable => "limits_unavailable",
             LimitError::Budget { .. } => "insufficient_quota",
             LimitError::TpmNeverFits { .. } => "request_exceeds_tpm_limit",
             LimitError::BudgetNeverFits { .. } => "request_exceeds_budget",
@@ -119,6 +146,9 @@ impl ErrorKind for LimitError {
     fn error_type(&self) -> &'static str {
         match self {
             LimitError::Tpm { .. } => "tokens",
+            LimitError::Requests { .. } => "requests",
+            LimitError::Concurrent { .. } => "rate_limit_error",
+            LimitError::Unavailable => "server_error",
             LimitError::Budget { .. } => "insufficient_quota",
             LimitError::TpmNeverFits { .. } | LimitError::BudgetNeverFits { .. } => {
                 "invalid_request_error"
@@ -128,6 +158,21 @@ impl ErrorKind for LimitError {
 
     fn headers(&self) -> Vec<(String, String)> {
         let (retry, remaining) = match self {
+            LimitError::Requests {
+                retry_after_s,
+                remaining,
+            } => {
+                return vec![
+                    ("retry-after".to_string(), retry_after_s.to_string()),
+                    (
+                        "x-ratelimit-remaining-requests".to_string(),
+                        remaining.to_string(),
+                    ),
+                ]
+            }
+            LimitError::Concurrent { .. } | LimitError::Unavailable => {
+                return vec![("retry-after".to_string(), "1".to_string())]
+            }
             // No Retry-After: SDKs would retry a request that can never pass.
             LimitError::TpmNeverFits { .. } | LimitError::BudgetNeverFits { .. } => {
                 return Vec::new()

@@ -138,3 +138,12 @@ pub fn rejected(m: &dyn Metrics, key_id: &str, reason: &str) {
         1,
     );
 }
+
+/// The limits service could not answer an admission; `closed`: the request was refused.
+pub fn fleet_unavailable(m: &dyn Metrics, closed: bool) {
+    let policy = if closed { "closed" } else { "open" };
+    m.count(
+        &format!("aimesh.token_accounting.fleet_unavailable.policy.{policy}"),
+        1,
+    );
+}

@@ -24,6 +24,10 @@ pub(crate) struct Filter {
     pub(crate) start_ms: Option<u64>,
     pub(crate) key_id: String,
     pub(crate) team: String,
+    /// JWT subject, when the caller presented a token.
+    pub(crate) subject: Option<String>,
+    /// Fleet-wide limits: the admission in flight and what to settle.
+    pub(crate) fleet: crate::fleet::State,
     /// Model the client asked for; empty when unknown.
     pub(crate) model: String,
     pub(crate) model_served_fact: Option<String>,
@@ -35,7 +39,7 @@ pub(crate) struct Filter {
     pub(crate) injected: bool,
     pub(crate) limits: Limits,
     /// `max_tokens` as auth found it.
-    max_tokens: Option<u64>,
+    pub(crate) max_tokens: Option<u64>,
     /// Admission ran (from headers, or from the body when they did not suffice).
     admitted: bool,
     pub(crate) reservation: Option<Reservation>,
@@ -77,6 +81,8 @@ impl Filter {
             start_ms: None,
             key_id: String::new(),
             team: String::new(),
+            subject: None,
+            fleet: crate::fleet::State::default(),
             model: String::new(),
             model_served_fact: None,
             backend_fact: None,
@@ -109,6 +115,7 @@ impl Filter {
         let f = host.facts();
         self.key_id = nonempty(f.key_id.as_ref()).unwrap_or_default();
         self.team = nonempty(f.team.as_ref()).unwrap_or_default();
+        self.subject = nonempty(f.subject.as_ref());
         self.model = nonempty(f.model.as_ref()).unwrap_or_default();
         self.stream = f.stream.unwrap_or(false);
         self.client_usage = f.include_usage.unwrap_or(false);
@@ -145,7 +152,8 @@ impl Filter {
             }
         }
         self.request_body = Some(body.to_vec());
-        true
+        // After the rewrite: the body is final when the service answers.
+        !matches!(self.fleet_admit(host, prompt), crate::fleet::Step::Refused)
     }
 
     /// Reserves `prompt` (an estimate) plus `max_tokens` against the key's limits; false when
@@ -207,7 +215,7 @@ impl Stage for Filter {
             .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         self.read_facts(host);
-        if !self.key_id.is_empty() {
+        if !self.key_id.is_empty() && self.config.config.fleet.is_none() {
             self.limits = self.config.limits_for(&self.key_id);
         }
         if eos {
@@ -215,7 +223,7 @@ impl Stage for Filter {
             self.skip = self.model.is_empty();
             return Action::Continue;
         }
-        let plan = gate::plan_headers(&HeaderFacts {
+        let mut plan = gate::plan_headers(&HeaderFacts {
             model_known: !self.model.is_empty(),
             stream: self.stream,
             client_usage: self.client_usage,
@@ -223,6 +231,10 @@ impl Stage for Filter {
             estimate_prompt: self.config.config.estimate_prompt,
             content_length: length,
         });
+        // Fleet admission waits for the whole body (held while the service answers).
+        if self.config.config.fleet.is_some() && !self.model.is_empty() {
+            plan.read_body = true;
+        }
         if let Some(prompt) = plan.admit_prompt {
             if !self.admit(host, prompt) {
                 return Action::Pause;
@@ -245,15 +257,27 @@ impl Stage for Filter {
         }
         self.reading_body = false;
         let body = host.body(Body::Request, size).unwrap_or_default();
-        if self.on_body(host, &body, size) {
+        if self.on_body(host, &body, size) && !self.fleet_waiting() {
             Action::Continue
         } else {
             Action::Pause
         }
     }
 
+    fn callout_response(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        response: aimesh_host::CalloutResponse,
+    ) -> Action {
+        self.fleet_answer(host, token, response)
+    }
+
     fn response_headers(&mut self, host: &mut dyn Host, eos: bool) -> Action {
         self.on_response_headers(host);
+        if !self.skip {
+            self.fleet_headers(host);
+        }
         if eos {
             self.end(host);
         }

@@ -191,6 +191,7 @@ impl Filter {
                 log::warn!("token-accounting: cannot settle limits: {e}");
             }
         }
+        self.fleet_settle(host, o.usage.input + o.usage.output, o.cost);
         self.record_metrics(host, &o);
         self.outcome = Some(o);
     }

@@ -3,6 +3,7 @@
 //! compile error here rather than a config Envoy refuses.
 
 mod check;
+pub mod fleet;
 mod header_auth;
 
 use std::collections::BTreeMap;
@@ -299,10 +300,12 @@ pub fn auth(gw: &Gateway) -> AuthConfig {
             endpoints: k.endpoints.clone(),
             expires_at: k.expires_at.clone(),
             disabled: k.disabled,
+            // Fleet-wide, token-accounting takes these on the limits service instead.
             requests_per_minute: k
                 .requests_per_minute
-                .or_else(|| pick(&gw.limits, Some(k), limit_scope, |l| l.requests_per_minute)),
-            max_concurrent: k.max_concurrent,
+                .or_else(|| pick(&gw.limits, Some(k), limit_scope, |l| l.requests_per_minute))
+                .filter(|_| !gw.limits.fleet()),
+            max_concurrent: k.max_concurrent.filter(|_| !gw.limits.fleet()),
             metadata: Default::default(),
         })
         .collect();
@@ -447,6 +450,13 @@ pub fn token_accounting(gw: &Gateway) -> TokenAccountingConfig {
         .filter(|(_, l)| *l != default)
         .collect();
     let unlimited = KeyLimits::default();
+    if gw.limits.fleet() {
+        return TokenAccountingConfig {
+            prices: gw.prices.clone(),
+            fleet: Some(crate::filters::fleet::config(gw)),
+            ..Default::default()
+        };
+    }
     TokenAccountingConfig {
         prices: gw.prices.clone(),
         limits: LimitsConfig {

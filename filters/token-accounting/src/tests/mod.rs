@@ -2,6 +2,7 @@
 //! tests move.
 
 mod accounting;
+mod fleet;
 mod limits;
 
 use aimesh_core::accounting::audit::{self, Record};
