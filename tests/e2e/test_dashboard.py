@@ -1,12 +1,11 @@
 """The GenAI metrics through a real Prometheus (Debian's `prometheus`) scraping Envoy's admin
-`/stats/prometheus` (Envoy fed by aimesh-xds, the build AIMESH_CHAIN selects): after streamed and
+`/stats/prometheus` (Envoy fed by aimesh-xds, the build AIMESH_BUILD selects): after streamed and
 non-streamed traffic, every panel query of the Grafana dashboard (deploy/grafana/aimesh.json)
 returns data, and the histograms carry the GenAI attributes as labels, not one metric per model."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import requests
 from harness import demo, paths, procs, prometheus, xds
 
 KEY = "sk-aimesh-" + "d" * 64
-FILTER_BUILD = "chain" if os.environ.get("AIMESH_CHAIN") == "1" else "separate"
+FILTER_BUILD = paths.build()
 DASHBOARD = paths.REPO / "deploy" / "grafana" / "aimesh.json"
 # Panels use Grafana's rate window; Prometheus itself gets a fixed one covering both rounds.
 RATE_WINDOW = "2m"

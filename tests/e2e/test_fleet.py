@@ -3,10 +3,9 @@
 config names; tokens per minute within one request's reservation; a hard USD budget at
 concurrency 32 with streams and disconnects, refusals never reaching the provider; Redis
 stopped and back; an Envoy replica killed and restarted. One fleet for the module (the build
-AIMESH_CHAIN selects)."""
+AIMESH_BUILD selects)."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +15,9 @@ import openai
 import pytest
 import requests
 
-from harness import demo, fleet, procs, xds
+from harness import demo, fleet, paths, procs, xds
 
-BUILD = "chain" if os.environ.get("AIMESH_CHAIN") == "1" else "separate"
+BUILD = paths.build()
 KEYS = {name: f"sk-fleet-{name}-0123456789abcdef" for name in
         ("rpm", "red1", "red2", "tpm", "budget", "resume", "restart", "open", "spender")}
 TEAMS = {"red1": "red", "red2": "red"}
