@@ -14,6 +14,7 @@ pub mod chain;
 pub mod egress;
 pub mod endpoints;
 pub mod error;
+pub mod mcp;
 pub mod names;
 pub mod path;
 pub mod pii;
