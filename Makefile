@@ -80,7 +80,7 @@ wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
 bench: setup build wrk
-	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii && ../$(PY) -m harness.stage_times
+	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii && ../$(PY) -m harness.stage_times && ../$(PY) -m harness.bench_mcp
 
 # Criterion micro-benchmarks of core's hot paths (MB/s).
 bench-core: setup

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,7 +20,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
-from harness import demo, procs, rawhttp, xds
+from harness import audit, demo, procs, rawhttp, xds
 from harness.mcp_demo import DEMO_ALLOWED, McpServer
 
 FILTER_BUILD = "chain" if os.environ.get("AIMESH_CHAIN") == "1" else "separate"
@@ -70,13 +71,14 @@ def split_server() -> tuple[socket.socket, int]:
 
 
 @pytest.fixture(scope="module")
-def gw():
+def gw(tmp_path_factory):
+    log = tmp_path_factory.mktemp("mcp") / "audit.log"
     mock = procs.MockLLM("mock")
     server = McpServer()
     raw, raw_port = split_server()
     s = xds.XdsServer({
         "listener": {"address": "127.0.0.1", "port": 0, "route_timeout": "30s",
-                     "filter_build": FILTER_BUILD},
+                     "filter_build": FILTER_BUILD, "access_log": str(log)},
         "providers": [xds.mock_provider("local", mock)],
         "default_provider": "local",
         "keys": [{"id": "alice", "hash": demo.key_hash(ALICE), "team": "a"},
@@ -89,6 +91,7 @@ def gw():
         ],
     })
     e = procs.Envoy(xds.ads_bootstrap(s.port), concurrency=2)
+    e.audit_log = log
     yield e
     for p in (e, s, server, mock):
         p.stop()
@@ -246,3 +249,23 @@ def test_unknown_methods_reach_the_server_and_oversized_bodies_get_413(gw):
     # Envoy's own buffer limit answers first here (OpenAI shape); the stage's limit, for a
     # smaller `max_body_bytes`, is covered natively.
     assert post(gw, "/mcp/demo", ALICE, big).status_code == 413
+
+
+def test_each_json_rpc_request_gets_an_audit_line_with_its_tool_and_refusal(gw):
+    tool = "audit_probe"  # a name no other test uses, denied by the server's list
+    headers = {"authorization": f"Bearer {ALICE}", "content-type": "application/json",
+               "accept": "application/json, text/event-stream"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool}}
+    r = requests.post(f"{gw.url}/mcp/demo", headers=headers, data=json.dumps(body), timeout=10)
+    assert r.json()["error"]["code"] == -32003
+    deadline = time.time() + 5
+    line = None
+    while line is None and time.time() < deadline:
+        line = next((l for l in audit.check(gw.audit_log) if l["mcp_tool"] == tool), None)
+        time.sleep(0.05)
+    assert line is not None
+    assert (line["mcp_server"], line["key_id"], line["team"]) == ("demo", "alice", "a")
+    assert line["mcp_method"] == "tools/call"
+    assert (line["mcp_error_code"], line["mcp_error"]) == (-32003, "tool_not_allowed")
+    assert line["bytes_received"] == len(json.dumps(body)) and line["bytes_sent"] == len(r.content)
+    assert isinstance(line["duration_ms"], int)

@@ -12,7 +12,7 @@ from harness import paths, procs
 
 # Tools the demo offers; `delete_all` is the one the demo key may not call.
 TOOLS = ["add", "echo", "search_docs", "delete_all"]
-DEMO_ALLOWED = ["add", "echo", "search_*"]
+DEMO_ALLOWED = ["add", "echo", "search_*"]  # = xds.DEMO_MCP_TOOLS
 
 
 def build_server():

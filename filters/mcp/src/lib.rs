@@ -22,6 +22,7 @@ mod tests;
 use std::rc::Rc;
 
 use aimesh_config::mcp::McpConfig;
+use aimesh_core::accounting::audit::declaration_of;
 use aimesh_host::{load_config, Env, Stage, StageDef, StageError, StageRoot};
 
 const NAME: &str = "mcp";
@@ -34,6 +35,10 @@ pub const STAGE: StageDef = StageDef {
 
 fn configure(raw: &[u8], env: &dyn Env) -> Result<Box<dyn StageRoot>, StageError> {
     let cfg = load_config::<McpConfig>(raw)?;
+    // Typed, so the access log shows numbers and nulls; a reconfiguration finds it declared.
+    if !env.declare_property(&declaration_of(stage::PROPERTY)) {
+        log::debug!("mcp: record already declared");
+    }
     limits::init(&cfg, env);
     Ok(Box::new(Root { cfg: Rc::new(cfg) }))
 }

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use aimesh_config::mcp::McpConfig;
+use aimesh_core::accounting::audit::{encode_struct, Value as AuditValue};
 use aimesh_core::ErrorKind;
 use aimesh_host::{send_error, send_json, Action, Body, Host, Stage};
 use serde_json::Value;
@@ -51,6 +52,7 @@ pub struct Mcp {
     method: Option<String>,
     tool: Option<String>,
     refusal: Option<&'static str>,
+    refusal_code: Option<i64>,
 }
 
 /// The server a path names: `/mcp/<name>`, `/mcp/<name>/...`, `/mcp/<name>?...`.
@@ -59,6 +61,9 @@ pub fn server_of(path: &str) -> Option<&str> {
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     Some(&rest[..end]).filter(|s| !s.is_empty())
 }
+
+/// Filter-state name of the record the access log reads (`wasm.aimesh.mcp`).
+pub const PROPERTY: &str = "aimesh.mcp";
 
 fn schema_key(server: &str, tool: &str) -> String {
     format!("aimesh.mcp.schema.{server}.{tool}")
@@ -92,6 +97,7 @@ impl Mcp {
             method: None,
             tool: None,
             refusal: None,
+            refusal_code: None,
         }
     }
 
@@ -105,6 +111,7 @@ impl Mcp {
 
     fn refuse_body(&mut self, host: &mut dyn Host, e: &RpcError) -> Action {
         self.refusal = Some(e.code());
+        self.refusal_code = Some(e.rpc_code());
         self.answer(host, e.http_status(), &e.response(&Value::Null))
     }
 
@@ -208,6 +215,7 @@ impl Mcp {
             return Action::Continue;
         };
         self.refusal = Some(first.code());
+        self.refusal_code = Some(first.rpc_code());
         let status = first.http_status();
         if !parsed.batch {
             let (id, e) = verdicts
@@ -400,12 +408,19 @@ impl Stage for Mcp {
         let elapsed = host.unix_millis().saturating_sub(self.started_ms);
         host.metrics()
             .record(&format!("aimesh.mcp.duration_ms{labels}"), elapsed);
-        let record = serde_json::json!({
-            "mcp_method": self.method, "mcp_tool": self.tool, "mcp_error": self.refusal,
-        });
-        host.set_property(
-            &["aimesh.mcp"],
-            serde_json::to_vec(&record).unwrap_or_default().as_slice(),
-        );
+        fn text(v: &Option<String>) -> AuditValue<'_> {
+            v.as_deref().map_or(AuditValue::Null, AuditValue::Str)
+        }
+        let error = self.refusal.map_or(AuditValue::Null, AuditValue::Str);
+        let code = self
+            .refusal_code
+            .map_or(AuditValue::Null, AuditValue::Signed);
+        let record = encode_struct(&[
+            ("method", text(&self.method)),
+            ("tool", text(&self.tool)),
+            ("error_code", code),
+            ("error", error),
+        ]);
+        host.set_property(&[PROPERTY], &record);
     }
 }

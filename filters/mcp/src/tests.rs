@@ -326,9 +326,12 @@ fn every_request_is_counted_with_its_server_tool_and_outcome() {
             .len(),
         1
     );
-    let audit: Value = serde_json::from_slice(&ex.host.state["aimesh.mcp"]).unwrap();
-    assert_eq!(
-        audit,
-        json!({"mcp_method": "tools/call", "mcp_tool": "echo", "mcp_error": null})
-    );
+    use aimesh_core::accounting::audit::{encode_struct, Value as V};
+    let want = encode_struct(&[
+        ("method", V::Str("tools/call")),
+        ("tool", V::Str("echo")),
+        ("error_code", V::Null),
+        ("error", V::Null),
+    ]);
+    assert_eq!(ex.host.state["aimesh.mcp"], want);
 }
