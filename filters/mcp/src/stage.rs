@@ -53,6 +53,9 @@ pub struct Mcp {
     tool: Option<String>,
     refusal: Option<&'static str>,
     refusal_code: Option<i64>,
+    /// The body asked for a list (or was a batch): a JSON reply is held whole and filtered.
+    /// Other JSON replies (tool results, possibly large) stream through untouched.
+    wants_list: bool,
 }
 
 /// The server a path names: `/mcp/<name>`, `/mcp/<name>/...`, `/mcp/<name>?...`.
@@ -98,6 +101,7 @@ impl Mcp {
             tool: None,
             refusal: None,
             refusal_code: None,
+            wants_list: false,
         }
     }
 
@@ -157,6 +161,10 @@ impl Mcp {
             Ok(p) => p,
             Err(e) => return self.refuse_body(host, &e),
         };
+        self.wants_list = parsed.batch
+            || parsed.messages.iter().any(
+                |m| matches!(m, Ok(Message::Request { method, .. }) if method.ends_with("/list")),
+            );
         let mut verdicts: Vec<Option<(Value, RpcError)>> = Vec::new();
         let mut calls: Vec<String> = Vec::new();
         for m in &parsed.messages {
@@ -343,7 +351,7 @@ impl Stage for Mcp {
             .get("content-type")
             .unwrap_or_default()
             .to_ascii_lowercase();
-        self.reply = if ctype.starts_with("application/json") {
+        self.reply = if ctype.starts_with("application/json") && self.wants_list {
             Reply::Json
         } else if ctype.starts_with("text/event-stream") {
             Reply::Sse(sse::Splitter::default())

@@ -335,3 +335,22 @@ fn every_request_is_counted_with_its_server_tool_and_outcome() {
     ]);
     assert_eq!(ex.host.state["aimesh.mcp"], want);
 }
+
+#[test]
+fn a_json_reply_to_a_call_streams_through_unread() {
+    let world = World::default();
+    let r = root(&world);
+    let (mut ex, _) = send(&world, r.as_ref(), "alice", &call("echo", json!({})));
+    // Shaped like a list, but the request asked for none: not held, not parsed.
+    let body = serde_json::to_vec(&list_reply()).unwrap();
+    assert_eq!(
+        ex.response_headers(
+            &[(":status", "200"), ("content-type", "application/json")],
+            false
+        ),
+        Action::Continue
+    );
+    assert_eq!(ex.response_chunk(&body[..10], false), Action::Continue);
+    ex.response_chunk(&body[10..], true);
+    assert_eq!(ex.sent_downstream, body);
+}
