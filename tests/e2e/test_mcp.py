@@ -19,6 +19,7 @@ import requests
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
+from mcp.types import LATEST_PROTOCOL_VERSION
 
 from harness import audit, demo, procs, rawhttp, xds
 from harness.mcp_demo import DEMO_ALLOWED, McpServer
@@ -162,12 +163,14 @@ def test_a_schema_invalid_call_is_refused_before_the_server(gw):
 
 
 def sse_data(text: str) -> list[dict]:
-    return [json.loads(l[len("data: "):]) for l in text.splitlines() if l.startswith("data: ")]
+    # An empty `data:` is a priming event (it carries only an id to resume from).
+    return [json.loads(l[len("data: "):]) for l in text.splitlines()
+            if l.startswith("data: ") and l[len("data: "):].strip()]
 
 
 def post(e: procs.Envoy, path: str, key: str, body, sid: str | None = None) -> requests.Response:
     headers = {"authorization": f"Bearer {key}", "accept": "application/json, text/event-stream",
-               "content-type": "application/json"}
+               "content-type": "application/json", "mcp-protocol-version": LATEST_PROTOCOL_VERSION}
     if sid:
         headers["mcp-session-id"] = sid
     return requests.post(f"{e.url}{path}", headers=headers, data=json.dumps(body), timeout=10)
@@ -269,3 +272,26 @@ def test_each_json_rpc_request_gets_an_audit_line_with_its_tool_and_refusal(gw):
     assert (line["mcp_error_code"], line["mcp_error"]) == (-32003, "tool_not_allowed")
     assert line["bytes_received"] == len(json.dumps(body)) and line["bytes_sent"] == len(r.content)
     assert isinstance(line["duration_ms"], int)
+
+
+def test_a_resumed_stream_replays_the_list_filtered(gw):
+    """A client that lost a stream resumes it with `Last-Event-ID` (GET): the server replays
+    the list reply, and the gateway filters the replay like the original."""
+    async def work(s, sid):
+        return sid()
+    sid = run(with_session(gw, ALICE, work, keep=True))
+    r = post(gw, "/mcp/demo", ALICE, {"jsonrpc": "2.0", "id": 11, "method": "tools/list"}, sid)
+    ids = [l[len("id: "):] for l in r.text.splitlines() if l.startswith("id: ")]
+    [listed] = [m for m in sse_data(r.text) if m.get("id") == 11]
+    assert "delete_all" not in json.dumps(listed) and len(ids) >= 2, r.text
+    headers = {"authorization": f"Bearer {ALICE}", "accept": "text/event-stream",
+               "mcp-session-id": sid, "last-event-id": ids[0]}
+    with requests.get(f"{gw.url}/mcp/demo", headers=headers, stream=True, timeout=10) as g:
+        assert g.status_code == 200 and g.headers["content-type"].startswith("text/event-stream")
+        text = ""
+        for line in g.iter_lines(decode_unicode=True):
+            text += line + "\n"
+            if line.startswith("data: ") and '"id":11' in line.replace(" ", ""):
+                break
+    [replayed] = [m for m in sse_data(text) if m.get("id") == 11]
+    assert replayed == listed

@@ -15,12 +15,40 @@ TOOLS = ["add", "echo", "search_docs", "delete_all"]
 DEMO_ALLOWED = ["add", "echo", "search_*"]  # = xds.DEMO_MCP_TOOLS
 
 
+def event_store():
+    """An in-memory EventStore: streams carry event ids, and a client that lost one resumes it
+    with `Last-Event-ID` (the SDK ships the interface, not a store)."""
+    from mcp.server.streamable_http import EventMessage, EventStore
+
+    class Memory(EventStore):
+        def __init__(self) -> None:
+            self.events: list[tuple[str, str, object]] = []
+
+        async def store_event(self, stream_id, message):
+            event_id = str(len(self.events) + 1)
+            self.events.append((event_id, stream_id, message))
+            return event_id
+
+        async def replay_events_after(self, last_event_id, send_callback):
+            ids = [e[0] for e in self.events]
+            if last_event_id not in ids:
+                return None
+            i = ids.index(last_event_id)
+            stream = self.events[i][1]
+            for event_id, sid, message in self.events[i + 1:]:
+                if sid == stream and message is not None:
+                    await send_callback(EventMessage(message, event_id))
+            return stream
+
+    return Memory()
+
+
 def build_server():
     from mcp.server.fastmcp import FastMCP
     from mcp.server.transport_security import TransportSecuritySettings
 
     # Behind the gateway the Host header is the gateway's rewrite; the gateway is the boundary.
-    mcp = FastMCP("aimesh-demo", transport_security=TransportSecuritySettings(
+    mcp = FastMCP("aimesh-demo", event_store=event_store(), transport_security=TransportSecuritySettings(
         enable_dns_rebinding_protection=False))
 
     @mcp.tool()
