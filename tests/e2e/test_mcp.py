@@ -90,6 +90,14 @@ def gw(tmp_path_factory):
              "limits": [{"tool": "search_docs", "calls_per_minute": LIMIT}]},
             {"name": "split", "url": f"http://127.0.0.1:{raw_port}/mcp", "tools": ["add", "echo"]},
         ],
+        # Default: redact and restore. `raw`: redact, replies untouched (the echo then shows what
+        # the server received). `strict`: SSNs block the call.
+        "pii": {"mode": "redact", "entities": ["email", "us_ssn"], "restore": True,
+                "policies": {"raw": {"mode": "redact", "entities": ["email", "us_ssn"],
+                                     "redact_responses": False},
+                             "strict": {"mode": "block", "entities": ["us_ssn"]}},
+                "rules": [{"header": {"name": "x-pii-policy", "value": p}, "policy": p}
+                          for p in ("raw", "strict")]},
     })
     e = procs.Envoy(xds.ads_bootstrap(s.port), concurrency=2)
     e.audit_log = log
@@ -295,3 +303,39 @@ def test_a_resumed_stream_replays_the_list_filtered(gw):
                 break
     [replayed] = [m for m in sse_data(text) if m.get("id") == 11]
     assert replayed == listed
+
+
+PII_TEXT = "mail jane@example.com, ssn 123-45-6789"
+
+
+def call_echo(e: procs.Envoy, text: str, policy: str | None = None):
+    """The echo tool's result, or the McpError the call got."""
+    headers = {"authorization": f"Bearer {ALICE}"}
+    if policy:
+        headers["x-pii-policy"] = policy
+
+    async def go():
+        client = httpx.AsyncClient(headers=headers, timeout=30)
+        async with client, streamable_http_client(f"{e.url}/mcp/demo", http_client=client) as (r, w, _):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                try:
+                    return await s.call_tool("echo", {"text": text})
+                except McpError as err:
+                    return err
+    return run(go())
+
+
+def test_pii_in_tool_arguments_is_redacted_for_the_server_and_restored_for_the_client(gw):
+    seen = call_echo(gw, PII_TEXT, "raw")
+    assert seen.content[0].text == "mail [EMAIL_1], ssn [US_SSN_1]"
+    got = call_echo(gw, PII_TEXT)
+    assert got.content[0].text == PII_TEXT
+    assert got.structuredContent == {"result": PII_TEXT}
+
+
+def test_a_blocked_type_in_tool_arguments_is_a_json_rpc_error_before_the_server(gw):
+    err = call_echo(gw, PII_TEXT, "strict")
+    assert isinstance(err, McpError), err
+    assert err.error.code == -32003
+    assert "US_SSN" in err.error.message and "123-45-6789" not in str(err.error)

@@ -4,11 +4,11 @@
 use std::rc::Rc;
 
 use aimesh_core::pii::json::{redact_request, respond_body};
-use aimesh_core::pii::mcp::{respond_reply, McpSse};
+use aimesh_core::pii::mcp::{refusal, respond_reply, McpSse};
 use aimesh_core::pii::stream::SseRedactor;
 use aimesh_core::pii::{Engine, PiiError, Session};
 use aimesh_core::ErrorKind;
-use aimesh_host::{replace_request_body, send_error, Action, Body, Host, Stage};
+use aimesh_host::{replace_request_body, send_error, send_json, Action, Body, Host, Stage};
 
 /// Filter-state key (`%FILTER_STATE(wasm.aimesh.pii:PLAIN)%`): `TYPE:count,...`, never values.
 pub(crate) const STATE: &str = "aimesh.pii";
@@ -203,6 +203,12 @@ impl Filter {
         let blocked = engine.blocked_error(&self.session);
         self.report(host);
         match (result, blocked) {
+            (_, Some(err)) if self.mcp => {
+                // An MCP client reads JSON-RPC: the refusal answers its request id.
+                host.metrics().count(&format!("{STAT}.blocked"), 1);
+                send_json(host, 200, &[], &refusal(&body, &err));
+                Action::Pause
+            }
             (_, Some(err)) => refuse(host, "blocked", &err),
             (Err(_), None) => {
                 let err = self.not_json.clone();

@@ -83,9 +83,13 @@ fn a_blocked_type_in_arguments_refuses_the_call() {
     assert_eq!(x.request(&call(&json!({"text": USER}))), Action::Pause);
     assert!(x.sent_upstream.is_empty());
     let reply = &x.host.replies[0];
-    assert_eq!(reply.status, 400);
-    let body = String::from_utf8(reply.body.clone()).unwrap();
-    assert!(body.contains("pii_detected") && !body.contains("123-45-6789"));
+    assert_eq!(reply.status, 200);
+    let v: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["error"]["code"], -32003);
+    assert_eq!(v["error"]["data"]["code"], "pii_detected");
+    assert!(!String::from_utf8_lossy(&reply.body).contains("123-45-6789"));
+    assert_eq!(w.metrics.counter("aimesh.pii_redaction.blocked"), 1);
 }
 
 #[test]

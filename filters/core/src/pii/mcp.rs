@@ -3,18 +3,27 @@
 //! as model text (restore placeholders the request side issued, mask what the policy masks).
 //! Everything else in a reply (ids, list replies, schemas, images) is left byte for byte.
 
+use serde_json::{json, Value};
+
 use super::engine::{Engine, Policy, Session};
 use super::json::{rewrite, Seg};
 use super::stream::{event_end, MAX_EVENT};
+use super::PiiError;
+use crate::ErrorKind;
 
-/// `result.content[k].text`, in a single message or in a batch element.
+/// `result.content[k].text`, and every string in `result.structuredContent` (the same result
+/// as JSON: it carries the same values), in a single message or in a batch element.
 pub fn tool_result_text(path: &[Seg<'_>]) -> bool {
     let key = |s: &Seg<'_>, n: &str| matches!(s, Seg::Key(k) if k == n);
     let rest = match path {
         [Seg::Index(_), rest @ ..] => rest,
         rest => rest,
     };
-    matches!(rest, [r, c, Seg::Index(_), t] if key(r, "result") && key(c, "content") && key(t, "text"))
+    match rest {
+        [r, c, Seg::Index(_), t] if key(r, "result") && key(c, "content") && key(t, "text") => true,
+        [r, s, _, ..] => key(r, "result") && key(s, "structuredContent"),
+        _ => false,
+    }
 }
 
 /// Transforms one JSON-RPC reply document. `None`: unchanged or not JSON (passed as it came).
@@ -26,6 +35,37 @@ pub fn respond_reply(
 ) -> Option<Vec<u8>> {
     let mut f = |_, s: &str| engine.respond(s, policy, session);
     rewrite(doc, &tool_result_text, &mut f).ok().flatten()
+}
+
+/// JSON-RPC code of a call the policy refuses: the MCP stage's code for policy refusals.
+pub const REFUSED: i64 = -32003;
+
+/// The gateway's JSON-RPC answer (HTTP 200) to a request body `err` refuses: an error per
+/// request of a batch (the batch went nowhere), or one carrying the message's `id` (`null` when
+/// it has none or the body cannot be read).
+pub fn refusal(body: &[u8], err: &PiiError) -> Vec<u8> {
+    let one = |id: &Value| {
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": REFUSED,
+            "message": err.to_string(), "data": {"code": err.code()}}})
+    };
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(Value::Array(msgs)) => {
+            let ids: Vec<Value> = msgs
+                .iter()
+                .filter(|m| m.get("method").is_some())
+                .filter_map(|m| m.get("id").cloned())
+                .map(|id| one(&id))
+                .collect();
+            if ids.is_empty() {
+                Value::Array(vec![one(&Value::Null)])
+            } else {
+                Value::Array(ids)
+            }
+        }
+        Ok(m) => one(m.get("id").unwrap_or(&Value::Null)),
+        Err(_) => one(&Value::Null),
+    };
+    v.to_string().into_bytes()
 }
 
 /// An MCP SSE reply stream, split anywhere: each event's `data` is one whole JSON-RPC message,
@@ -162,8 +202,33 @@ mod tests {
         let out = respond_reply(&e, &p, &mut Session::default(), batch).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["result"]["content"][0]["text"], "x [EMAIL_1]");
+        let structured = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"result":"jane@example.com","n":[{"jane@example.com":"x"}]}}}"#;
+        let out = respond_reply(&e, &p, &mut Session::default(), structured).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["structuredContent"]["result"], "[EMAIL_1]");
+        assert_eq!(
+            v["result"]["structuredContent"]["n"][0]["jane@example.com"],
+            "x"
+        );
         let list = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","description":"jane@example.com"}]}}"#;
         assert_eq!(respond_reply(&e, &p, &mut Session::default(), list), None);
+    }
+
+    #[test]
+    fn refusals_carry_the_request_ids() {
+        let err = PiiError::Blocked("US_SSN".into());
+        let v: serde_json::Value = serde_json::from_slice(&refusal(
+            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call"}"#,
+            &err,
+        ))
+        .unwrap();
+        assert_eq!(v["id"], "x");
+        assert_eq!(v["error"]["code"], REFUSED);
+        assert_eq!(v["error"]["data"]["code"], "pii_detected");
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":2,"method":"b"}]"#;
+        let v: serde_json::Value = serde_json::from_slice(&refusal(batch, &err)).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[1]["id"], 2);
     }
 
     #[test]
