@@ -11,8 +11,9 @@ use super::stream::{event_end, MAX_EVENT};
 use super::PiiError;
 use crate::ErrorKind;
 
-/// `result.content[k].text`, and every string in `result.structuredContent` (the same result
-/// as JSON: it carries the same values), in a single message or in a batch element.
+/// `result.content[k].text` (tool results), `result.contents[k].text` (`resources/read`), and
+/// every string in `result.structuredContent` (the tool result as JSON: it carries the same
+/// values), in a single message or in a batch element.
 pub fn tool_result_text(path: &[Seg<'_>]) -> bool {
     let key = |s: &Seg<'_>, n: &str| matches!(s, Seg::Key(k) if k == n);
     let rest = match path {
@@ -20,7 +21,9 @@ pub fn tool_result_text(path: &[Seg<'_>]) -> bool {
         rest => rest,
     };
     match rest {
-        [r, c, Seg::Index(_), t] if key(r, "result") && key(c, "content") && key(t, "text") => true,
+        [r, c, Seg::Index(_), t] if key(r, "result") && key(t, "text") => {
+            key(c, "content") || key(c, "contents")
+        }
         [r, s, _, ..] => key(r, "result") && key(s, "structuredContent"),
         _ => false,
     }
@@ -210,6 +213,11 @@ mod tests {
             v["result"]["structuredContent"]["n"][0]["jane@example.com"],
             "x"
         );
+        let resource = br#"{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///a@b.example.org","text":"jane@example.com"}]}}"#;
+        let out = respond_reply(&e, &p, &mut Session::default(), resource).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["contents"][0]["text"], "[EMAIL_1]");
+        assert_eq!(v["result"]["contents"][0]["uri"], "file:///a@b.example.org");
         let list = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","description":"jane@example.com"}]}}"#;
         assert_eq!(respond_reply(&e, &p, &mut Session::default(), list), None);
     }
