@@ -8,7 +8,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 # The Wasm modules: thin cdylib crates under filters/wasm/ that hold only an entry point (the
 # stages are plain libraries), so one cargo call builds them all, the chain included.
-WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain)
+WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain aimesh-mcp)
 TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds aimesh-limits
 PYTEST_ARGS ?=
@@ -83,7 +83,8 @@ test-unit:
 CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_conservation.py \
 	e2e/test_audit_log.py e2e/test_stream_limits.py e2e/test_pii_bypass.py e2e/test_edge.py \
 	e2e/test_failure_policy.py e2e/test_secrets.py e2e/test_remote_module.py e2e/test_traces.py \
-	e2e/test_render_envoy.py e2e/test_dashboard.py e2e/test_fleet.py
+	e2e/test_render_envoy.py e2e/test_dashboard.py e2e/test_fleet.py \
+	e2e/test_mcp.py
 
 test-e2e: setup build build-trap oci-tools deploy-tools obs-tools redis-tools
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -97,7 +98,7 @@ wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
 bench: setup build wrk
-	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii && ../$(PY) -m harness.stage_times
+	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii && ../$(PY) -m harness.stage_times && ../$(PY) -m harness.bench_mcp
 
 # Criterion micro-benchmarks of core's hot paths (MB/s).
 bench-core: setup

@@ -49,6 +49,12 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
         assert key.startswith("sk-aimesh-") and key in banner
         assert f"127.0.0.1:{env['AIMESH_PORT']}" in banner
         run_readme_examples(tmp_path / "demo.env")
+        # The banner's MCP snippet, verbatim: the demo key sees and calls what it may.
+        snippet = banner[banner.index("  .venv/bin/python - <<'EOF'"):]
+        snippet = snippet[:snippet.index("\nEOF\n") + 5].strip().replace(".venv/bin/python", sys.executable)
+        out = subprocess.run(["bash", "-euc", f"source {tmp_path / 'demo.env'}\n{snippet}\n"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.split("\n")[:2] == ["['add', 'echo', 'search_docs']", "5"], out
         ads_port = int(re.search(r"ADS \(gRPC\) for more Envoys: 127\.0\.0\.1:(\d+)", banner).group(1))
         socket.create_connection(("127.0.0.1", ads_port), timeout=5).close()
         pids = [int(re.search(rf"{name} pid: (\d+)", banner).group(1)) for name in ("Envoy", "xDS server")]

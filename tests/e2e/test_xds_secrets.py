@@ -162,6 +162,9 @@ def test_a_reply_echoing_the_provider_key_is_scrubbed(tmp_path, pki, build):
 
     def raw(model: str, extra: str = "", path: str = "/v1/chat/completions") -> rawhttp.Reply:
         body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        if path.startswith("/mcp/"):
+            # The mcp stage passes JSON-RPC only.
+            body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
         return rawhttp.http1(envoy.port, (
             f"POST {path} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {KEY}\r\n{echo}{extra}"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}").encode())

@@ -12,6 +12,7 @@ import sys
 import threading
 
 from . import demo, procs, xds
+from .mcp_demo import McpServer
 
 
 BUILDS = {
@@ -35,8 +36,11 @@ def main() -> int:
         started.append(mock)
         private = procs.MockLLM(xds.PRIVATE_PROVIDER, record=False)
         started.append(private)
+        mcp = McpServer()
+        started.append(mcp)
         gw = xds.demo_state(gw_path.resolve(), key, mock.url, port=port, openai=bool(openai_key),
-                            access_log=str(audit.resolve()), private_url=private.url)
+                            access_log=str(audit.resolve()), private_url=private.url,
+                            mcp_url=mcp.url)
         server = xds.XdsServer(config_path=gw_path.resolve(), port=xds_port, poll_ms=200)
         started.append(server)
         # Envoy gets OPENAI_API_KEY by inheritance; header-auth reads it (host_env_keys).
@@ -77,6 +81,23 @@ Filter build: {BUILDS.get(build, build)} (listener.filter_build; AIMESH_BUILD=se
   python3 -c 'import os; from openai import OpenAI; \\
 c = OpenAI(base_url=os.environ["AIMESH_BASE_URL"], api_key=os.environ["AIMESH_DEMO_KEY"]); \\
 print(c.chat.completions.create(model="vm-demo", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
+
+MCP: /mcp/demo is a demo FastMCP server (tools add, echo, search_docs, delete_all); the demo key
+may not call delete_all and does not see it listed. With the official mcp SDK:
+
+  .venv/bin/python - <<'EOF'
+import asyncio, os, httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+async def main():
+    h = httpx.AsyncClient(headers={{"authorization": "Bearer " + os.environ["AIMESH_DEMO_KEY"]}})
+    url = os.environ["AIMESH_BASE_URL"].removesuffix("/v1") + "/mcp/demo"
+    async with h, streamable_http_client(url, http_client=h) as (r, w, _), ClientSession(r, w) as s:
+        await s.initialize()
+        print([t.name for t in (await s.list_tools()).tools])
+        print((await s.call_tool("add", {{"a": 2, "b": 3}})).content[0].text)
+asyncio.run(main())
+EOF
 
 Envoy log: {envoy.log_path}   Envoy pid: {envoy.proc.pid}   xDS server pid: {server.proc.pid}
 Press Ctrl-C to stop.

@@ -140,10 +140,13 @@ def mock_provider(name: str, mock: procs.MockLLM, models: list[str] | None = Non
 #: The second fake provider of `make run`: a private backend serving `PRIVATE_MODEL` only.
 PRIVATE_PROVIDER = "local-private"
 PRIVATE_MODEL = "private-llm"
+#: Tools of the demo MCP server the demo key may call (all but `delete_all`).
+DEMO_MCP_TOOLS = ("add", "echo", "search_*")
 
 
 def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: bool = False,
-                 access_log: str = "/dev/stdout", private_url: str | None = None) -> dict:
+                 access_log: str = "/dev/stdout", private_url: str | None = None,
+                 mcp_url: str | None = None) -> dict:
     """The gateway.yaml equivalent of `demo.demo_config` (for `make run` over xDS): the fake
     upstream as default provider with the virtual model `vm-demo`, the demo key, prices, limits,
     the audit log, optionally a second fake provider at `private_url` that serves
@@ -167,6 +170,9 @@ def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: boo
     if private_url:
         gw["providers"].append({"name": PRIVATE_PROVIDER, "kind": "openai_compatible",
                                 "base_url": private_url, "models": [PRIVATE_MODEL]})
+    if mcp_url:
+        # The demo MCP server (harness.mcp_demo): the demo key may not call `delete_all`.
+        gw["mcp_servers"] = [{"name": "demo", "url": mcp_url, "tools": list(DEMO_MCP_TOOLS)}]
     if openai:
         gw["providers"].append({"name": "openai", "kind": "openai", "api_key": "${env:OPENAI_API_KEY}"})
         gw["virtual_models"] += [{"name": f"openai/{m}", "targets": [{"provider": "openai", "model": m}]}
@@ -199,7 +205,7 @@ def shipped_bootstrap(server_port: int, *, admin_port: int = 0, mtls: dict[str, 
 
 
 def demo_state(path: Path, key: str, mock_url: str, *, port: int, openai: bool,
-               access_log: str, private_url: str | None = None) -> dict:
+               access_log: str, private_url: str | None = None, mcp_url: str | None = None) -> dict:
     """`make run`'s gateway.yaml at `path`: written on first run; later runs keep the user's
     file and only make sure the demo key is in it and the fake providers' (new) addresses are."""
     key_h = demo.key_hash(key)
@@ -208,7 +214,8 @@ def demo_state(path: Path, key: str, mock_url: str, *, port: int, openai: bool,
         text = ("# aimesh `make run`: edit this file while the gateway runs; valid changes apply live\n"
                 "# (reference: docs/gateway-yaml.md). Delete it to start over from the demo.\n"
                 + yaml.safe_dump(demo_gateway(key_h, mock_url, port=port, openai=openai,
-                                              access_log=access_log, private_url=private_url),
+                                              access_log=access_log, private_url=private_url,
+                                              mcp_url=mcp_url),
                                  sort_keys=False))
         write_gateway(path, text)
     text = path.read_text()
@@ -220,6 +227,9 @@ def demo_state(path: Path, key: str, mock_url: str, *, port: int, openai: bool,
         new = urls.get(p.get("name"))
         if new and p.get("base_url") and p["base_url"] != new:
             text = text.replace(p["base_url"], new)
+    for m in gw.get("mcp_servers") or []:
+        if mcp_url and m.get("name") == "demo" and m.get("url") and m["url"] != mcp_url:
+            text = text.replace(m["url"], mcp_url)
     gw = yaml.safe_load(text) or {}
     # `AIMESH_BUILD=native make run` (or chain, separate): the filter build this run uses.
     build = os.environ.get("AIMESH_BUILD")

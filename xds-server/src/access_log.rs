@@ -28,7 +28,10 @@ pub fn fields() -> Vec<(String, String)> {
         let v = format!("%TYPED_CEL(filter_state['wasm.aimesh.audit'].{f})%");
         ((*f).to_string(), v)
     });
-    envoy.chain(record).collect()
+    let mcp = MCP_FIELDS
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()));
+    envoy.chain(record).chain(mcp).collect()
 }
 
 /// The audit line of a build. The native build cannot declare a typed filter-state property;
@@ -61,6 +64,29 @@ pub fn native_value(v: &str) -> String {
         _ => v.to_string(),
     }
 }
+
+/// The mcp stage's record (`wasm.aimesh.mcp`, a `Struct` like the audit record) and the bytes
+/// each way: `null` on requests that are not JSON-RPC over `/mcp/`.
+const MCP_FIELDS: [(&str, &str); 6] = [
+    (
+        "mcp_method",
+        "%TYPED_CEL(filter_state['wasm.aimesh.mcp'].method)%",
+    ),
+    (
+        "mcp_tool",
+        "%TYPED_CEL(filter_state['wasm.aimesh.mcp'].tool)%",
+    ),
+    (
+        "mcp_error_code",
+        "%TYPED_CEL(filter_state['wasm.aimesh.mcp'].error_code)%",
+    ),
+    (
+        "mcp_error",
+        "%TYPED_CEL(filter_state['wasm.aimesh.mcp'].error)%",
+    ),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+];
 
 // Wire-compatible mirrors of `FileAccessLog { path, log_format: SubstitutionFormatString {
 // json_format: Struct } }` with a sorted map: envoy-types' `Struct` is a `HashMap`, whose

@@ -281,6 +281,27 @@ pub struct McpServer {
     /// Credential sent to the server: `${env:NAME}` or `${file:/path}`.
     #[serde(default)]
     pub api_key: Option<SecretRef>,
+    /// The server's default allow-list of tool patterns (exact, `prefix*`, `*`); absent: every
+    /// tool. A key's `mcp` entry for this server replaces it.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// Per-tool limits, counted per key (or JWT rule).
+    #[serde(default)]
+    pub limits: Vec<McpToolLimit>,
+}
+
+/// A limit on one MCP tool, per key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpToolLimit {
+    /// Tool name (exact).
+    pub tool: String,
+    /// Calls per minute per key.
+    #[serde(default)]
+    pub calls_per_minute: Option<u64>,
+    /// Calls in flight at once per key.
+    #[serde(default)]
+    pub max_concurrent: Option<u64>,
 }
 
 /// A model name clients use, served by one or more provider models.
@@ -348,6 +369,10 @@ pub struct Key {
     /// Refuse the key without deleting it.
     #[serde(default)]
     pub disabled: bool,
+    /// MCP tools the key may call: server name -> tool patterns (exact, `prefix*`, `*`). A
+    /// server absent from the map: the server's `tools`; an empty list: no tool.
+    #[serde(default)]
+    pub mcp: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// A rate limit; the most specific matching entry applies (key, then team, then default).

@@ -350,6 +350,37 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         if let Some(k) = &m.api_key {
             v.secret(&format!("mcp_servers[{i}].api_key"), k);
         }
+        for (j, p) in m.tools.iter().flatten().enumerate() {
+            let f = format!("mcp_servers[{i}].tools[{j}]");
+            if let Err(e) = aimesh_config::mcp::check_pattern(&f, p) {
+                v.err(f, &e.problem.to_string());
+            }
+        }
+        for (j, l) in m.limits.iter().enumerate() {
+            let f = format!("mcp_servers[{i}].limits[{j}]");
+            if l.tool.is_empty() || l.tool.contains('*') {
+                v.err(format!("{f}.tool"), "one exact tool name");
+            }
+            match (l.calls_per_minute, l.max_concurrent) {
+                (None, None) => v.err(f, "give calls_per_minute or max_concurrent"),
+                (Some(0), _) | (_, Some(0)) => v.err(f, "a limit must be at least 1"),
+                _ => {}
+            }
+        }
+    }
+    for (i, k) in gw.keys.iter().enumerate() {
+        for (server, patterns) in k.mcp.iter().flatten() {
+            let f = format!("keys[{i}].mcp.{server}");
+            if !gw.mcp_servers.iter().any(|m| &m.name == server) {
+                v.err(f.clone(), &format!("no mcp_servers entry named '{server}'"));
+            }
+            for (j, p) in patterns.iter().enumerate() {
+                let pf = format!("{f}[{j}]");
+                if let Err(e) = aimesh_config::mcp::check_pattern(&pf, p) {
+                    v.err(pf, &e.problem.to_string());
+                }
+            }
+        }
     }
     let mut vnames = HashSet::new();
     for (i, vm) in gw.virtual_models.iter().enumerate() {

@@ -14,8 +14,9 @@ use aimesh_host::{Configured, Env, StageDef, StageError};
 pub use aimesh_config::chain::ChainConfig;
 
 /// Every stage, in chain order.
-pub const STAGES: [&StageDef; 5] = [
+pub const STAGES: [&StageDef; 6] = [
     &aimesh_auth::STAGE,
+    &aimesh_mcp::STAGE,
     &aimesh_pii_redaction::STAGE,
     &aimesh_virtual_model::STAGE,
     &aimesh_token_accounting::STAGE,

@@ -6,13 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounting::TokenAccountingConfig;
 use crate::auth::AuthConfig;
+use crate::mcp::McpConfig;
 use crate::pii::PiiConfig;
 use crate::routing::{Role, RoutingConfig};
 use crate::{endpoints, ConfigError, Validate};
 
 /// Stages in chain order (the order `make run` configures the five filters).
-pub const STAGES: [&str; 5] = [
+pub const STAGES: [&str; 6] = [
     "auth",
+    "mcp",
     "pii-redaction",
     "virtual-model",
     "token-accounting",
@@ -26,6 +28,9 @@ pub struct ChainConfig {
     /// Auth filter configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// MCP governance stage configuration (only when MCP servers are configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpConfig>,
     /// PII-redaction filter configuration.
     #[serde(
         default,
@@ -65,6 +70,7 @@ impl ChainConfig {
     pub fn section(&self, name: &str) -> Option<Vec<u8>> {
         let json = match name {
             "auth" => serde_json::to_vec(self.auth.as_ref()?),
+            "mcp" => serde_json::to_vec(self.mcp.as_ref()?),
             "pii-redaction" => serde_json::to_vec(self.pii_redaction.as_ref()?),
             "virtual-model" => serde_json::to_vec(self.virtual_model.as_ref()?),
             "token-accounting" => serde_json::to_vec(self.token_accounting.as_ref()?),
@@ -74,9 +80,10 @@ impl ChainConfig {
         json.ok()
     }
 
-    fn sections(&self) -> [(&'static str, Option<&dyn Validate>); 5] {
+    fn sections(&self) -> [(&'static str, Option<&dyn Validate>); 6] {
         [
             ("auth", self.auth.as_ref().map(|c| c as &dyn Validate)),
+            ("mcp", self.mcp.as_ref().map(|c| c as _)),
             ("pii-redaction", self.pii_redaction.as_ref().map(|c| c as _)),
             ("virtual-model", self.virtual_model.as_ref().map(|c| c as _)),
             (

@@ -15,6 +15,7 @@ pub mod egress;
 pub mod endpoints;
 pub mod error;
 pub mod fleet;
+pub mod mcp;
 pub mod names;
 pub mod path;
 pub mod pii;

@@ -57,4 +57,6 @@ mod tests;
 #[cfg(test)]
 mod tests_chain;
 #[cfg(test)]
+mod tests_mcp;
+#[cfg(test)]
 mod tests_response;

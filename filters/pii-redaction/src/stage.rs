@@ -4,10 +4,11 @@
 use std::rc::Rc;
 
 use aimesh_core::pii::json::{redact_request, respond_body};
+use aimesh_core::pii::mcp::{refusal, respond_reply, McpSse};
 use aimesh_core::pii::stream::SseRedactor;
 use aimesh_core::pii::{Engine, PiiError, Session};
 use aimesh_core::ErrorKind;
-use aimesh_host::{replace_request_body, send_error, Action, Body, Host, Stage};
+use aimesh_host::{replace_request_body, send_error, send_json, Action, Body, Host, Stage};
 
 /// Filter-state key (`%FILTER_STATE(wasm.aimesh.pii:PLAIN)%`): `TYPE:count,...`, never values.
 pub(crate) const STATE: &str = "aimesh.pii";
@@ -20,6 +21,9 @@ enum Response {
     Pass,
     Json,
     Sse(Box<SseRedactor>),
+    /// A JSON-RPC reply on `/mcp/`: tool result text, not model text.
+    McpJson,
+    McpSse(Box<McpSse>),
 }
 
 pub(crate) struct Filter {
@@ -31,6 +35,8 @@ pub(crate) struct Filter {
     /// The refusal for this request's body should it not be JSON.
     not_json: PiiError,
     response: Response,
+    /// The request went to an MCP server (`/mcp/<server>`): its replies are JSON-RPC.
+    mcp: bool,
 }
 
 impl Filter {
@@ -43,6 +49,7 @@ impl Filter {
             done: false,
             not_json: PiiError::InvalidJson,
             response: Response::Pass,
+            mcp: false,
         }
     }
 }
@@ -58,6 +65,7 @@ impl Stage for Filter {
         };
         let hs = host.request_headers();
         let path = hs.get(":path").unwrap_or_default();
+        self.mcp = path.starts_with("/mcp/");
         let headers = |n: &str| hs.get(n).map(str::to_string);
         self.policy = self.engine.select(route.as_deref(), path, &headers);
         // Kept for the refusal only: the body is scanned whatever it is declared as, because
@@ -112,8 +120,13 @@ impl Stage for Filter {
         if encoded {
             return Action::Continue;
         }
-        if ct.starts_with("text/event-stream") {
+        let sse = ct.starts_with("text/event-stream");
+        if sse && self.mcp {
+            self.response = Response::McpSse(Box::default());
+        } else if sse {
             self.response = Response::Sse(Box::default());
+        } else if ct.contains("json") && self.mcp {
+            self.response = Response::McpJson;
         } else if ct.contains("json") {
             self.response = Response::Json;
         } else {
@@ -129,13 +142,29 @@ impl Stage for Filter {
         let policy = engine.policy(self.policy);
         match &mut self.response {
             Response::Pass => Action::Continue,
-            Response::Json if !eos => Action::Pause,
-            Response::Json => {
+            Response::Json | Response::McpJson if !eos => Action::Pause,
+            Response::Json | Response::McpJson => {
                 let body = host.body(Body::Response, size).unwrap_or_default();
-                if let Some(new) = respond_body(&engine, policy, &mut self.session, &body) {
+                let new = if matches!(self.response, Response::McpJson) {
+                    respond_reply(&engine, policy, &mut self.session, &body)
+                } else {
+                    respond_body(&engine, policy, &mut self.session, &body)
+                };
+                if let Some(new) = new {
                     host.replace_body(Body::Response, size, &new);
                 }
                 self.report(host);
+                Action::Continue
+            }
+            Response::McpSse(sse) => {
+                let chunk = host.body(Body::Response, size).unwrap_or_default();
+                let out = sse.push(&chunk, eos, &engine, policy, &mut self.session);
+                if out != chunk {
+                    host.replace_body(Body::Response, size, &out);
+                }
+                if eos {
+                    self.report(host);
+                }
                 Action::Continue
             }
             Response::Sse(sse) => {
@@ -174,6 +203,12 @@ impl Filter {
         let blocked = engine.blocked_error(&self.session);
         self.report(host);
         match (result, blocked) {
+            (_, Some(err)) if self.mcp => {
+                // An MCP client reads JSON-RPC: the refusal answers its request id.
+                host.metrics().count(&format!("{STAT}.blocked"), 1);
+                send_json(host, 200, &[], &refusal(&body, &err));
+                Action::Pause
+            }
             (_, Some(err)) => refuse(host, "blocked", &err),
             (Err(_), None) => {
                 let err = self.not_json.clone();

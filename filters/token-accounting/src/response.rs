@@ -239,9 +239,12 @@ impl Filter {
     pub(crate) fn publish(&mut self, host: &mut dyn Host) {
         self.published = true;
         let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        // Refused before this filter saw the request (auth's limits, the mcp stage): the caller
+        // is still in auth's facts.
+        let facts = host.facts().clone();
         let mut r = Record {
-            key_id: nonempty(&self.key_id),
-            team: nonempty(&self.team),
+            key_id: nonempty(&self.key_id).or(facts.key_id),
+            team: nonempty(&self.team).or(facts.team),
             model: nonempty(&self.model),
             upstream_status: self.refused.then_some(429),
             ..Record::default()

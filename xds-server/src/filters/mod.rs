@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use aimesh_config::accounting::{KeyLimits, LimitsConfig, TokenAccountingConfig};
 use aimesh_config::auth::{AuthConfig, CatalogueConfig, CatalogueModel, KeyEntry, ModelRoute};
 use aimesh_config::chain::ChainConfig;
+use aimesh_config::mcp::{Grant, McpConfig, ServerAccess, ToolLimit};
 use aimesh_config::pii::{Action, HeaderMatch, PatternConfig, PiiConfig, PiiType, PolicyConfig};
 use aimesh_config::routing::{self, RoutingConfig};
 use aimesh_config::{endpoints, Validate};
@@ -26,7 +27,7 @@ pub use check::check;
 pub use header_auth::{header_auth, header_auth_upstream};
 
 /// The filters, in chain order (see `tests/harness/paths.py::FILTERS`).
-pub const NAMES: [&str; 5] = aimesh_config::chain::STAGES;
+pub const NAMES: [&str; 6] = aimesh_config::chain::STAGES;
 
 /// The one-filter build (`aimesh_chain.wasm`): the five as stages, one config section each.
 pub const CHAIN: &str = "chain";
@@ -34,7 +35,11 @@ pub const CHAIN: &str = "chain";
 /// The Wasm filters the listener loads, in order.
 pub fn loaded(gw: &Gateway) -> Vec<&'static str> {
     match gw.listener.filter_build {
-        FilterBuild::Separate => NAMES.to_vec(),
+        // The mcp filter only where there is MCP traffic to govern.
+        FilterBuild::Separate => NAMES
+            .into_iter()
+            .filter(|n| *n != "mcp" || !gw.mcp_servers.is_empty())
+            .collect(),
         FilterBuild::Chain | FilterBuild::Native => vec![CHAIN],
     }
 }
@@ -49,6 +54,8 @@ pub fn extension_name(filter: &str) -> String {
 pub struct FilterConfigs {
     /// `aimesh_auth.wasm`.
     pub auth: AuthConfig,
+    /// `aimesh_mcp.wasm`, when MCP servers are configured.
+    pub mcp: Option<McpConfig>,
     /// `aimesh_pii_redaction.wasm`.
     pub pii_redaction: PiiConfig,
     /// `aimesh_virtual_model.wasm`, downstream instance.
@@ -65,6 +72,7 @@ impl FilterConfigs {
     pub fn build(gw: &Gateway, resolve_files: bool) -> Result<Self, String> {
         Ok(Self {
             auth: auth(gw),
+            mcp: mcp(gw),
             pii_redaction: pii(gw, resolve_files)?,
             virtual_model: virtual_model(gw),
             token_accounting: token_accounting(gw),
@@ -76,6 +84,7 @@ impl FilterConfigs {
     pub fn chain(&self) -> ChainConfig {
         ChainConfig {
             auth: Some(self.auth.clone()),
+            mcp: self.mcp.clone(),
             pii_redaction: Some(self.pii_redaction.clone()),
             virtual_model: Some(self.virtual_model.clone()),
             token_accounting: Some(self.token_accounting.clone()),
@@ -85,14 +94,18 @@ impl FilterConfigs {
     }
 
     /// `(filter, config)` in chain order.
-    pub fn each(&self) -> [(&'static str, &dyn Validate); 5] {
-        [
-            ("auth", &self.auth),
+    pub fn each(&self) -> Vec<(&'static str, &dyn Validate)> {
+        let mut all: Vec<(&'static str, &dyn Validate)> = vec![("auth", &self.auth)];
+        if let Some(m) = &self.mcp {
+            all.push(("mcp", m));
+        }
+        all.extend([
             ("pii-redaction", &self.pii_redaction),
             ("virtual-model", &self.virtual_model),
             ("token-accounting", &self.token_accounting),
             ("header-auth", &self.header_auth),
-        ]
+        ] as [(&'static str, &dyn Validate); 4]);
+        all
     }
 }
 
@@ -107,8 +120,11 @@ pub fn configs(gw: &Gateway, resolve_files: bool) -> Result<Vec<(&'static str, S
     if gw.listener.filter_build != FilterBuild::Separate {
         return Ok(vec![(CHAIN, to_json(CHAIN, &c.chain())?)]);
     }
-    Ok(vec![
-        ("auth", to_json("auth", &c.auth)?),
+    let mut all = vec![("auth", to_json("auth", &c.auth)?)];
+    if let Some(m) = &c.mcp {
+        all.push(("mcp", to_json("mcp", m)?));
+    }
+    all.extend([
         ("pii-redaction", to_json("pii-redaction", &c.pii_redaction)?),
         ("virtual-model", to_json("virtual-model", &c.virtual_model)?),
         (
@@ -116,7 +132,8 @@ pub fn configs(gw: &Gateway, resolve_files: bool) -> Result<Vec<(&'static str, S
             to_json("token-accounting", &c.token_accounting)?,
         ),
         ("header-auth", to_json("header-auth", &c.header_auth)?),
-    ])
+    ]);
+    Ok(all)
 }
 
 /// `pii.entities` names, as gateway.yaml spells them: the filter's built-in types, lower case.
@@ -423,6 +440,70 @@ pub fn virtual_model_upstream(gw: &Gateway) -> RoutingConfig {
         role: routing::Role::Upstream,
         ..virtual_model(gw)
     }
+}
+
+/// The mcp filter's config, when MCP servers are configured: each server's default tool list,
+/// each key's `mcp` map, per-tool limits for every key.
+pub fn mcp(gw: &Gateway) -> Option<McpConfig> {
+    if gw.mcp_servers.is_empty() {
+        return None;
+    }
+    let servers = gw
+        .mcp_servers
+        .iter()
+        .map(|m| {
+            let mut access = ServerAccess::default();
+            if let Some(t) = &m.tools {
+                access.tools = t.clone();
+            }
+            (m.name.clone(), access)
+        })
+        .collect();
+    let callers = gw
+        .keys
+        .iter()
+        .filter_map(|k| {
+            let map = k.mcp.as_ref()?;
+            let grants = map
+                .iter()
+                .map(|(server, tools)| {
+                    let grant = Grant {
+                        tools: Some(tools.clone()),
+                        ..Default::default()
+                    };
+                    (server.clone(), grant)
+                })
+                .collect();
+            Some((k.id.clone(), grants))
+        })
+        .collect();
+    let limits: Vec<ToolLimit> = gw
+        .mcp_servers
+        .iter()
+        .flat_map(|m| {
+            m.limits.iter().map(|l| ToolLimit {
+                server: m.name.clone(),
+                tool: l.tool.clone(),
+                calls_per_minute: l.calls_per_minute,
+                max_concurrent: l.max_concurrent,
+            })
+        })
+        .collect();
+    let known_callers = if limits.is_empty() {
+        Vec::new()
+    } else {
+        gw.keys.iter().map(|k| k.id.clone()).collect()
+    };
+    Some(McpConfig {
+        servers,
+        callers,
+        teams: Default::default(),
+        limits,
+        known_callers,
+        max_body_bytes: aimesh_config::mcp::DEFAULT_MAX_BODY_BYTES,
+        max_batch: aimesh_config::mcp::DEFAULT_MAX_BATCH,
+        validate_arguments: true,
+    })
 }
 
 /// Token-accounting's config: limits by key id (teams expanded) and prices.

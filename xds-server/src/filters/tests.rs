@@ -253,6 +253,15 @@ mod chain {
     #[test]
     fn chain_config_has_one_section_per_filter_in_order() {
         let mut gw = Gateway::default();
+        let without_mcp: Vec<&str> = NAMES.into_iter().filter(|n| *n != "mcp").collect();
+        assert_eq!(loaded(&gw), without_mcp);
+        gw.mcp_servers = vec![crate::model::McpServer {
+            name: "docs".into(),
+            url: "https://docs.example.com/mcp".into(),
+            api_key: None,
+            tools: Some(vec!["search*".into()]),
+            limits: vec![],
+        }];
         assert_eq!(loaded(&gw), NAMES.to_vec());
         let five = configs(&gw, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(five.iter().map(|(n, _)| *n).collect::<Vec<_>>(), NAMES);

@@ -68,6 +68,8 @@ pub enum Value<'a> {
     Str(&'a str),
     /// A JSON boolean.
     Bool(bool),
+    /// A JSON number that may be negative (a JSON-RPC error code).
+    Signed(i64),
 }
 
 /// Field names of the record, in the order [`Record::fields`] gives them.
@@ -171,6 +173,11 @@ fn encode_value(v: Value<'_>) -> Vec<u8> {
         }
         Value::Str(t) => proto::bytes(&mut out, 3, t.as_bytes()),
         Value::Bool(b) => proto::varint_field(&mut out, 4, u64::from(b)),
+        Value::Signed(x) => {
+            proto::key(&mut out, 2, 1);
+            #[allow(clippy::cast_precision_loss)] // error codes are small
+            out.extend_from_slice(&(x as f64).to_le_bytes());
+        }
     }
     out
 }
@@ -211,6 +218,29 @@ pub fn declaration() -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     proto::bytes(&mut out, 1, PROPERTY.as_bytes());
     // type = Protobuf (3); readonly and span keep their defaults (false, FilterChain).
+    proto::varint_field(&mut out, 3, 3);
+    proto::bytes(&mut out, 4, TYPE_URL.as_bytes());
+    out
+}
+
+/// Any `(name, value)` list as a serialized `google.protobuf.Struct`: another stage's record
+/// (the mcp stage's `wasm.aimesh.mcp`), typed the same way as [`Record::encode`].
+pub fn encode_struct(fields: &[(&str, Value<'_>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    for (name, value) in fields {
+        let v = encode_value(*value);
+        let mut entry = Vec::with_capacity(name.len() + v.len() + 6);
+        proto::bytes(&mut entry, 1, name.as_bytes());
+        proto::bytes(&mut entry, 2, &v);
+        proto::bytes(&mut out, 1, &entry);
+    }
+    out
+}
+
+/// [`declaration`] for another property name.
+pub fn declaration_of(property: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    proto::bytes(&mut out, 1, property.as_bytes());
     proto::varint_field(&mut out, 3, 3);
     proto::bytes(&mut out, 4, TYPE_URL.as_bytes());
     out

@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod fold;
 pub mod json;
+pub mod mcp;
 pub mod scan;
 pub mod stream;
 pub mod validate;

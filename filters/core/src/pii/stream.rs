@@ -149,7 +149,7 @@ pub struct SseRedactor {
     created: Option<Value>,
 }
 
-fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' {

@@ -254,13 +254,14 @@ fn a_body_that_is_not_an_llm_request_passes_unaccounted() {
 fn a_request_answered_before_or_while_this_stage_held_it_is_logged_unaccounted() {
     let w = world();
     let root = root(&w, "{}");
-    // Refused by an earlier filter: this stage only logs.
+    // Refused by an earlier filter: this stage only logs, with the caller auth identified.
     let mut ex = exchange(&w, root.as_ref(), auth_facts(), "", true);
     ex.log();
-    assert_eq!(
-        audit_bytes(&ex),
-        Some(&unaccounted(&Facts::default()).encode())
-    );
+    let caller = Facts {
+        model: None,
+        ..auth_facts()
+    };
+    assert_eq!(audit_bytes(&ex), Some(&unaccounted(&caller).encode()));
 
     // Answered while the body was held here (an earlier filter's reply to the whole body).
     let body = chat(r#","stream":true"#);
