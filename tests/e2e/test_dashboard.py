@@ -18,6 +18,11 @@ FILTER_BUILD = paths.build()
 DASHBOARD = paths.REPO / "deploy" / "grafana" / "aimesh.json"
 # Panels use Grafana's rate window; Prometheus itself gets a fixed one covering both rounds.
 RATE_WINDOW = "2m"
+# The native module defines its stats as one family with one label (Envoy lets a dynamic module
+# define stats only at configuration time), so Prometheus sees `envoy_wasmcustom{aimesh="<name>"}`
+# there, not the labelled GenAI histograms the dashboard queries: issue 22 keeps this open.
+pytestmark = pytest.mark.skipif(FILTER_BUILD == "native", reason="native build: GenAI histograms are "
+                                "one `aimesh`-labelled family, not the dashboard's metric names yet")
 
 
 @pytest.fixture(scope="module")
