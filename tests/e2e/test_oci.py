@@ -25,7 +25,7 @@ WASM_LAYER = "application/vnd.module.wasm.content.layer.v1+wasm"
 WASM_CONFIG = "application/vnd.module.wasm.config.v1+json"
 COMPAT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 # What `make oci` packs: the five filters and the one-filter chain.
-MODULES = [paths.wasm(f) for f in paths.FILTERS] + [paths.CHAIN_WASM]
+MODULES = [paths.wasm(f) for f in paths.FILTERS + ["mcp"]] + [paths.CHAIN_WASM]
 
 
 def build(out: Path, modules: list[Path] = MODULES, version: str | None = None) -> dict[str, dict]:
@@ -105,7 +105,7 @@ def test_images_round_trip_through_a_real_registry_by_digest(tmp_path):
         assert compat_plugin(pulled) == module_bytes
 
 
-def test_make_oci_packs_the_five_filters_and_the_chain():
+def test_make_oci_packs_every_filter_and_the_chain():
     """The module list of the Makefile's `oci` target (a dry run prints the command) is the one
     these tests build: a renamed crate variable once left it packing nothing."""
     out = subprocess.run(["make", "-n", "oci"], cwd=paths.REPO, capture_output=True, text=True,
