@@ -78,9 +78,17 @@ fn cel_str(s: &str) -> String {
 
 /// The span attributes: (name, substitution format).
 pub fn tags(gw: &Gateway) -> Vec<(String, String)> {
-    let record_tags = RECORD_TAGS
-        .iter()
-        .map(|(tag, f)| (tag.to_string(), format!("%CEL({})%", record(f))));
+    // The native build cannot declare a filter-state record; it writes the record's fields to
+    // the dynamic-metadata namespace of the record's name, as the access log reads them.
+    let native = gw.listener.filter_build == crate::model::FilterBuild::Native;
+    let record_tags = RECORD_TAGS.iter().map(|(tag, f)| {
+        let value = if native {
+            format!("%DYNAMIC_METADATA(aimesh.audit:{f})%")
+        } else {
+            format!("%CEL({})%", record(f))
+        };
+        (tag.to_string(), value)
+    });
     let auth_tags = AUTH_TAGS.iter().map(|(tag, key)| {
         (
             tag.to_string(),

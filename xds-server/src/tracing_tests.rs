@@ -90,6 +90,25 @@ fn the_span_attributes_and_where_they_are_read() {
 }
 
 #[test]
+fn the_native_build_reads_the_record_from_dynamic_metadata() {
+    let g = gw("listener: { filter_build: native }\nobservability:\n  otlp: { endpoint: 'http://127.0.0.1:4317' }\n");
+    let tags: std::collections::BTreeMap<_, _> = tags(&g).into_iter().collect();
+    assert_eq!(
+        tags["gen_ai.request.model"],
+        "%DYNAMIC_METADATA(aimesh.audit:model)%"
+    );
+    assert_eq!(
+        tags["gen_ai.usage.output_tokens"],
+        "%DYNAMIC_METADATA(aimesh.audit:output_tokens)%"
+    );
+    // Plain properties stay in filter state in every build.
+    assert_eq!(
+        tags["aimesh.key.id"],
+        "%CEL(filter_state['wasm.aimesh.key_id'])%"
+    );
+}
+
+#[test]
 fn cel_strings_are_quoted() {
     assert_eq!(cel_str("a'b\\c"), "'a\\'b\\\\c'");
 }
