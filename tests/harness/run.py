@@ -22,6 +22,27 @@ BUILDS = {
 }
 
 
+def supervise(started: list, name: str) -> int:
+    """Until Ctrl-C, SIGTERM or one of `started` exiting (its log tail is printed); then stops
+    them all, last started first. Shared by `make run` and `make run-fleet`."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            dead = [p for p in started if not p.alive()]
+            if dead:
+                print(f"{name}: {dead[0].name} exited; stopping", file=sys.stderr)
+                print(dead[0].log()[-4000:], file=sys.stderr)
+                break
+            stop.wait(0.5)
+    finally:
+        for p in reversed(started):
+            p.stop()
+        print(f"{name} stopped", flush=True)
+    return 0
+
+
 def main() -> int:
     port = demo.env_port("AIMESH_PORT", 10000)
     admin_port = demo.env_port("AIMESH_ADMIN_PORT", 9901)
@@ -102,22 +123,7 @@ EOF
 Envoy log: {envoy.log_path}   Envoy pid: {envoy.proc.pid}   xDS server pid: {server.proc.pid}
 Press Ctrl-C to stop.
 """, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        while not stop.is_set():
-            dead = [p for p in started if not p.alive()]
-            if dead:
-                print(f"a gateway process exited ({dead[0].name}); stopping", file=sys.stderr)
-                print(dead[0].log()[-4000:], file=sys.stderr)
-                break
-            stop.wait(0.5)
-    finally:
-        for p in reversed(started):
-            p.stop()
-        print("aimesh stopped", flush=True)
-    return 0
+    return supervise(started, "aimesh")
 
 
 if __name__ == "__main__":

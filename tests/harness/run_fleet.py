@@ -7,13 +7,12 @@ after it, both fed by that one file. A key's limits and budgets hold across both
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 import yaml
 
 from . import demo, fleet, procs, xds
+from .run import supervise
 
 
 def fleet_state(path, key: str, mock_url: str, private_url: str, limits: fleet.Limits,
@@ -73,22 +72,7 @@ Demo key: {key}   Config: {gw_path} (limits.store: redis; edit it live)
 Try the same key on both: its requests/minute, tokens/minute and budget are fleet-wide.
 Press Ctrl-C to stop.
 """, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        while not stop.is_set():
-            dead = [p for p in started if not p.alive()]
-            if dead:
-                print(f"a fleet process exited ({dead[0].name}); stopping", file=sys.stderr)
-                print(dead[0].log()[-4000:], file=sys.stderr)
-                break
-            stop.wait(0.5)
-    finally:
-        for p in reversed(started):
-            p.stop()
-        print("aimesh fleet stopped", flush=True)
-    return 0
+    return supervise(started, "aimesh fleet")
 
 
 if __name__ == "__main__":
