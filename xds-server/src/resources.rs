@@ -673,7 +673,7 @@ fn edge(trusted_hops: u32) -> hcm::HttpConnectionManager {
 /// A filter's `PluginConfig.configuration`: the JSON as a `StringValue`, or, when it holds
 /// secret values (`sensitive`), as the `inline_string` of a `GenericSecret`. Envoy's
 /// `/config_dump` redacts that message's `secret` field (it is marked sensitive) and still
-/// hands the VM the message's bytes, which `aimesh_glue` unwraps (`config::unwrap_generic_secret`).
+/// hands the VM the message's bytes, which the Wasm and native builds unwrap (`aimesh_host::config::unwrap_generic_secret`).
 pub fn plugin_configuration(json: &str, sensitive: bool) -> Any {
     if !sensitive {
         return any(

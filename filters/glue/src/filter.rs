@@ -80,13 +80,13 @@ macro_rules! wasm_filter {
 }
 
 /// The `PluginConfig.configuration` bytes, unwrapped when aimesh-xds sent them as a
-/// `GenericSecret` (see [`crate::config::unwrap_generic_secret`]).
+/// `GenericSecret` (see [`aimesh_host::config::unwrap_generic_secret`]).
 fn plugin_configuration() -> Vec<u8> {
     let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
         .ok()
         .flatten()
         .unwrap_or_default();
-    match crate::config::unwrap_generic_secret(&raw) {
+    match aimesh_host::config::unwrap_generic_secret(&raw) {
         Some(inner) => inner.to_vec(),
         None => raw,
     }

@@ -11,14 +11,12 @@
 // clippy.toml forbids elsewhere are this crate's job.
 #![allow(clippy::disallowed_methods)]
 
-pub mod config;
 pub mod filter;
 mod header_map;
 pub mod host;
 mod timing;
 mod wasm_host;
 
-pub use config::unwrap_generic_secret;
 pub use filter::{root, Configure};
 pub use host::{host_now, HostMetrics, HostStore};
 pub use wasm_host::{FactsMode, WasmEnv, WasmHost};

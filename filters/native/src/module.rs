@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aimesh_host::config::unwrap_generic_secret;
 use aimesh_host::{Action, CalloutResponse, Configured, Flow, Headers, StageError, StageRoot};
 
 use crate::ffi::{log, log_enabled, Filter, FilterConfig, LogLevel};
@@ -104,31 +105,6 @@ pub fn config_new(config: FilterConfig, name: &[u8], raw: &[u8]) -> Option<Box<C
         raw: raw.to_vec(),
         env,
     }))
-}
-
-/// The `secret.inline_string` (or `inline_bytes`) of a serialized `GenericSecret`, the wrapper
-/// aimesh-xds puts a configuration holding secret values in (Envoy's `/config_dump` redacts
-/// it); `None` for anything else. The same rule as `aimesh_glue::config::unwrap_generic_secret`
-/// (that crate links proxy-wasm, which a native module cannot): only an exact encoding counts,
-/// so JSON text is never mistaken for it.
-pub fn unwrap_generic_secret(raw: &[u8]) -> Option<&[u8]> {
-    fn field(buf: &[u8], key: u8) -> Option<&[u8]> {
-        let (&first, rest) = buf.split_first()?;
-        if first != key {
-            return None;
-        }
-        let mut len: usize = 0;
-        for (i, &b) in rest.iter().enumerate().take(5) {
-            len |= usize::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                let body = rest.get(i + 1..)?;
-                return (body.len() == len).then_some(body);
-            }
-        }
-        None
-    }
-    let source = field(raw, 0x0a)?;
-    field(source, 0x1a).or_else(|| field(source, 0x12))
 }
 
 /// One worker's copy of a configuration's pipeline.
@@ -288,24 +264,5 @@ impl Stream {
             fl.callout_response(h, token, response);
             Action::Continue
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_generic_secret_is_unwrapped_and_json_is_not() {
-        assert_eq!(
-            unwrap_generic_secret(&[0x0a, 0x04, 0x1a, 0x02, b'{', b'}']),
-            Some(&b"{}"[..])
-        );
-        assert_eq!(unwrap_generic_secret(b"{}"), None);
-        assert_eq!(unwrap_generic_secret(b"\n{\"auth\":{}}"), None);
-        assert_eq!(
-            unwrap_generic_secret(&[0x0a, 0x05, 0x1a, 0x02, b'{', b'}']),
-            None
-        );
     }
 }

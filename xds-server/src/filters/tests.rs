@@ -26,7 +26,7 @@ mod built {
         assert!(crate::filters::has_file_secrets(&gw("${file:/run/oa}")));
         let wrapped = crate::resources::plugin_configuration("{}", true);
         assert_eq!(wrapped.type_url, crate::resources::GENERIC_SECRET);
-        // aimesh-glue's `unwrap_generic_secret` test decodes these very bytes.
+        // aimesh-host's `config::unwrap_generic_secret` test decodes these very bytes.
         assert_eq!(wrapped.value, [0x0a, 0x04, 0x1a, 0x02, b'{', b'}']);
         let plain = crate::resources::plugin_configuration("{}", false);
         assert!(plain.type_url.ends_with("StringValue"));
