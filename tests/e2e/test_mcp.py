@@ -20,8 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 from mcp.types import LATEST_PROTOCOL_VERSION
 
-from harness import audit, demo, paths, procs, rawhttp, xds
-from harness.mcp_demo import DEMO_ALLOWED, McpServer
+from harness import audit, demo, otlp, paths, procs, rawhttp, xds
+from harness.mcp_demo import DEMO_ALLOWED, PROMPTS, RESOURCES, TEMPLATES, McpServer
 
 FILTER_BUILD = paths.build()
 ALICE = "sk-aimesh-" + "a" * 64
@@ -76,16 +76,19 @@ def gw(tmp_path_factory):
     mock = procs.MockLLM("mock")
     server = McpServer()
     raw, raw_port = split_server()
+    receiver = otlp.Receiver()
     s = xds.XdsServer({
         "listener": {"address": "127.0.0.1", "port": 0, "route_timeout": "30s",
                      "filter_build": FILTER_BUILD, "access_log": str(log)},
         "providers": [xds.mock_provider("local", mock)],
         "default_provider": "local",
         "keys": [{"id": "alice", "hash": demo.key_hash(ALICE), "team": "a"},
-                 {"id": "admin", "hash": demo.key_hash(ADMIN), "mcp": {"demo": ["*"]}},
+                 {"id": "admin", "hash": demo.key_hash(ADMIN),
+                  "mcp": {"demo": {"tools": ["*"], "prompts": ["*"], "resources": ["*"]}}},
                  {"id": "carol", "hash": demo.key_hash(CAROL)}],
         "mcp_servers": [
             {"name": "demo", "url": server.url, "tools": DEMO_ALLOWED,
+             "prompts": ["summarize"], "resources": ["docs://public/*"],
              "limits": [{"tool": "search_docs", "calls_per_minute": LIMIT}]},
             {"name": "split", "url": f"http://127.0.0.1:{raw_port}/mcp", "tools": ["add", "echo"]},
         ],
@@ -97,11 +100,13 @@ def gw(tmp_path_factory):
                              "strict": {"mode": "block", "entities": ["us_ssn"]}},
                 "rules": [{"header": {"name": "x-pii-policy", "value": p}, "policy": p}
                           for p in ("raw", "strict")]},
+        "observability": {"otlp": {"endpoint": receiver.endpoint, "service_name": "aimesh-mcp"}},
     })
     e = procs.Envoy(xds.ads_bootstrap(s.port), concurrency=2)
     e.audit_log = log
+    e.mcp_server, e.receiver = server, receiver
     yield e
-    for p in (e, s, server, mock):
+    for p in (e, s, server, mock, receiver):
         p.stop()
     raw.close()
 
@@ -250,15 +255,36 @@ def test_bad_input_over_raw_http_gets_a_json_rpc_error_never_a_5xx(gw, body, sta
     assert error["code"] == code
 
 
-def test_unknown_methods_reach_the_server_and_oversized_bodies_get_413(gw):
-    r = post(gw, "/mcp/demo", ALICE, {"jsonrpc": "2.0", "id": 1, "method": "vendor/unknown"})
-    assert r.status_code < 500
-    assert "tool_not_allowed" not in r.text
-    big = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-           "params": {"name": "echo", "arguments": {"text": "x" * (2 << 20)}}}
-    # Envoy's own buffer limit answers first here (OpenAI shape); the stage's limit, for a
-    # smaller `max_body_bytes`, is covered natively.
-    assert post(gw, "/mcp/demo", ALICE, big).status_code == 413
+def test_unknown_methods_reach_the_server_and_get_its_json_rpc_error(gw):
+    async def work(s, sid):
+        return sid()
+    sid = run(with_session(gw, ALICE, work, keep=True))
+    r = post(gw, "/mcp/demo", ALICE, {"jsonrpc": "2.0", "id": 1, "method": "vendor/unknown"}, sid)
+    assert r.status_code == 200, r.text
+    [msg] = sse_data(r.text) if r.headers["content-type"].startswith("text/event-stream") else [r.json()]
+    # The server's own answer (the SDK refuses a method it does not know), not the gateway's.
+    assert msg["id"] == 1 and msg["error"]["code"] in (-32601, -32602), msg
+    assert not isinstance(msg["error"].get("data"), dict), msg
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_oversized_body_gets_413_with_a_json_rpc_error_never_envoys_plain_reply(gw, chunked):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"text": "x" * (3 << 19)}}}).encode()
+    head = (b"POST /mcp/demo HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + ALICE.encode() +
+            b"\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n")
+    if chunked:
+        # No length to refuse from: Envoy's own buffer limit answers, in the stage's shape.
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in
+                          (body[i:i + 65536] for i in range(0, len(body), 65536)))
+        raw = head + b"transfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    else:
+        raw = head + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    r = rawhttp.http1(gw.port, raw)
+    assert r.status == 413, (r.status, r.body[:300])
+    reply = json.loads(r.body)
+    assert reply["jsonrpc"] == "2.0" and reply["id"] is None
+    assert (reply["error"]["code"], reply["error"]["data"]["code"]) == (-32600, "body_too_large")
 
 
 def test_each_json_rpc_request_gets_an_audit_line_with_its_tool_and_refusal(gw):
@@ -338,3 +364,105 @@ def test_a_blocked_type_in_tool_arguments_is_a_json_rpc_error_before_the_server(
     assert isinstance(err, McpError), err
     assert err.error.code == -32003
     assert "US_SSN" in err.error.message and "123-45-6789" not in str(err.error)
+
+
+def test_prompt_and_resource_lists_follow_each_keys_grant_and_denied_names_never_appear(gw):
+    async def lists(s, _):
+        return ((await s.list_tools()).model_dump_json(), (await s.list_prompts()).model_dump_json(),
+                (await s.list_resources()).model_dump_json(),
+                (await s.list_resource_templates()).model_dump_json())
+    tools, prompts, resources, templates = run(with_session(gw, ALICE, lists))
+    assert [p["name"] for p in json.loads(prompts)["prompts"]] == ["summarize"]
+    assert [r["uri"] for r in json.loads(resources)["resources"]] == [
+        u for u in RESOURCES if u.startswith("docs://public/")]
+    assert [t["uriTemplate"] for t in json.loads(templates)["resourceTemplates"]] == [
+        "docs://public/{name}"]
+    # A denied name appears in no list reply at all.
+    for reply in (tools, prompts, resources, templates):
+        for denied in ("delete_all", "internal_playbook", "docs://internal"):
+            assert denied not in reply
+    _, prompts, resources, templates = run(with_session(gw, ADMIN, lists))
+    assert sorted(p["name"] for p in json.loads(prompts)["prompts"]) == sorted(PROMPTS)
+    assert sorted(r["uri"] for r in json.loads(resources)["resources"]) == sorted(RESOURCES)
+    assert sorted(t["uriTemplate"] for t in json.loads(templates)["resourceTemplates"]) == sorted(TEMPLATES)
+
+
+def test_a_denied_prompt_or_resource_is_a_json_rpc_error_and_never_reaches_the_server(gw):
+    async def work(s, _):
+        errors = []
+        for go in (lambda: s.get_prompt("internal_playbook"),
+                   lambda: s.read_resource("docs://internal/keys"),
+                   lambda: s.read_resource("docs://internal/anything")):
+            with pytest.raises(McpError) as err:
+                await go()
+            errors.append(err.value.error)
+        ok = await s.read_resource("docs://public/readme"), await s.get_prompt("summarize", {"text": "t"})
+        return errors, ok
+    errors, (readme, prompt) = run(with_session(gw, ALICE, work))
+    assert [(e.code, e.data["code"]) for e in errors] == [
+        (-32003, "prompt_not_allowed"), (-32003, "resource_not_allowed"), (-32003, "resource_not_allowed")]
+    assert readme.contents[0].text == "public readme"
+    assert prompt.messages[0].content.text == "Summarize: t"
+
+    async def admin(s, _):
+        return (await s.get_prompt("internal_playbook")).messages[0].content.text
+    assert run(with_session(gw, ADMIN, admin)) == "the internal incident playbook"
+
+
+def test_pii_in_prompt_messages_and_resource_text_is_restored_or_masked(gw):
+    async def work(s, _):
+        return (await s.get_prompt("summarize", {"text": PII_TEXT}),
+                await s.read_resource("docs://public/contact"))
+
+    def go(policy: str | None):
+        headers = {"authorization": f"Bearer {ALICE}", **({"x-pii-policy": policy} if policy else {})}
+
+        async def session():
+            client = httpx.AsyncClient(headers=headers, timeout=30)
+            async with client, streamable_http_client(f"{gw.url}/mcp/demo", http_client=client) as (r, w, _):
+                async with ClientSession(r, w) as s:
+                    await s.initialize()
+                    return await work(s, None)
+        return run(session())
+    # `raw`: the server got placeholders and its reply passes as it came.
+    prompt, _ = go("raw")
+    assert prompt.messages[0].content.text == "Summarize: mail [EMAIL_1], ssn [US_SSN_1]"
+    # Default: restored for the caller; PII the server adds on its own is masked.
+    prompt, contact = go(None)
+    assert prompt.messages[0].content.text == f"Summarize: {PII_TEXT}"
+    assert contact.contents[0].text == "write to [EMAIL_1]"
+
+
+def test_a_tool_call_is_an_execute_tool_span_and_its_trace_context_reaches_the_server(gw):
+    async def work(s, sid):
+        return sid()
+    sid = run(with_session(gw, ALICE, work, keep=True))
+    trace_id, client_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {"authorization": f"Bearer {ALICE}", "accept": "application/json, text/event-stream",
+               "content-type": "application/json", "mcp-protocol-version": LATEST_PROTOCOL_VERSION,
+               "mcp-session-id": sid, "traceparent": f"00-{trace_id}-{client_span}-01"}
+    body = {"jsonrpc": "2.0", "id": 21, "method": "tools/call",
+            "params": {"name": "add", "arguments": {"a": 1, "b": 1}}}
+    r = requests.post(f"{gw.url}/mcp/demo", headers=headers, data=json.dumps(body), timeout=10)
+    assert r.status_code == 200, r.text
+    spans = gw.receiver.wait_spans(lambda ss: any(s["trace_id"] == trace_id for s in ss))
+    [span] = [s for s in spans if s["trace_id"] == trace_id]
+    assert span["parent_span_id"] == client_span
+    a = span["attributes"]
+    assert (a["gen_ai.operation.name"], a["gen_ai.tool.name"]) == ("execute_tool", "add")
+    assert a["aimesh.key.id"] == "alice"
+    # The server got the same trace, its parent now Envoy's span.
+    seen = [tp.split("-") for tp in gw.mcp_server.traceparents()]
+    assert ["00", trace_id, span["span_id"], "01"] in seen, seen
+
+
+def test_tool_calls_are_counted_as_execute_tool_operations(gw):
+    async def work(s, _):
+        return await s.call_tool("add", {"a": 1, "b": 2})
+    if FILTER_BUILD == "native":
+        pytest.skip("native build: its stats are one `aimesh`-labelled family (see test_dashboard)")
+    run(with_session(gw, ALICE, work))
+    prom = gw.admin_get("/stats?format=prometheus")
+    series = [l for l in prom.splitlines() if l.startswith("aimesh_gen_ai_client_operation_duration_milliseconds_count{")
+              and 'gen_ai_operation_name="execute_tool"' in l and 'gen_ai_tool_name="add"' in l]
+    assert series and int(series[0].rsplit(" ", 1)[1]) >= 1, prom

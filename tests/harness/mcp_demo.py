@@ -4,6 +4,7 @@ once it accepts connections (port 0: any free port)."""
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import subprocess
 import sys
@@ -13,6 +14,10 @@ from harness import paths, procs
 # Tools the demo offers; `delete_all` is the one the demo key may not call.
 TOOLS = ["add", "echo", "search_docs", "delete_all"]
 DEMO_ALLOWED = ["add", "echo", "search_*"]  # = xds.DEMO_MCP_TOOLS
+# Prompts and resources the demo offers; `internal_*` ones are for gateways to keep out.
+PROMPTS = ["summarize", "internal_playbook"]
+RESOURCES = ["docs://public/readme", "docs://public/contact", "docs://internal/keys"]
+TEMPLATES = ["docs://public/{name}", "docs://internal/{name}"]
 
 
 def event_store():
@@ -76,13 +81,60 @@ def build_server():
         """A prompt."""
         return f"Summarize: {text}"
 
+    @mcp.prompt()
+    def internal_playbook() -> str:
+        """A prompt only operators should see."""
+        return "the internal incident playbook"
+
+    @mcp.resource("docs://public/readme")
+    def readme() -> str:
+        return "public readme"
+
+    @mcp.resource("docs://public/contact")
+    def contact() -> str:
+        return "write to jane@example.com"
+
+    @mcp.resource("docs://internal/keys")
+    def keys() -> str:
+        return "internal signing keys"
+
+    @mcp.resource("docs://public/{name}")
+    def public_doc(name: str) -> str:
+        return f"public {name}"
+
+    @mcp.resource("docs://internal/{name}")
+    def internal_doc(name: str) -> str:
+        return f"internal {name}"
+
     return mcp
+
+
+class TraceRecorder:
+    """ASGI wrapper: keeps the `traceparent` of every request, served as JSON at
+    `GET /debug/traceparents` (not through the gateway: tests read what the server received)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.seen: list[str] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            if scope["path"] == "/debug/traceparents":
+                body = json.dumps(self.seen).encode()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            tp = dict(scope["headers"]).get(b"traceparent")
+            if tp:
+                self.seen.append(tp.decode())
+        await self.app(scope, receive, send)
 
 
 def serve(port: int) -> None:
     import uvicorn
 
-    app = build_server().streamable_http_app()
+    app = TraceRecorder(build_server().streamable_http_app())
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -110,6 +162,11 @@ class McpServer(procs._Proc):
             raise RuntimeError(f"mcp demo server did not start: {line!r} {self.log()}")
         self.port = int(line.split()[1])
         self.url = f"http://127.0.0.1:{self.port}/mcp"
+
+    def traceparents(self) -> list[str]:
+        """The `traceparent` headers the server received, oldest first."""
+        import requests
+        return requests.get(f"http://127.0.0.1:{self.port}/debug/traceparents", timeout=5).json()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):
             for ss in rs.scope_spans:
                 for s in ss.spans:
                     span = {"name": s.name, "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
+                            "parent_span_id": s.parent_span_id.hex(),
                             "resource": resource,
                             "attributes": {a.key: _value(a.value) for a in s.attributes}}
                     with self.receiver.lock:

@@ -50,6 +50,22 @@ fn body(message: &str) -> core::SubstitutionFormatString {
     }
 }
 
+/// The mcp stage's `body_too_large` refusal (HTTP 413, JSON-RPC -32600).
+const MCP_TOO_LARGE: &str = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"invalid request: body larger than the gateway reads\",\"data\":{\"code\":\"body_too_large\"}}}\n";
+
+fn json_body(text: &str) -> core::SubstitutionFormatString {
+    core::SubstitutionFormatString {
+        format: Some(core::substitution_format_string::Format::TextFormatSource(
+            core::DataSource {
+                specifier: Some(core::data_source::Specifier::InlineString(text.into())),
+                ..Default::default()
+            },
+        )),
+        content_type: "application/json".into(),
+        ..Default::default()
+    }
+}
+
 /// Envoy's answer to a path with an encoded `/` or `\\` (the listener refuses them) or one it
 /// cannot normalize has an empty body of its own.
 const PATH_REFUSED: &str =
@@ -60,6 +76,15 @@ const PATH_REFUSED: &str =
 pub fn openai_shaped() -> hcm::LocalReplyConfig {
     hcm::LocalReplyConfig {
         mappers: vec![
+            // An MCP client reads JSON-RPC: a body over Envoy's buffer limit (a chunked one the
+            // mcp stage could not refuse from its `content-length`) gets the stage's error.
+            hcm::ResponseMapper {
+                filter: Some(cel(
+                    "response.code_details == 'request_payload_too_large' && request.path.startsWith('/mcp/')",
+                )),
+                body_format_override: Some(json_body(MCP_TOO_LARGE)),
+                ..Default::default()
+            },
             hcm::ResponseMapper {
                 filter: Some(cel("response.code_details == 'route_not_found'")),
                 body_format_override: Some(body("no route for this path")),

@@ -285,6 +285,13 @@ pub struct McpServer {
     /// tool. A key's `mcp` entry for this server replaces it.
     #[serde(default)]
     pub tools: Option<Vec<String>>,
+    /// The server's default allow-list of prompt name patterns; absent: every prompt.
+    #[serde(default)]
+    pub prompts: Option<Vec<String>>,
+    /// The server's default allow-list of resource URI patterns (`docs://public/*`); absent:
+    /// every resource. Resource templates match on their `uriTemplate`.
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
     /// Per-tool limits, counted per key (or JWT rule).
     #[serde(default)]
     pub limits: Vec<McpToolLimit>,
@@ -369,10 +376,53 @@ pub struct Key {
     /// Refuse the key without deleting it.
     #[serde(default)]
     pub disabled: bool,
-    /// MCP tools the key may call: server name -> tool patterns (exact, `prefix*`, `*`). A
-    /// server absent from the map: the server's `tools`; an empty list: no tool.
+    /// What the key may use on each MCP server: server name -> tool patterns (exact,
+    /// `prefix*`, `*`), or `{tools, prompts, resources}`. A server absent from the map, or a
+    /// list absent from the object: the server's own; an empty list: none.
     #[serde(default)]
-    pub mcp: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub mcp: Option<std::collections::BTreeMap<String, McpGrant>>,
+}
+
+/// A key's grant on one MCP server: a tool list, or lists of tools, prompts and resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum McpGrant {
+    /// Tool patterns; prompts and resources stay the server's.
+    Tools(Vec<String>),
+    /// Each list given replaces the server's.
+    Lists(McpLists),
+}
+
+/// Tool, prompt and resource patterns of a key on one MCP server; an absent list: the server's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpLists {
+    /// Tool name patterns.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// Prompt name patterns.
+    #[serde(default)]
+    pub prompts: Option<Vec<String>>,
+    /// Resource URI patterns.
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+}
+
+impl McpGrant {
+    /// `(list name, patterns)` of each list the grant gives.
+    pub fn lists(&self) -> Vec<(&'static str, &Vec<String>)> {
+        match self {
+            McpGrant::Tools(t) => vec![("tools", t)],
+            McpGrant::Lists(l) => [
+                ("tools", &l.tools),
+                ("prompts", &l.prompts),
+                ("resources", &l.resources),
+            ]
+            .into_iter()
+            .filter_map(|(n, l)| Some((n, l.as_ref()?)))
+            .collect(),
+        }
+    }
 }
 
 /// A rate limit; the most specific matching entry applies (key, then team, then default).

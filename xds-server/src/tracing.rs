@@ -111,7 +111,7 @@ pub fn tags(gw: &Gateway) -> Vec<(String, String)> {
         out.push(("gen_ai.provider.name".into(), format!("%CEL({map})%")));
     }
     let path = "request.path";
-    let op = OPERATIONS
+    let mut op = OPERATIONS
         .iter()
         .rev()
         .fold("''".to_string(), |rest, (p, op)| {
@@ -121,6 +121,18 @@ pub fn tags(gw: &Gateway) -> Vec<(String, String)> {
                 cel_str(op)
             )
         });
+    if !gw.mcp_servers.is_empty() {
+        // The mcp stage's record (method, tool), written when the request is decided.
+        let mcp = if native {
+            "metadata.filter_metadata['aimesh.mcp']"
+        } else {
+            "filter_state['wasm.aimesh.mcp']"
+        };
+        let call = format!("{path}.startsWith('/mcp/') && {mcp}.method == 'tools/call'");
+        op = format!("{call} ? 'execute_tool' : {op}");
+        let tool = format!("{call} ? {mcp}.tool : ''");
+        out.push(("gen_ai.tool.name".into(), format!("%CEL({tool})%")));
+    }
     out.push(("gen_ai.operation.name".into(), format!("%CEL({op})%")));
     out.sort();
     out

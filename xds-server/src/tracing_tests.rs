@@ -109,6 +109,37 @@ fn the_native_build_reads_the_record_from_dynamic_metadata() {
 }
 
 #[test]
+fn a_tool_call_is_an_execute_tool_span_with_the_tool_name() {
+    let otlp = "observability:\n  otlp: { endpoint: 'http://127.0.0.1:4317' }\n";
+    let mcp = "mcp_servers:\n  - { name: demo, url: 'http://127.0.0.1:9/mcp' }\n";
+    let without: std::collections::BTreeMap<_, _> = tags(&gw(otlp)).into_iter().collect();
+    assert!(!without.contains_key("gen_ai.tool.name"));
+    for (build, record) in [
+        ("", "filter_state['wasm.aimesh.mcp']"),
+        (
+            "listener: { filter_build: native }\n",
+            "metadata.filter_metadata['aimesh.mcp']",
+        ),
+    ] {
+        let g = gw(&format!("{build}{otlp}{mcp}"));
+        let tags: std::collections::BTreeMap<_, _> = tags(&g).into_iter().collect();
+        let call = format!("request.path.startsWith('/mcp/') && {record}.method == 'tools/call'");
+        assert_eq!(
+            tags["gen_ai.tool.name"],
+            format!("%CEL({call} ? {record}.tool : '')%")
+        );
+        let op = &tags["gen_ai.operation.name"];
+        assert!(
+            op.starts_with(&format!("%CEL({call} ? 'execute_tool' : request.path")),
+            "{op}"
+        );
+        for v in tags.values() {
+            assert_eq!(v.matches(")%").count(), 1, "{v}");
+        }
+    }
+}
+
+#[test]
 fn cel_strings_are_quoted() {
     assert_eq!(cel_str("a'b\\c"), "'a\\'b\\\\c'");
 }

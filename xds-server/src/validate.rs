@@ -350,10 +350,16 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         if let Some(k) = &m.api_key {
             v.secret(&format!("mcp_servers[{i}].api_key"), k);
         }
-        for (j, p) in m.tools.iter().flatten().enumerate() {
-            let f = format!("mcp_servers[{i}].tools[{j}]");
-            if let Err(e) = aimesh_config::mcp::check_pattern(&f, p) {
-                v.err(f, &e.problem.to_string());
+        for (list, ps) in [
+            ("tools", &m.tools),
+            ("prompts", &m.prompts),
+            ("resources", &m.resources),
+        ] {
+            for (j, p) in ps.iter().flatten().enumerate() {
+                let f = format!("mcp_servers[{i}].{list}[{j}]");
+                if let Err(e) = aimesh_config::mcp::check_pattern(&f, p) {
+                    v.err(f, &e.problem.to_string());
+                }
             }
         }
         for (j, l) in m.limits.iter().enumerate() {
@@ -369,15 +375,21 @@ pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
         }
     }
     for (i, k) in gw.keys.iter().enumerate() {
-        for (server, patterns) in k.mcp.iter().flatten() {
+        for (server, grant) in k.mcp.iter().flatten() {
             let f = format!("keys[{i}].mcp.{server}");
             if !gw.mcp_servers.iter().any(|m| &m.name == server) {
                 v.err(f.clone(), &format!("no mcp_servers entry named '{server}'"));
             }
-            for (j, p) in patterns.iter().enumerate() {
-                let pf = format!("{f}[{j}]");
-                if let Err(e) = aimesh_config::mcp::check_pattern(&pf, p) {
-                    v.err(pf, &e.problem.to_string());
+            for (list, patterns) in grant.lists() {
+                let at = match grant {
+                    crate::model::McpGrant::Tools(_) => f.clone(),
+                    crate::model::McpGrant::Lists(_) => format!("{f}.{list}"),
+                };
+                for (j, p) in patterns.iter().enumerate() {
+                    let pf = format!("{at}[{j}]");
+                    if let Err(e) = aimesh_config::mcp::check_pattern(&pf, p) {
+                        v.err(pf, &e.problem.to_string());
+                    }
                 }
             }
         }

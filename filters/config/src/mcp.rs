@@ -30,6 +30,11 @@ pub struct McpConfig {
     /// Per team: server name -> what its members may use (after the caller's own entry).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub teams: BTreeMap<String, BTreeMap<String, Grant>>,
+    /// Per JWT rule id (auth's `jwt.rules[].id`): server name -> what callers matched by that
+    /// rule may use. Read instead of `callers` when auth identified the caller by a verified
+    /// JWT, so a key and a rule sharing an id never share a grant.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jwt_rules: BTreeMap<String, BTreeMap<String, Grant>>,
     /// Per-tool limits, each per caller id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<ToolLimit>,
@@ -190,6 +195,7 @@ impl Validate for McpConfig {
         }
         check_grants("callers", &self.callers, &self.servers)?;
         check_grants("teams", &self.teams, &self.servers)?;
+        check_grants("jwt_rules", &self.jwt_rules, &self.servers)?;
         for (i, l) in self.limits.iter().enumerate() {
             let f = format!("limits[{i}]");
             if !self.servers.contains_key(&l.server) {
@@ -245,6 +251,9 @@ mod tests {
         assert!(e.starts_with("servers.demo.tools[0]:"), "{e}");
         let e = load(r#"{"servers": {"d": {}}, "callers": {"k": {"x": {}}}}"#).unwrap_err();
         assert!(e.starts_with("callers.k.x:"), "{e}");
+        let e = load(r#"{"servers": {"d": {}}, "jwt_rules": {"r": {"d": {"prompts": ["*a"]}}}}"#)
+            .unwrap_err();
+        assert!(e.starts_with("jwt_rules.r.d.prompts[0]:"), "{e}");
         let e = load(r#"{"servers": {"d": {}}, "limits": [{"server": "d", "tool": "t"}]}"#)
             .unwrap_err();
         assert!(e.starts_with("limits[0]:"), "{e}");

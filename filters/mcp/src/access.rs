@@ -49,18 +49,21 @@ pub struct Access {
 
 impl Access {
     /// The lists of `caller` (then its `team`, then the server's default) on `server`; `None`
-    /// when the server is not configured.
+    /// when the server is not configured. `jwt`: the caller id is a JWT rule's (auth verified a
+    /// token), looked up in `jwt_rules` rather than among the keys.
     pub fn of(
         cfg: &McpConfig,
         server: &str,
         caller: Option<&str>,
         team: Option<&str>,
+        jwt: bool,
     ) -> Option<Access> {
         let base = cfg.servers.get(server)?;
         let grant = |g: Option<&Grant>, pick: fn(&Grant) -> &Option<Vec<String>>| {
             g.and_then(|g| pick(g).clone())
         };
-        let mine = caller.and_then(|c| cfg.callers.get(c)?.get(server));
+        let callers = if jwt { &cfg.jwt_rules } else { &cfg.callers };
+        let mine = caller.and_then(|c| callers.get(c)?.get(server));
         let teams = team.and_then(|t| cfg.teams.get(t)?.get(server));
         let list = |pick: fn(&Grant) -> &Option<Vec<String>>, default: &Vec<String>| {
             grant(mine, pick)
@@ -99,6 +102,7 @@ mod tests {
             "servers": {"demo": {"tools": ["add", "search_*"]}, "other": {}},
             "callers": {"k1": {"demo": {"tools": ["*"]}}, "k2": {"demo": {"tools": []}},
                         "k3": {"demo": {"tools": [], "prompts": [], "resources": []}}},
+            "jwt_rules": {"k2": {"demo": {"tools": ["rm_*"], "prompts": ["p1"]}}},
             "teams": {"ops": {"demo": {"tools": ["add", "delete_all"]}}}
         }))
         .unwrap()
@@ -107,22 +111,27 @@ mod tests {
     #[test]
     fn caller_then_team_then_server_default() {
         let c = cfg();
-        let d = Access::of(&c, "demo", None, None).unwrap();
+        let d = Access::of(&c, "demo", None, None, false).unwrap();
         assert!(d.allows(Kind::Tool, "add") && d.allows(Kind::Tool, "search_web"));
         assert!(!d.allows(Kind::Tool, "delete_all") && !d.allows(Kind::Tool, "search"));
         assert!(d.allows(Kind::Prompt, "anything"));
-        let k1 = Access::of(&c, "demo", Some("k1"), Some("ops")).unwrap();
+        let k1 = Access::of(&c, "demo", Some("k1"), Some("ops"), false).unwrap();
         assert!(k1.allows(Kind::Tool, "delete_all"));
-        let ops = Access::of(&c, "demo", Some("nobody"), Some("ops")).unwrap();
+        let ops = Access::of(&c, "demo", Some("nobody"), Some("ops"), false).unwrap();
         assert!(ops.allows(Kind::Tool, "delete_all") && !ops.allows(Kind::Tool, "search_x"));
-        let k2 = Access::of(&c, "demo", Some("k2"), None).unwrap();
+        let k2 = Access::of(&c, "demo", Some("k2"), None, false).unwrap();
         assert!(!k2.allows(Kind::Tool, "add") && !k2.is_closed());
-        assert!(Access::of(&c, "demo", Some("k3"), None)
+        assert!(Access::of(&c, "demo", Some("k3"), None, false)
             .unwrap()
             .is_closed());
-        assert!(Access::of(&c, "nope", None, None).is_none());
+        assert!(Access::of(&c, "nope", None, None, false).is_none());
+        // A JWT rule's grant is its own, even when a key has the same id.
+        let rule = Access::of(&c, "demo", Some("k2"), None, true).unwrap();
+        assert!(rule.allows(Kind::Tool, "rm_x") && !rule.allows(Kind::Tool, "add"));
+        assert!(rule.allows(Kind::Prompt, "p1") && !rule.allows(Kind::Prompt, "p2"));
+        assert!(rule.allows(Kind::Resource, "any://thing"));
         // A grant on one server says nothing about another.
-        assert!(Access::of(&c, "other", Some("k2"), None)
+        assert!(Access::of(&c, "other", Some("k2"), None, false)
             .unwrap()
             .allows(Kind::Tool, "x"));
     }

@@ -359,7 +359,7 @@ mod tests {
         let cfg: aimesh_config::mcp::McpConfig = serde_json::from_value(json!({
             "servers": {"d": {"tools": ["add"], "resources": ["file:///pub/*"]}}}))
         .unwrap();
-        let access = Access::of(&cfg, "d", None, None).unwrap();
+        let access = Access::of(&cfg, "d", None, None, false).unwrap();
         let mut m = json!([
             {"jsonrpc": "2.0", "id": 1, "result": {"tools": [
                 {"name": "add", "inputSchema": {"type": "object"}}, {"name": "rm"}, {"nameless": 1}]}},

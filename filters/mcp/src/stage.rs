@@ -56,6 +56,9 @@ pub struct Mcp {
     /// The body asked for a list (or was a batch): a JSON reply is held whole and filtered.
     /// Other JSON replies (tool results, possibly large) stream through untouched.
     wants_list: bool,
+    /// The record for the access log and the span is out: it is written once the request is
+    /// decided, because Envoy finalizes the span before `log`.
+    published: bool,
 }
 
 /// The server a path names: `/mcp/<name>`, `/mcp/<name>/...`, `/mcp/<name>?...`.
@@ -64,6 +67,10 @@ pub fn server_of(path: &str) -> Option<&str> {
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     Some(&rest[..end]).filter(|s| !s.is_empty())
 }
+
+/// `gen_ai.client.operation.duration` of `tools/call` requests (GenAI conventions,
+/// `gen_ai.operation.name = execute_tool`), labelled `.operation_name.execute_tool.tool_name.<t>`.
+pub const TOOL_DURATION: &str = "aimesh.gen_ai.client.operation.duration.milliseconds";
 
 /// Filter-state name of the record the access log reads (`wasm.aimesh.mcp`).
 pub const PROPERTY: &str = "aimesh.mcp";
@@ -102,6 +109,7 @@ impl Mcp {
             refusal: None,
             refusal_code: None,
             wants_list: false,
+            published: false,
         }
     }
 
@@ -116,7 +124,31 @@ impl Mcp {
     fn refuse_body(&mut self, host: &mut dyn Host, e: &RpcError) -> Action {
         self.refusal = Some(e.code());
         self.refusal_code = Some(e.rpc_code());
-        self.answer(host, e.http_status(), &e.response(&Value::Null))
+        let action = self.answer(host, e.http_status(), &e.response(&Value::Null));
+        self.publish(host);
+        action
+    }
+
+    /// Writes the request's record (`wasm.aimesh.mcp`): method, tool, refusal.
+    fn publish(&mut self, host: &mut dyn Host) {
+        if self.published || self.server.is_none() {
+            return;
+        }
+        self.published = true;
+        fn text(v: &Option<String>) -> AuditValue<'_> {
+            v.as_deref().map_or(AuditValue::Null, AuditValue::Str)
+        }
+        let error = self.refusal.map_or(AuditValue::Null, AuditValue::Str);
+        let code = self
+            .refusal_code
+            .map_or(AuditValue::Null, AuditValue::Signed);
+        let record = encode_struct(&[
+            ("method", text(&self.method)),
+            ("tool", text(&self.tool)),
+            ("error_code", code),
+            ("error", error),
+        ]);
+        host.set_property(&[PROPERTY], &record);
     }
 
     /// Checks one request: access, params, arguments against the learned schema.
@@ -291,6 +323,7 @@ impl Stage for Mcp {
             &server,
             facts.key_id.as_deref(),
             facts.team.as_deref(),
+            facts.subject.is_some(),
         );
         self.server = Some(server.clone());
         if access.as_ref().is_none_or(Access::is_closed) {
@@ -298,6 +331,7 @@ impl Stage for Mcp {
             self.replied = true;
             self.refusal = Some("mcp_server_not_allowed");
             send_error(host, &ServerNotAllowed(server));
+            self.publish(host);
             return Action::Pause;
         }
         self.access = access;
@@ -305,7 +339,19 @@ impl Stage for Mcp {
         host.set_request_header("accept-encoding", None);
         if eos || hs.get(":method") != Some("POST") {
             self.decided = true;
+            self.publish(host);
             return Action::Continue;
+        }
+        // Refused before a byte is buffered: a body over Envoy's own buffer limit would
+        // otherwise get Envoy's 413, not a JSON-RPC error.
+        let declared = hs
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.cfg.max_body_bytes) {
+            let e = RpcError::TooLarge {
+                limit: self.cfg.max_body_bytes,
+            };
+            return self.refuse_body(host, &e);
         }
         Action::Pause
     }
@@ -326,7 +372,9 @@ impl Stage for Mcp {
         self.decided = true;
         let body = host.body(Body::Request, size).unwrap_or_default();
         let server = self.server.clone().unwrap_or_default();
-        self.check_body(host, &server, &body)
+        let action = self.check_body(host, &server, &body);
+        self.publish(host);
+        action
     }
 
     fn request_trailers(&mut self, host: &mut dyn Host) -> Action {
@@ -336,7 +384,9 @@ impl Stage for Mcp {
         self.decided = true;
         let body = host.body(Body::Request, usize::MAX).unwrap_or_default();
         let server = self.server.clone().unwrap_or_default();
-        self.check_body(host, &server, &body)
+        let action = self.check_body(host, &server, &body);
+        self.publish(host);
+        action
     }
 
     fn response_headers(&mut self, host: &mut dyn Host, _eos: bool) -> Action {
@@ -416,19 +466,16 @@ impl Stage for Mcp {
         let elapsed = host.unix_millis().saturating_sub(self.started_ms);
         host.metrics()
             .record(&format!("aimesh.mcp.duration_ms{labels}"), elapsed);
-        fn text(v: &Option<String>) -> AuditValue<'_> {
-            v.as_deref().map_or(AuditValue::Null, AuditValue::Str)
+        if method == "tools/call" {
+            // The OpenTelemetry GenAI conventions' operation for a tool call.
+            host.metrics().record(
+                &format!(
+                    "{TOOL_DURATION}.operation_name.execute_tool.tool_name.{}",
+                    clean(tool)
+                ),
+                elapsed,
+            );
         }
-        let error = self.refusal.map_or(AuditValue::Null, AuditValue::Str);
-        let code = self
-            .refusal_code
-            .map_or(AuditValue::Null, AuditValue::Signed);
-        let record = encode_struct(&[
-            ("method", text(&self.method)),
-            ("tool", text(&self.tool)),
-            ("error_code", code),
-            ("error", error),
-        ]);
-        host.set_property(&[PROPERTY], &record);
+        self.publish(host);
     }
 }

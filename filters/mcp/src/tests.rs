@@ -354,3 +354,228 @@ fn a_json_reply_to_a_call_streams_through_unread() {
     ex.response_chunk(&body[10..], true);
     assert_eq!(ex.sent_downstream, body);
 }
+
+const LISTS: &str = r#"{
+  "servers": {"demo": {"prompts": ["summarize", "public_*"], "resources": ["docs://public/*"]}},
+  "callers": {"admin": {"demo": {"prompts": ["*"], "resources": ["*"]}}},
+  "jwt_rules": {"alice": {"demo": {"tools": ["add"], "prompts": [], "resources": ["docs://*"]}}}
+}"#;
+
+fn lists_root(world: &World) -> Box<dyn StageRoot> {
+    (crate::STAGE.configure)(LISTS.as_bytes(), world).unwrap()
+}
+
+fn rpc(id: u64, method: &str, params: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+        .unwrap()
+}
+
+#[test]
+fn denied_prompts_and_resources_get_json_rpc_errors_and_never_reach_the_server() {
+    let world = World::default();
+    let r = lists_root(&world);
+    let cases = [
+        (
+            "prompts/get",
+            json!({"name": "leak_secrets"}),
+            "prompt_not_allowed",
+        ),
+        (
+            "resources/read",
+            json!({"uri": "docs://internal/keys"}),
+            "resource_not_allowed",
+        ),
+        (
+            "resources/subscribe",
+            json!({"uri": "file:///etc/passwd"}),
+            "resource_not_allowed",
+        ),
+    ];
+    for (method, params, code) in cases {
+        let (ex, reply) = send(&world, r.as_ref(), "alice", &rpc(4, method, params.clone()));
+        let (status, v) = reply.unwrap_or_else(|| panic!("{method} passed"));
+        assert_eq!(
+            (status, &v["id"], &v["error"]["code"]),
+            (200, &json!(4), &json!(-32003))
+        );
+        assert_eq!(v["error"]["data"]["code"], code);
+        assert!(ex.sent_upstream.is_empty());
+        // The admin's grant opens them.
+        assert_eq!(
+            send(&world, r.as_ref(), "admin", &rpc(4, method, params)).1,
+            None
+        );
+    }
+    for (method, params) in [
+        ("prompts/get", json!({"name": "public_faq"})),
+        ("resources/read", json!({"uri": "docs://public/readme"})),
+    ] {
+        let body = rpc(5, method, params);
+        let (ex, reply) = send(&world, r.as_ref(), "alice", &body);
+        assert_eq!((reply, ex.sent_upstream), (None, body));
+    }
+}
+
+#[test]
+fn a_jwt_rule_gets_its_own_grant_never_the_key_of_the_same_id() {
+    let world = World::default();
+    let r = lists_root(&world);
+    let jwt = |body: &[u8]| {
+        let mut ex = exchange(&world, r.as_ref(), "alice");
+        ex.host.facts.subject = Some("user-7".into());
+        ex.request(body);
+        ex.reply()
+            .map(|r| r.json()["error"]["data"]["code"].clone())
+    };
+    // The rule: only `add`, no prompt, every docs:// resource.
+    assert_eq!(jwt(&call("add", json!({}))), None);
+    assert_eq!(
+        jwt(&call("echo", json!({}))),
+        Some(json!("tool_not_allowed"))
+    );
+    let prompt = rpc(1, "prompts/get", json!({"name": "summarize"}));
+    assert_eq!(jwt(&prompt), Some(json!("prompt_not_allowed")));
+    let internal = rpc(1, "resources/read", json!({"uri": "docs://internal/keys"}));
+    assert_eq!(jwt(&internal), None);
+    // The key `alice` (no JWT) has the server's defaults.
+    assert_eq!(
+        send(&world, r.as_ref(), "alice", &call("echo", json!({}))).1,
+        None
+    );
+    assert_eq!(send(&world, r.as_ref(), "alice", &prompt).1, None);
+}
+
+/// Every list kind of the lists config, one reply each, with the allowed entries first.
+fn list_replies() -> Vec<(&'static str, Value, Vec<&'static str>)> {
+    vec![
+        (
+            "prompts/list",
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"prompts": [
+                {"name": "summarize"}, {"name": "leak_secrets"}, {"name": "public_faq"}]}}),
+            vec!["summarize", "public_faq"],
+        ),
+        (
+            "resources/list",
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"resources": [
+                {"uri": "docs://public/readme", "name": "r"},
+                {"uri": "docs://internal/keys", "name": "k"}]}}),
+            vec!["docs://public/readme"],
+        ),
+        (
+            "resources/templates/list",
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"resourceTemplates": [
+                {"uriTemplate": "docs://public/{name}", "name": "p"},
+                {"uriTemplate": "docs://internal/{name}", "name": "i"}]}}),
+            vec!["docs://public/{name}"],
+        ),
+    ]
+}
+
+fn listed(v: &Value) -> Vec<String> {
+    let r = &v["result"];
+    let (items, key) = if let Some(p) = r["prompts"].as_array() {
+        (p, "name")
+    } else if let Some(p) = r["resources"].as_array() {
+        (p, "uri")
+    } else {
+        (r["resourceTemplates"].as_array().unwrap(), "uriTemplate")
+    };
+    items
+        .iter()
+        .map(|i| i[key].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn prompt_resource_and_template_lists_are_filtered_json_and_sse_split_at_every_byte() {
+    let world = World::default();
+    let r = lists_root(&world);
+    for (method, reply, want) in list_replies() {
+        let doc = serde_json::to_string(&reply).unwrap();
+        let sse = format!("id: 3\nevent: message\ndata: {doc}\n\n");
+        let json_hs = [(":status", "200"), ("content-type", "application/json")];
+        let sse_hs = [(":status", "200"), ("content-type", "text/event-stream")];
+        for (hs, body) in [(&json_hs, doc.as_str()), (&sse_hs, sse.as_str())] {
+            for split in 1..=body.len() {
+                let (mut ex, reply) = send(&world, r.as_ref(), "alice", &rpc(1, method, json!({})));
+                assert_eq!(reply, None);
+                ex.response(hs, body.as_bytes(), split);
+                let out = String::from_utf8(ex.sent_downstream.clone()).unwrap();
+                let data = match out.strip_prefix("id: 3\nevent: message\ndata: ") {
+                    Some(rest) => rest.trim_end().to_string(),
+                    None => out.clone(),
+                };
+                let v: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {out}"));
+                assert_eq!(listed(&v), want, "{method} split {split}");
+            }
+        }
+        // The admin sees the whole list.
+        let (mut ex, _) = send(&world, r.as_ref(), "admin", &rpc(1, method, json!({})));
+        ex.response(
+            &[(":status", "200"), ("content-type", "application/json")],
+            doc.as_bytes(),
+            7,
+        );
+        assert_eq!(ex.sent_downstream, doc.as_bytes());
+    }
+}
+
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_any_body_is_buffered() {
+    let world = World::default();
+    let r = root(&world);
+    let mut ex = Exchange::new(
+        &world,
+        vec![r.new_stream().unwrap()],
+        &[
+            (":method", "POST"),
+            (":path", "/mcp/demo"),
+            ("content-length", "4097"),
+        ],
+    );
+    ex.host.facts.key_id = Some("alice".into());
+    assert_eq!(ex.request_headers(false), Action::Pause);
+    let reply = ex.reply().unwrap();
+    let v = reply.json();
+    assert_eq!((reply.status, &v["error"]["code"]), (413, &json!(-32600)));
+    assert_eq!(
+        (&v["id"], &v["error"]["data"]["code"]),
+        (&Value::Null, &json!("body_too_large"))
+    );
+    // At the limit it is read and checked as usual.
+    let body = call("echo", json!({"text": "x".repeat(4000)}));
+    let len = body.len().to_string();
+    let mut ex = Exchange::new(
+        &world,
+        vec![r.new_stream().unwrap()],
+        &[
+            (":method", "POST"),
+            (":path", "/mcp/demo"),
+            ("content-length", len.as_str()),
+        ],
+    );
+    ex.host.facts.key_id = Some("alice".into());
+    assert_eq!(ex.request(&body), Action::Continue);
+    assert_eq!(ex.sent_upstream, body);
+}
+
+#[test]
+fn a_tool_call_is_an_execute_tool_operation_and_its_record_is_out_before_the_response() {
+    let world = World::default();
+    let r = root(&world);
+    let (mut ex, _) = send(&world, r.as_ref(), "alice", &call("echo", json!({})));
+    // Envoy finalizes the span before `log`: the record is there once the request is decided.
+    assert!(ex.host.state.contains_key("aimesh.mcp"));
+    ex.log();
+    let (mut ex, _) = send(
+        &world,
+        r.as_ref(),
+        "alice",
+        &rpc(2, "tools/list", json!({})),
+    );
+    ex.log();
+    let m = &world.metrics;
+    let name = "aimesh.gen_ai.client.operation.duration.milliseconds.operation_name.execute_tool";
+    assert_eq!(m.samples(&format!("{name}.tool_name.echo")).len(), 1);
+    assert_eq!(m.samples(&format!("{name}.tool_name.none")).len(), 0);
+}

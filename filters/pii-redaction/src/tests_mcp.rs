@@ -154,3 +154,69 @@ fn other_replies_and_other_paths_keep_their_bytes() {
     x.response(SSE, body.as_bytes(), 3);
     assert_eq!(x.sent_downstream, body.as_bytes());
 }
+
+/// A `prompts/get` reply (message text and an embedded resource), a tool result embedding a
+/// resource and a `resources/read` reply: each restored and masked, JSON and SSE, split at every
+/// byte.
+#[test]
+fn prompt_messages_and_embedded_resources_are_restored_and_masked_split_at_every_byte() {
+    let w = World::default();
+    let replies = [
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"description": "d", "messages": [
+            {"role": "user", "content": {"type": "text", "text": "to [EMAIL_1], cc bob@example.org"}},
+            {"role": "user", "content": {"type": "resource", "resource": {
+                "uri": "mem://a", "text": "ssn [US_SSN_1] and bob@example.org"}}}]}}),
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "resource",
+            "resource": {"uri": "mem://a", "text": "ssn [US_SSN_1] and bob@example.org"}}]}}),
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"contents": [
+            {"uri": "mem://a", "text": "ssn [US_SSN_1] and bob@example.org"}]}}),
+    ];
+    let texts = |v: &Value| -> Vec<String> {
+        let r = &v["result"];
+        let mut out = Vec::new();
+        for m in r["messages"].as_array().into_iter().flatten() {
+            let c = &m["content"];
+            out.push(
+                c["text"]
+                    .as_str()
+                    .or(c["resource"]["text"].as_str())
+                    .unwrap()
+                    .into(),
+            );
+        }
+        for c in r["content"].as_array().into_iter().flatten() {
+            out.push(c["resource"]["text"].as_str().unwrap().into());
+        }
+        for c in r["contents"].as_array().into_iter().flatten() {
+            out.push(c["text"].as_str().unwrap().into());
+        }
+        out
+    };
+    let want_text = "to jane@example.com, cc [EMAIL_2]";
+    let want_resource = "ssn 123-45-6789 and [EMAIL_2]";
+    for reply in &replies {
+        let doc = reply.to_string();
+        let sse = format!("event: message\nid: 9\ndata: {doc}\n\n");
+        for (headers, body) in [(JSON, doc.as_str()), (SSE, sse.as_str())] {
+            for split in 1..=body.len() {
+                let mut x = mcp(&w, &restoring());
+                x.request(&call(&json!({"text": USER})));
+                x.response(headers, body.as_bytes(), split);
+                let out = if headers == SSE {
+                    sse_data(&x.sent_downstream)
+                } else {
+                    x.sent_downstream.clone()
+                };
+                let v: Value = serde_json::from_slice(&out).unwrap();
+                let got = texts(&v);
+                let want: Vec<&str> = if reply["result"]["messages"].is_array() {
+                    vec![want_text, want_resource]
+                } else {
+                    vec![want_resource]
+                };
+                assert_eq!(got, want, "split {split} of {body}");
+                assert_eq!(v["id"], 7);
+            }
+        }
+    }
+}

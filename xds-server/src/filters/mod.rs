@@ -18,8 +18,8 @@ use aimesh_config::{endpoints, Validate};
 use serde::Serialize;
 
 use crate::model::{
-    BudgetPeriod, FilterBuild, Gateway, Key, PiiMode, PiiPolicy, SecretRef, SecretSource, Target,
-    VirtualModel,
+    BudgetPeriod, FilterBuild, Gateway, Key, McpGrant, PiiMode, PiiPolicy, SecretRef, SecretSource,
+    Target, VirtualModel,
 };
 use crate::resources::provider_cluster;
 
@@ -456,6 +456,12 @@ pub fn mcp(gw: &Gateway) -> Option<McpConfig> {
             if let Some(t) = &m.tools {
                 access.tools = t.clone();
             }
+            if let Some(p) = &m.prompts {
+                access.prompts = p.clone();
+            }
+            if let Some(r) = &m.resources {
+                access.resources = r.clone();
+            }
             (m.name.clone(), access)
         })
         .collect();
@@ -466,10 +472,17 @@ pub fn mcp(gw: &Gateway) -> Option<McpConfig> {
             let map = k.mcp.as_ref()?;
             let grants = map
                 .iter()
-                .map(|(server, tools)| {
-                    let grant = Grant {
-                        tools: Some(tools.clone()),
-                        ..Default::default()
+                .map(|(server, grant)| {
+                    let grant = match grant {
+                        McpGrant::Tools(tools) => Grant {
+                            tools: Some(tools.clone()),
+                            ..Default::default()
+                        },
+                        McpGrant::Lists(l) => Grant {
+                            tools: l.tools.clone(),
+                            prompts: l.prompts.clone(),
+                            resources: l.resources.clone(),
+                        },
                     };
                     (server.clone(), grant)
                 })
@@ -498,6 +511,7 @@ pub fn mcp(gw: &Gateway) -> Option<McpConfig> {
         servers,
         callers,
         teams: Default::default(),
+        jwt_rules: Default::default(),
         limits,
         known_callers,
         max_body_bytes: aimesh_config::mcp::DEFAULT_MAX_BODY_BYTES,

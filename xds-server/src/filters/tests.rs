@@ -243,6 +243,52 @@ mod built {
         );
         assert_eq!(crate::filters::header_auth_env(&gw), ["DOCS_KEY", "OA_KEY"]);
     }
+
+    #[test]
+    fn mcp_prompts_and_resources_by_server_and_by_key_in_either_shape() {
+        let h = |c: &str| format!("sha256:{}", c.repeat(64));
+        let (ha, hb, hc) = (h("a"), h("b"), h("c"));
+        let gw = load_str(&format!(
+            "mcp_servers:\n- {{name: d, url: 'https://d.example.com/mcp', tools: [add], prompts: [sum*], resources: ['docs://pub/*']}}\n\
+             keys:\n- {{id: a, hash: '{ha}', mcp: {{d: ['*']}}}}\n\
+             - {{id: b, hash: '{hb}', mcp: {{d: {{prompts: [], resources: ['docs://*']}}}}}}\n\
+             - {{id: c, hash: '{hc}'}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let cfg = v(&crate::filters::mcp(&gw).unwrap_or_else(|| panic!("no mcp config")));
+        assert_eq!(
+            cfg["servers"]["d"],
+            serde_json::json!({"tools": ["add"], "prompts": ["sum*"], "resources": ["docs://pub/*"]})
+        );
+        assert_eq!(
+            cfg["callers"]["a"]["d"],
+            serde_json::json!({"tools": ["*"]})
+        );
+        assert_eq!(
+            cfg["callers"]["b"]["d"],
+            serde_json::json!({"prompts": [], "resources": ["docs://*"]})
+        );
+        assert!(cfg["callers"].get("c").is_none());
+        let errors = |yaml: &str| -> Vec<String> {
+            load_str(yaml)
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.field.clone())
+                .collect()
+        };
+        let base =
+            "mcp_servers:\n- {name: d, url: 'https://d.example.com/mcp', resources: ['a*b']}\n";
+        assert_eq!(errors(base), ["mcp_servers[0].resources[0]"]);
+        let key = format!(
+            "mcp_servers:\n- {{name: d, url: 'https://d.example.com/mcp'}}\nkeys:\n- {{id: a, hash: '{ha}', mcp: {{d: {{prompts: ['*x']}}}}}}\n"
+        );
+        assert_eq!(errors(&key), ["keys[0].mcp.d.prompts[0]"]);
+        let unknown = format!(
+            "mcp_servers:\n- {{name: d, url: 'https://d.example.com/mcp'}}\nkeys:\n- {{id: a, hash: '{ha}', mcp: {{d: {{tool: [x]}}}}}}\n"
+        );
+        assert!(load_str(&unknown).is_err());
+    }
 }
 
 mod chain {
@@ -260,6 +306,8 @@ mod chain {
             url: "https://docs.example.com/mcp".into(),
             api_key: None,
             tools: Some(vec!["search*".into()]),
+            prompts: None,
+            resources: None,
             limits: vec![],
         }];
         assert_eq!(loaded(&gw), NAMES.to_vec());

@@ -11,20 +11,36 @@ use super::stream::{event_end, MAX_EVENT};
 use super::PiiError;
 use crate::ErrorKind;
 
-/// `result.content[k].text` (tool results), `result.contents[k].text` (`resources/read`), and
-/// every string in `result.structuredContent` (the tool result as JSON: it carries the same
-/// values), in a single message or in a batch element.
+/// `result.content[k].text` (tool results) and `result.content[k].resource.text` (a resource
+/// embedded in one), `result.contents[k].text` (`resources/read`), `result.messages[k].content.text`
+/// and `.content.resource.text` (`prompts/get`), and every string in `result.structuredContent`
+/// (the tool result as JSON: it carries the same values), in a single message or in a batch
+/// element.
 pub fn tool_result_text(path: &[Seg<'_>]) -> bool {
     let key = |s: &Seg<'_>, n: &str| matches!(s, Seg::Key(k) if k == n);
     let rest = match path {
         [Seg::Index(_), rest @ ..] => rest,
         rest => rest,
     };
+    let [r, rest @ ..] = rest else {
+        return false;
+    };
+    if !key(r, "result") {
+        return false;
+    }
     match rest {
-        [r, c, Seg::Index(_), t] if key(r, "result") && key(t, "text") => {
-            key(c, "content") || key(c, "contents")
+        [c, Seg::Index(_), t] => key(t, "text") && (key(c, "content") || key(c, "contents")),
+        // An embedded resource in a tool result, or a `prompts/get` message's text.
+        [a, Seg::Index(_), b, t] => {
+            key(t, "text")
+                && ((key(a, "content") && key(b, "resource"))
+                    || (key(a, "messages") && key(b, "content")))
         }
-        [r, s, _, ..] => key(r, "result") && key(s, "structuredContent"),
+        // A resource embedded in a `prompts/get` message.
+        [m, Seg::Index(_), c, e, t] => {
+            key(m, "messages") && key(c, "content") && key(e, "resource") && key(t, "text")
+        }
+        [s, _, ..] => key(s, "structuredContent"),
         _ => false,
     }
 }
@@ -218,6 +234,21 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["result"]["contents"][0]["text"], "[EMAIL_1]");
         assert_eq!(v["result"]["contents"][0]["uri"], "file:///a@b.example.org");
+        let embedded = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"mem://jane@example.com","mimeType":"text/plain","text":"jane@example.com"}}]}}"#;
+        let out = respond_reply(&e, &p, &mut Session::default(), embedded).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["content"][0]["resource"]["text"], "[EMAIL_1]");
+        assert_eq!(
+            v["result"]["content"][0]["resource"]["uri"],
+            "mem://jane@example.com"
+        );
+        let prompt = br#"{"jsonrpc":"2.0","id":1,"result":{"description":"jane@example.com","messages":[{"role":"user","content":{"type":"text","text":"to jane@example.com"}},{"role":"user","content":{"type":"resource","resource":{"uri":"x","text":"bob@example.org"}}}]}}"#;
+        let out = respond_reply(&e, &p, &mut Session::default(), prompt).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let m = &v["result"]["messages"];
+        assert_eq!(m[0]["content"]["text"], "to [EMAIL_1]");
+        assert_eq!(m[1]["content"]["resource"]["text"], "[EMAIL_2]");
+        assert_eq!(v["result"]["description"], "jane@example.com");
         let list = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","description":"jane@example.com"}]}}"#;
         assert_eq!(respond_reply(&e, &p, &mut Session::default(), list), None);
     }
