@@ -122,13 +122,15 @@ pub fn tags(gw: &Gateway) -> Vec<(String, String)> {
             )
         });
     if !gw.mcp_servers.is_empty() {
-        // The mcp stage's record (method, tool), written when the request is decided.
-        let mcp = if native {
-            "metadata.filter_metadata['aimesh.mcp']"
+        // The mcp stage's record (method, tool), written when the request is decided and only
+        // for `/mcp/<server>` requests (the path itself is rewritten by then for forwarded ones).
+        let (name, map) = if native {
+            ("'aimesh.mcp'", "metadata.filter_metadata")
         } else {
-            "filter_state['wasm.aimesh.mcp']"
+            ("'wasm.aimesh.mcp'", "filter_state")
         };
-        let call = format!("{path}.startsWith('/mcp/') && {mcp}.method == 'tools/call'");
+        let mcp = format!("{map}[{name}]");
+        let call = format!("{name} in {map} && {mcp}.method == 'tools/call'");
         op = format!("{call} ? 'execute_tool' : {op}");
         let tool = format!("{call} ? {mcp}.tool : ''");
         out.push(("gen_ai.tool.name".into(), format!("%CEL({tool})%")));

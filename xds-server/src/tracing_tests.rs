@@ -114,16 +114,18 @@ fn a_tool_call_is_an_execute_tool_span_with_the_tool_name() {
     let mcp = "mcp_servers:\n  - { name: demo, url: 'http://127.0.0.1:9/mcp' }\n";
     let without: std::collections::BTreeMap<_, _> = tags(&gw(otlp)).into_iter().collect();
     assert!(!without.contains_key("gen_ai.tool.name"));
-    for (build, record) in [
-        ("", "filter_state['wasm.aimesh.mcp']"),
+    for (build, name, map) in [
+        ("", "'wasm.aimesh.mcp'", "filter_state"),
         (
             "listener: { filter_build: native }\n",
-            "metadata.filter_metadata['aimesh.mcp']",
+            "'aimesh.mcp'",
+            "metadata.filter_metadata",
         ),
     ] {
         let g = gw(&format!("{build}{otlp}{mcp}"));
         let tags: std::collections::BTreeMap<_, _> = tags(&g).into_iter().collect();
-        let call = format!("request.path.startsWith('/mcp/') && {record}.method == 'tools/call'");
+        let record = format!("{map}[{name}]");
+        let call = format!("{name} in {map} && {record}.method == 'tools/call'");
         assert_eq!(
             tags["gen_ai.tool.name"],
             format!("%CEL({call} ? {record}.tool : '')%")
