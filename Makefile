@@ -8,7 +8,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 # The Wasm modules: thin cdylib crates under filters/wasm/ that hold only an entry point (the
 # stages are plain libraries), so one cargo call builds them all, the chain included.
-WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain aimesh-mcp)
+WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain aimesh-mcp aimesh-translate)
 TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds aimesh-limits
 PYTEST_ARGS ?=

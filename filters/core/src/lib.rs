@@ -14,5 +14,6 @@ pub mod limits;
 pub mod openai;
 pub mod pii;
 pub mod routing;
+pub mod translate;
 
 pub use error::{ApiError, ErrorKind};
