@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod auth;
+pub mod dialect;
 pub mod endpoints;
 pub mod error;
 pub mod headers;
@@ -15,4 +16,5 @@ pub mod openai;
 pub mod pii;
 pub mod routing;
 
+pub use dialect::Dialect;
 pub use error::{ApiError, ErrorKind};
