@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod auth;
+pub mod dialect;
 pub mod endpoints;
 pub mod error;
 pub mod headers;
@@ -16,4 +17,5 @@ pub mod pii;
 pub mod routing;
 pub mod translate;
 
+pub use dialect::Dialect;
 pub use error::{ApiError, ErrorKind};
