@@ -60,6 +60,8 @@ fn openai_client_to_anthropic_provider_whole() {
     assert_eq!(hs.get(":path"), Some("/v1/messages"));
     assert_eq!(hs.get("anthropic-version"), Some("2023-06-01"));
     assert_eq!(hs.get("accept-encoding"), None);
+    // A beta feature the client asked Anthropic for still reaches Anthropic.
+    assert_eq!(hs.get("anthropic-beta"), Some("x"));
     let len = ex.sent_upstream.len().to_string();
     assert_eq!(hs.get("content-length"), Some(len.as_str()));
     let reply = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
