@@ -6,6 +6,9 @@ dialect. One gateway (aimesh-xds + Envoy) per module, in the build `AIMESH_BUILD
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 
 import anthropic
@@ -273,3 +276,37 @@ def test_anthropic_sdk_stream_and_tool_results_to_openai_provider(gw):
             model="qwen-mock", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
     assert e.value.status_code == 503
     assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "overloaded_error"
+
+
+def claude_code() -> str | None:
+    """The Claude Code CLI: `AIMESH_CLAUDE`, else `claude` on the PATH."""
+    return os.environ.get("AIMESH_CLAUDE") or shutil.which("claude")
+
+
+@pytest.mark.skipif(claude_code() is None, reason="Claude Code (`claude`) is not installed")
+def test_claude_code_on_a_self_hosted_openai_compatible_model(gw, tmp_path):
+    """Claude Code, pointed at the gateway, served by the vLLM-kind fake: no byte of it leaves
+    in Anthropic's dialect."""
+    gw.vllm.clear()
+    gw.claude.clear()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+    env.update({
+        "HOME": str(tmp_path), "ANTHROPIC_BASE_URL": gw.envoy.url, "ANTHROPIC_API_KEY": KEY,
+        "ANTHROPIC_MODEL": "qwen-mock", "ANTHROPIC_SMALL_FAST_MODEL": "qwen-mock",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": "qwen-mock",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1"})
+    p = subprocess.run([claude_code(), "-p", "say hello", "--model", "qwen-mock"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "mock0" in p.stdout, (p.stdout, p.stderr)
+    recs = gw.vllm.records()
+    assert recs and {r["path"] for r in recs} == {"/v1/chat/completions"}
+    asked = [body(r) for r in recs if "say hello" in r["body"]]
+    assert asked, [r["body"][:200] for r in recs]
+    main = asked[-1]
+    assert main["model"] == "qwen-mock" and main["messages"][0]["role"] == "system"
+    # Claude Code's own tools reach the backend as OpenAI function tools.
+    assert main.get("tools") and all(t["type"] == "function" for t in main["tools"])
+    assert gw.claude.records() == []

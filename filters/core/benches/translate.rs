@@ -10,7 +10,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 
 fn words(n: usize) -> String {
-    (0..n).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn openai_chat() -> Vec<u8> {
@@ -24,9 +27,11 @@ fn openai_chat() -> Vec<u8> {
 /// A Claude Code-like request: long system prompt, 12 tools, a tool round trip.
 fn anthropic_agent() -> Vec<u8> {
     let tools: Vec<_> = (0..12)
-        .map(|i| json!({"name": format!("Tool{i}"), "description": words(80),
+        .map(|i| {
+            json!({"name": format!("Tool{i}"), "description": words(80),
             "input_schema": {"type": "object", "properties": {"path": {"type": "string"},
-                "limit": {"type": "integer"}}, "required": ["path"]}}))
+                "limit": {"type": "integer"}}, "required": ["path"]}})
+        })
         .collect();
     json!({"model": "qwen", "max_tokens": 4096, "stream": true,
         "system": [{"type": "text", "text": words(3000)}],

@@ -42,7 +42,7 @@ pub fn anthropic_exchange(body: &[u8], created: u64) -> Exchange {
         model: v["model"].as_str().unwrap_or_default().to_string(),
         stream: v["stream"].as_bool().unwrap_or(false),
         include_usage: false,
-        thinking: v["thinking"]["type"].as_str() == Some("enabled"),
+        thinking: matches!(v["thinking"]["type"].as_str(), Some("enabled" | "adaptive")),
         created,
     }
 }
@@ -442,6 +442,13 @@ fn tool_result_text(content: &Value, field: &str) -> Result<String> {
 /// user message; an assistant's `tool_use` blocks become its `tool_calls`.
 fn anthropic_message(m: &Value, field: &str, out: &mut Vec<Value>) -> Result<()> {
     let role = m["role"].as_str().unwrap_or_default();
+    // Mid-conversation system messages (Claude Code sends them, beta `mid-conversation-system`):
+    // OpenAI has the same role, kept in place.
+    if role == "system" {
+        let text = anthropic_text(&m["content"], &format!("{field}.content"))?;
+        out.push(json!({"role": "system", "content": text}));
+        return Ok(());
+    }
     let blocks: Vec<Value> = match &m["content"] {
         Value::String(s) => vec![json!({"type": "text", "text": s})],
         Value::Array(a) => a.clone(),
@@ -538,7 +545,7 @@ fn anthropic_message(m: &Value, field: &str, out: &mut Vec<Value>) -> Result<()>
         _ => {
             return Err(TranslateError::invalid(
                 format!("{field}.role"),
-                "must be user or assistant",
+                "must be user, assistant or system",
             ))
         }
     }

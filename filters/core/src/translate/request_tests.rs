@@ -206,3 +206,29 @@ fn anthropic_server_tools_and_documents_are_refused() {
     assert!(matches!(anthropic_to_openai(d.to_string().as_bytes()),
         Err(TranslateError::Unsupported { ref field, .. }) if field == "messages[0].content[0]"));
 }
+
+#[test]
+fn claude_code_mid_conversation_system_messages_stay_in_place() {
+    // What Claude Code 2.x sends: a system message between user turns, adaptive thinking,
+    // context management and effort (no OpenAI equivalent: dropped).
+    let out = to_openai(json!({"model": "qwen", "max_tokens": 32000, "stream": true,
+        "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "system": [{"type": "text", "text": "You are Claude Code."}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "context"}]},
+                     {"role": "system", "content": "Available agent types: ..."},
+                     {"role": "user", "content": "say hello"}]}));
+    assert_eq!(
+        out["messages"],
+        json!([{"role": "system", "content": "You are Claude Code."},
+               {"role": "user", "content": "context"},
+               {"role": "system", "content": "Available agent types: ..."},
+               {"role": "user", "content": "say hello"}])
+    );
+    assert!(out.get("thinking").is_none() && out.get("output_config").is_none());
+    let ex = super::request::anthropic_exchange(
+        br#"{"model":"q","thinking":{"type":"adaptive"},"stream":true}"#,
+        1,
+    );
+    assert!(ex.thinking && ex.stream);
+}
