@@ -37,6 +37,8 @@ pub struct AnthropicToOpenai {
     usage: Value,
     /// Anthropic content block index -> OpenAI tool call index.
     tools: BTreeMap<u64, u64>,
+    /// Every chunk's bytes up to its delta (known once `message_start` gave id and model).
+    head: String,
     done: bool,
 }
 
@@ -50,6 +52,7 @@ impl AnthropicToOpenai {
             id: String::new(),
             usage: json!({}),
             tools: BTreeMap::new(),
+            head: String::new(),
             done: false,
         }
     }
@@ -90,13 +93,43 @@ impl AnthropicToOpenai {
         out
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        openai_event(
-            out,
-            &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.ex.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
-        );
+    /// One `chat.completion.chunk` event. Written by hand around the serialized delta: the
+    /// envelope is the same for every event of the stream, and building it as a JSON value
+    /// per event was most of a streamed request's translation cost.
+    fn chunk(&mut self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        self.head(out);
+        out.extend_from_slice(delta.to_string().as_bytes());
+        self.tail(out, finish);
+    }
+
+    /// A chunk whose delta is only `content: text` (most events of a stream).
+    fn text(&mut self, out: &mut Vec<u8>, text: &str) {
+        self.head(out);
+        out.extend_from_slice(b"{\"content\":");
+        out.extend_from_slice(Value::from(text).to_string().as_bytes());
+        out.push(b'}');
+        self.tail(out, None);
+    }
+
+    fn head(&mut self, out: &mut Vec<u8>) {
+        if self.head.is_empty() {
+            self.head = format!(
+                "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"delta\":",
+                Value::from(self.id.as_str()),
+                self.ex.created,
+                Value::from(self.model.as_str())
+            );
+        }
+        out.extend_from_slice(self.head.as_bytes());
+    }
+
+    fn tail(&self, out: &mut Vec<u8>, finish: Option<&str>) {
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => out.extend_from_slice(Value::from(f).to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]}\n\n");
     }
 
     fn error(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
@@ -117,6 +150,7 @@ impl AnthropicToOpenai {
                     self.model = model.to_string();
                 }
                 merge(&mut self.usage, &m["usage"]);
+                self.head.clear();
                 self.chunk(out, json!({"role": "assistant", "content": ""}), None);
             }
             "content_block_start" => {
@@ -135,7 +169,7 @@ impl AnthropicToOpenai {
                     }
                     Some("text") => {
                         if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
-                            self.chunk(out, json!({"content": t}), None);
+                            self.text(out, t);
                         }
                     }
                     _ => {}
@@ -145,7 +179,7 @@ impl AnthropicToOpenai {
                 let d = &v["delta"];
                 match d["type"].as_str() {
                     Some("text_delta") => {
-                        self.chunk(out, json!({"content": d["text"]}), None);
+                        self.text(out, d["text"].as_str().unwrap_or_default());
                     }
                     Some("input_json_delta") => {
                         let index = v["index"].as_u64().unwrap_or(0);
@@ -377,10 +411,13 @@ impl OpenaiToAnthropic {
         }
         if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
             let index = self.open(out, Block::Text, json!({"type": "text", "text": ""}));
-            anthropic_event(
-                out,
-                &json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "text_delta", "text": t}}),
+            // By hand, as most events of a stream are text deltas (see AnthropicToOpenai::chunk).
+            out.extend_from_slice(
+                format!(
+                    "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"text_delta\",\"text\":{}}}}}\n\n",
+                    Value::from(t)
+                )
+                .as_bytes(),
             );
         }
         for call in delta["tool_calls"]
