@@ -8,7 +8,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 # The Wasm modules: thin cdylib crates under filters/wasm/ that hold only an entry point (the
 # stages are plain libraries), so one cargo call builds them all, the chain included.
-WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain aimesh-mcp)
+WASM_CRATES := $(addsuffix -wasm,aimesh-auth aimesh-token-accounting aimesh-pii-redaction aimesh-header-auth aimesh-virtual-model aimesh-chain aimesh-mcp aimesh-translate)
 TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds aimesh-limits
 PYTEST_ARGS ?=
@@ -84,7 +84,7 @@ CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_
 	e2e/test_audit_log.py e2e/test_stream_limits.py e2e/test_pii_bypass.py e2e/test_edge.py \
 	e2e/test_failure_policy.py e2e/test_secrets.py e2e/test_remote_module.py e2e/test_traces.py \
 	e2e/test_render_envoy.py e2e/test_dashboard.py e2e/test_fleet.py \
-	e2e/test_mcp.py
+	e2e/test_mcp.py e2e/test_anthropic.py e2e/test_translate.py
 
 test-e2e: setup build build-trap oci-tools deploy-tools obs-tools redis-tools
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -99,10 +99,12 @@ wrk:
 
 bench: setup build wrk
 	cd tests && ../$(PY) -m harness.bench && ../$(PY) -m harness.bench_pii && ../$(PY) -m harness.stage_times && ../$(PY) -m harness.bench_mcp
+	cargo bench -p aimesh-core --bench translate
 
 # Criterion micro-benchmarks of core's hot paths (MB/s).
 bench-core: setup
 	cargo bench -p aimesh-core --bench hot_paths
+	cargo bench -p aimesh-core --bench translate
 	cd tests && ../$(PY) -m harness.bench_tiktoken
 
 # aimesh next to LiteLLM and Portkey, same run, same upstream; writes docs/benchmarks.md.

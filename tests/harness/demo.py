@@ -49,6 +49,11 @@ def write_demo_env(key: str, base_url: str | None = None, path: Path = DEMO_ENV)
 
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"]
+# Claude model names clients use -> the model the (fake) Anthropic provider serves.
+CLAUDE_MODELS = {"claude-sonnet-4-5": "claude-sonnet-4-5", "claude-haiku": "claude-haiku-4-5"}
+# The key header-auth presents to the local fake Anthropic provider: not a secret (the fake
+# accepts anything); it shows that the client's key is replaced.
+LOCAL_ANTHROPIC_KEY = "sk-ant-local-fake-provider"
 
 
 def filter_configs(key: str, *, openai: bool = False, unlimited: bool = False) -> dict[str, dict]:
@@ -62,6 +67,11 @@ def filter_configs(key: str, *, openai: bool = False, unlimited: bool = False) -
     rpm, tpm, daily = (10**9, 10**12, 10**9) if unlimited else (6000, 1_000_000, 25)
     virtual = [{"name": "vm-demo", "targets": [{"target": "local/gpt-4o-mini", "cluster": "local-mock"}]}]
     accounts: dict = {"local": {}}
+    # Claude models on the same fake provider, in Anthropic's wire format (`/v1/messages`):
+    # header-auth signs them as Anthropic would be signed (`x-api-key`, `anthropic-version`).
+    virtual += [{"name": name, "targets": [{"target": f"anthropic-local/{served}", "cluster": "local-mock"}]}
+                for name, served in CLAUDE_MODELS.items()]
+    accounts["anthropic-local"] = {"auth": {"type": "anthropic", "api_key": LOCAL_ANTHROPIC_KEY}}
     if openai:
         virtual += [{"name": f"openai/{m}", "targets": [{"target": f"openai/{m}", "cluster": "openai"}]}
                     for m in OPENAI_MODELS]
@@ -74,7 +84,11 @@ def filter_configs(key: str, *, openai: bool = False, unlimited: bool = False) -
             "prices": {"gpt-4o-mini*": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
                        "gpt-4o*": {"input": 2.5, "cached_input": 1.25, "output": 10.0},
                        "gpt-4.1-mini*": {"input": 0.4, "cached_input": 0.1, "output": 1.6},
-                       "gpt-4.1*": {"input": 2.0, "cached_input": 0.5, "output": 8.0}},
+                       "gpt-4.1*": {"input": 2.0, "cached_input": 0.5, "output": 8.0},
+                       "claude-sonnet-4-5*": {"input": 3.0, "cached_input": 0.3, "cache_write": 3.75,
+                                              "output": 15.0},
+                       "claude-haiku-4-5*": {"input": 1.0, "cached_input": 0.1, "cache_write": 1.25,
+                                             "output": 5.0}},
             "limits": {"default": {"tpm": tpm, "daily_usd": daily}},
         },
         "header-auth": {"accounts": accounts, "default_account": "local"},

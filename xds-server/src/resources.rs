@@ -110,8 +110,17 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
     let mut out: Resources = BTreeMap::new();
     let mut clusters = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
+    // Every provider cluster translates per attempt between the client's dialect and its own.
+    let translate = wasm_filter(
+        "translate",
+        &json(&filters::translate(gw))?,
+        wasm_dir,
+        &[],
+        false,
+    );
     for p in &gw.providers {
-        let (c, cla) = provider(p)?;
+        let (mut c, cla) = provider(p)?;
+        set_upstream_filters(&mut c, std::slice::from_ref(&translate));
         if let Some(cla) = cla {
             endpoints.insert(c.name.clone(), any(ENDPOINT, &cla));
         }
@@ -146,6 +155,7 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
                 &header_auth_env,
                 sensitive("header-auth"),
             ),
+            translate.clone(),
         ];
         for vm in gw
             .virtual_models
@@ -776,7 +786,6 @@ fn wasm_filter(
 fn aggregate_cluster(name: &str, clusters: Vec<String>, upstream: &[hcm::HttpFilter]) -> Cluster {
     use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, CircuitBreakers};
     use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig;
-    use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
     let mut c = Cluster {
         name: name.to_string(),
         connect_timeout: Some(dur(5000)),
@@ -802,6 +811,13 @@ fn aggregate_cluster(name: &str, clusters: Vec<String>, upstream: &[hcm::HttpFil
         ..Default::default()
     };
     http1_options(&mut c);
+    set_upstream_filters(&mut c, upstream);
+    c
+}
+
+/// Sets `c`'s upstream HTTP filters: `upstream`, then the terminal `upstream_codec`.
+fn set_upstream_filters(c: &mut Cluster, upstream: &[hcm::HttpFilter]) {
+    use envoy_types::pb::envoy::extensions::filters::http::upstream_codec::v3::UpstreamCodec;
     let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
     let mut opts = c
         .typed_extension_protocol_options
@@ -821,7 +837,6 @@ fn aggregate_cluster(name: &str, clusters: Vec<String>, upstream: &[hcm::HttpFil
         key.into(),
         any(&format!("type.googleapis.com/{key}"), &opts),
     );
-    c
 }
 
 /// Retries of virtual models with fallbacks: the filter sets `x-envoy-max-retries` and the

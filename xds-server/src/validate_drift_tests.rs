@@ -82,6 +82,7 @@ fn prices_are_token_accountings_type_and_rule() {
     let p: aimesh_config::accounting::Price = crate::model::Price {
         input: 1.0,
         cached_input: None,
+        cache_write: None,
         output: 2.0,
     };
     assert_eq!(p.validate(), Ok(()));

@@ -44,6 +44,8 @@ impl Stage for Auth {
         strip_internal_headers(host);
         // Auth is where facts start: whatever a client's forged headers decoded to is void.
         *host.facts() = Facts::default();
+        let dialect = aimesh_core::Dialect::from_path(hs.get(":path").unwrap_or_default());
+        host.facts().dialect = (dialect != aimesh_core::Dialect::OpenAi).then_some(dialect);
         let (who, subject) = self.identify(host, &hs);
         for h in CREDENTIAL_HEADERS.iter().filter(|h| hs.has(h)) {
             host.set_request_header(h, None);

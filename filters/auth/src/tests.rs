@@ -376,3 +376,56 @@ fn without_a_catalogue_the_providers_model_list_is_filtered_however_it_is_split(
     assert_eq!(ex.sent_downstream, b"oops!");
     assert!(ex.host.response().has("content-length"));
 }
+
+#[test]
+fn an_anthropic_client_gets_anthropic_errors_and_its_messages_body_is_read() {
+    let w = World::default();
+    let r = root(&w, alice(json!({"models": ["claude-sonnet-4"]})));
+    // A wrong key in `x-api-key`, as the anthropic SDK sends it.
+    let mut ex = request(
+        &w,
+        r.as_ref(),
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "sk-wrong")],
+    );
+    ex.request_headers(false);
+    let reply = ex.reply().expect("refused");
+    let v = reply.json();
+    assert_eq!(reply.status, 401);
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    assert_eq!(v["error"]["details"]["error_code"], "invalid_api_key");
+    // The right key in `x-api-key`: a Messages body (content blocks, `max_tokens`, `system`)
+    // yields its facts; a model outside the list is refused in Anthropic's shape.
+    for (model, status) in [("claude-sonnet-4", None), ("claude-opus-4", Some(403))] {
+        let body = json!({"model": model, "max_tokens": 64, "stream": true,
+            "system": [{"type": "text", "text": "be brief"}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+        .to_string();
+        let mut ex = request(
+            &w,
+            r.as_ref(),
+            "POST",
+            "/v1/messages?beta=true",
+            &[("x-api-key", KEY)],
+        );
+        ex.request_headers(false);
+        assert_eq!(ex.host.facts.dialect, Some(aimesh_core::Dialect::Anthropic));
+        ex.request_chunk(body.as_bytes(), true);
+        match status {
+            None => {
+                assert!(ex.reply().is_none());
+                assert_eq!(ex.host.facts.model.as_deref(), Some(model));
+                assert_eq!(ex.host.facts.stream, Some(true));
+                assert_eq!(ex.host.facts.max_tokens, Some(64));
+                assert!(!ex.host.request().has("x-api-key"));
+            }
+            Some(s) => {
+                let reply = ex.reply().expect("refused");
+                assert_eq!(reply.status, s);
+                assert_eq!(reply.json()["error"]["type"], "permission_error");
+            }
+        }
+    }
+}

@@ -17,6 +17,11 @@ use crate::{ConfigError, Validate};
 pub trait TokenCounts {
     /// `(input, cached_input, output)`; cached input is part of input.
     fn token_counts(&self) -> (u64, u64, u64);
+    /// Of the input, tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); disjoint from the cached input.
+    fn cache_write_tokens(&self) -> u64 {
+        0
+    }
 }
 
 /// Price of a model's tokens, USD per million.
@@ -28,6 +33,10 @@ pub struct Price {
     /// Input tokens served from the provider's prompt cache; `input` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input: Option<f64>,
+    /// Input tokens written to the provider's prompt cache (Anthropic's cache writes cost more
+    /// than plain input); `input` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
     /// Output tokens (reasoning included).
     pub output: f64,
 }
@@ -46,6 +55,7 @@ impl Price {
         for (name, v) in [
             ("input", Some(self.input)),
             ("cached_input", self.cached_input),
+            ("cache_write", self.cache_write),
             ("output", Some(self.output)),
         ] {
             if let Some(v) = v {
@@ -64,8 +74,10 @@ impl Price {
     pub fn cost_micro_usd(&self, u: &impl TokenCounts) -> u64 {
         let (input, cached, output) = u.token_counts();
         let cached = cached.min(input);
-        let nanos = u128::from(input - cached) * nano(self.input)
+        let written = u.cache_write_tokens().min(input - cached);
+        let nanos = u128::from(input - cached - written) * nano(self.input)
             + u128::from(cached) * nano(self.cached_input.unwrap_or(self.input))
+            + u128::from(written) * nano(self.cache_write.unwrap_or(self.input))
             + u128::from(output) * nano(self.output);
         u64::try_from(nanos.div_ceil(1000)).unwrap_or(u64::MAX)
     }

@@ -21,6 +21,7 @@ pub mod path;
 pub mod pii;
 pub mod routing;
 pub mod time;
+pub mod translate;
 pub mod url;
 
 pub use error::{ConfigError, Problem, Validate};

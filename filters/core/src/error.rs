@@ -1,9 +1,12 @@
-//! OpenAI-shaped error replies.
+//! Error replies in the caller's dialect.
 //!
 //! Every area defines its own `thiserror` enum and implements [`ErrorKind`] so the glue can turn
-//! any of them into the `{"error": {"message", "type", "code"}}` body the OpenAI SDKs parse.
+//! any of them into the `{"error": {"message", "type", "code"}}` body the OpenAI SDKs parse, or,
+//! for an Anthropic client, `{"type": "error", "error": {"type", "message", "details"}}`.
 
 use serde::Serialize;
+
+use crate::dialect::{anthropic_error_type, Dialect};
 
 /// What an area's error must tell the client: an HTTP status and a stable machine code.
 pub trait ErrorKind: std::fmt::Display {
@@ -59,7 +62,60 @@ struct Inner<'a> {
     code: &'a str,
 }
 
+#[derive(Serialize)]
+struct AnthropicEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicInner<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicInner<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+    /// The `anthropic` SDKs read `error.details.error_code`: our stable code stays visible there
+    /// without changing the exception the status selects.
+    details: Details<'a>,
+}
+
+#[derive(Serialize)]
+struct Details<'a> {
+    error_code: &'a str,
+}
+
 impl ApiError {
+    /// Renders any area error in the caller's dialect.
+    pub fn in_dialect(err: &dyn ErrorKind, dialect: Dialect) -> Self {
+        match dialect {
+            Dialect::OpenAi => Self::from_kind(err),
+            Dialect::Anthropic => {
+                let status = err.status();
+                Self::anthropic(status, err.code(), &err.to_string()).with_headers(err.headers())
+            }
+        }
+    }
+
+    /// An Anthropic error body: the `type` follows the status, our code is in `details`.
+    pub fn anthropic(status: u16, code: &str, message: &str) -> Self {
+        let body = serde_json::to_string(&AnthropicEnvelope {
+            kind: "error",
+            error: AnthropicInner {
+                kind: anthropic_error_type(status),
+                message,
+                details: Details { error_code: code },
+            },
+        })
+        .unwrap_or_else(|_| {
+            String::from(r#"{"type":"error","error":{"type":"api_error","message":"error"}}"#)
+        });
+        Self {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
     /// Renders any area error.
     pub fn from_kind(err: &dyn ErrorKind) -> Self {
         Self::new(err.status(), err.error_type(), err.code(), &err.to_string())
@@ -124,5 +180,21 @@ mod tests {
         assert_eq!(v["error"]["message"], "slow down \"now\"");
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[test]
+    fn renders_anthropic_shape_with_code_in_details() {
+        let e = ApiError::in_dialect(&Limited, Dialect::Anthropic);
+        assert_eq!(e.status, 429);
+        assert_eq!(e.headers.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["message"], "slow down \"now\"");
+        assert_eq!(v["error"]["details"]["error_code"], "rate_limit_exceeded");
+        assert_eq!(
+            ApiError::in_dialect(&Limited, Dialect::OpenAi),
+            ApiError::from_kind(&Limited)
+        );
     }
 }

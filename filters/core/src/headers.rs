@@ -29,6 +29,10 @@ pub const BACKEND: &str = "x-aimesh-backend";
 /// Model name sent to the backend after virtual-model selection.
 pub const MODEL_SERVED: &str = "x-aimesh-model-served";
 
+/// The client's API dialect (`anthropic`), absent for OpenAI's: set by auth from the path the
+/// client sent, so errors keep the client's dialect after a stage rewrites the path.
+pub const DIALECT: &str = "x-aimesh-dialect";
+
 /// Path prefix of custom endpoints (`/proxy-api/{account}/{endpoint}/{upstream-path}`), a
 /// transparent proxy for any HTTP service: bodies may be binary (audio) and are not OpenAI JSON.
 /// Filters that read request bodies must let these paths through without parsing them; only

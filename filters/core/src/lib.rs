@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod auth;
+pub mod dialect;
 pub mod endpoints;
 pub mod error;
 pub mod headers;
@@ -14,5 +15,7 @@ pub mod limits;
 pub mod openai;
 pub mod pii;
 pub mod routing;
+pub mod translate;
 
+pub use dialect::Dialect;
 pub use error::{ApiError, ErrorKind};

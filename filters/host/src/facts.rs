@@ -6,6 +6,7 @@
 //! [`Facts::decode`] and [`Facts::edits`] are the only code that reads or writes them.
 
 use aimesh_core::headers as names;
+use aimesh_core::Dialect;
 
 use crate::Headers;
 
@@ -32,6 +33,8 @@ pub struct Facts {
     pub backend: Option<String>,
     /// Model name sent to the backend after virtual-model selection.
     pub model_served: Option<String>,
+    /// The API dialect of the path the client sent (auth sets it before any rewrite).
+    pub dialect: Option<Dialect>,
 }
 
 fn text(hs: &Headers, name: &str) -> Option<String> {
@@ -65,10 +68,17 @@ impl Facts {
             cluster: text(hs, names::CLUSTER),
             backend: text(hs, names::BACKEND),
             model_served: text(hs, names::MODEL_SERVED),
+            dialect: hs.get(names::DIALECT).and_then(Dialect::parse),
         }
     }
 
-    fn encoded(&self) -> [(&'static str, Option<String>); 10] {
+    /// The dialect errors are rendered in: the fact, else the request's current path.
+    pub fn dialect_or(&self, hs: &Headers) -> Dialect {
+        self.dialect
+            .unwrap_or_else(|| Dialect::from_path(hs.get(":path").unwrap_or_default()))
+    }
+
+    fn encoded(&self) -> [(&'static str, Option<String>); 11] {
         [
             (names::KEY_ID, self.key_id.clone()),
             (names::TEAM, self.team.clone()),
@@ -80,6 +90,13 @@ impl Facts {
             (names::CLUSTER, self.cluster.clone()),
             (names::BACKEND, self.backend.clone()),
             (names::MODEL_SERVED, self.model_served.clone()),
+            // OpenAI is the default: it costs no header.
+            (
+                names::DIALECT,
+                self.dialect
+                    .filter(|d| *d != Dialect::OpenAi)
+                    .map(|d| d.as_str().to_string()),
+            ),
         ]
     }
 
@@ -111,6 +128,7 @@ mod tests {
             cluster: Some("provider_openai".into()),
             backend: Some("openai".into()),
             model_served: Some("gpt-4o-2024".into()),
+            dialect: Some(Dialect::Anthropic),
         }
     }
 

@@ -4,9 +4,12 @@ use aimesh_core::{headers, ApiError, ErrorKind};
 
 use crate::Host;
 
-/// Answers the request with an OpenAI-shaped error; the request goes no further.
+/// Answers the request with an error in the client's dialect (OpenAI's, or Anthropic's for
+/// `/v1/messages`); the request goes no further.
 pub fn send_error(host: &mut dyn Host, err: &dyn ErrorKind) {
-    let api = ApiError::from_kind(err);
+    let hs = host.request_headers();
+    let dialect = host.facts().dialect_or(&hs);
+    let api = ApiError::in_dialect(err, dialect);
     let hs: Vec<(&str, &str)> = api
         .headers
         .iter()

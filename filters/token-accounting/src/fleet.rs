@@ -68,6 +68,7 @@ impl Filter {
             input: prompt,
             cached_input: 0,
             output: completion,
+            cache_write: 0,
         };
         let amounts = Amounts {
             tokens: prompt.saturating_add(completion),

@@ -131,7 +131,7 @@ impl Filter {
                 Ok(f) => {
                     self.model = f.model;
                     self.stream = f.stream;
-                    self.client_usage = f.include_usage;
+                    self.client_usage = f.include_usage || self.anthropic();
                     self.max_tokens = f.max_tokens;
                 }
                 // Not an LLM request body: the auth filter owns refusing bad JSON.
@@ -215,6 +215,9 @@ impl Stage for Filter {
             .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         self.read_facts(host);
+        // Anthropic streams report usage themselves (`message_start`, `message_delta`): there
+        // is nothing to inject, and the body must reach the provider as the client sent it.
+        self.client_usage |= self.anthropic();
         if !self.key_id.is_empty() && self.config.config.fleet.is_none() {
             self.limits = self.config.limits_for(&self.key_id);
         }

@@ -3,7 +3,8 @@
 use aimesh_core::accounting::admission;
 use aimesh_core::accounting::audit::{self, Record};
 use aimesh_core::accounting::sse::{Forward, SseTap};
-use aimesh_core::accounting::{estimate, usage, Usage};
+use aimesh_core::accounting::{anthropic, estimate, usage, Usage};
+use aimesh_core::Dialect;
 use aimesh_host::{Body, Host};
 
 use crate::metrics::{self, Labels};
@@ -29,6 +30,13 @@ fn tokens_of_skipped(bytes: u64) -> u64 {
 }
 
 impl Filter {
+    /// The request went to Anthropic's Messages API, so its reply is in Anthropic's format.
+    pub(crate) fn anthropic(&self) -> bool {
+        self.path
+            .as_deref()
+            .is_some_and(|p| Dialect::from_path(p) == Dialect::Anthropic)
+    }
+
     pub(crate) fn on_response_headers(&mut self, host: &mut dyn Host) {
         // A response while the request is still held here (or before this filter saw it) is an
         // earlier filter's local reply: nothing went upstream, there is nothing to account.
@@ -49,7 +57,12 @@ impl Filter {
                 // Removing an event changes the length.
                 host.set_response_header("content-length", None);
             }
-            self.tap = Some(SseTap::new(strip, self.config.config.max_response_bytes));
+            let tap = SseTap::new(strip, self.config.config.max_response_bytes);
+            self.tap = Some(if self.anthropic() {
+                tap.anthropic()
+            } else {
+                tap
+            });
         }
         if let Some(r) = self.reservation.as_ref().and_then(|r| r.remaining_tokens) {
             host.set_response_header("x-ratelimit-remaining-tokens", Some(&r.to_string()));
@@ -116,12 +129,17 @@ impl Filter {
         let start = self.start_ms.unwrap_or(now);
         let skipped = self.tap.as_ref().map_or(0, |t| t.facts.skipped);
         let truncated = skipped > 0 || self.body_truncated;
+        let anthropic = self.anthropic();
         let (provider, text, model) = match &mut self.tap {
             Some(tap) => (
                 tap.facts.usage,
                 std::mem::take(&mut tap.facts.text),
                 tap.facts.model.take(),
             ),
+            None if anthropic => match anthropic::read_message(&self.body) {
+                Some(r) => (r.usage, r.text, r.model),
+                None => (None, String::new(), None),
+            },
             None => match usage::read_usage(&self.body) {
                 Some((model, u)) => (Some(u), String::new(), model),
                 // Only without usage is the generated text needed (for an estimate).
@@ -152,6 +170,7 @@ impl Filter {
                         input,
                         cached_input: 0,
                         output,
+                        cache_write: 0,
                     },
                     true,
                 )
@@ -263,6 +282,9 @@ impl Filter {
             r.model_served = Some(o.model_served);
             r.input_tokens = Some(o.usage.input);
             r.cached_input_tokens = Some(o.usage.cached_input);
+            // Null for APIs that report no cache writes (OpenAI's).
+            r.cache_write_input_tokens =
+                (o.usage.cache_write > 0 || self.anthropic()).then_some(o.usage.cache_write);
             r.output_tokens = Some(o.usage.output);
             r.usage_estimated = Some(o.estimated);
             r.truncated = Some(o.truncated);

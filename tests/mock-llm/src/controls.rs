@@ -62,6 +62,12 @@ pub struct Controls {
     /// in an `x-echo-credential` response header and in an error reply's message, as a
     /// careless provider might.
     pub echo_credentials: bool,
+    /// Anthropic: reply with a `tool_use` block calling this tool (or the first offered one).
+    pub tool_use: Option<String>,
+    /// Anthropic: `cache_read_input_tokens` to report.
+    pub cache_read_tokens: u64,
+    /// Anthropic: `cache_creation_input_tokens` to report.
+    pub cache_creation_tokens: u64,
     #[serde(skip)]
     /// Frame splitting.
     pub split: Split,
@@ -130,6 +136,15 @@ impl Controls {
         }
         if let Some(v) = num(h, "x-mock-endless-line") {
             c.endless_line = Some(v);
+        }
+        if let Some(v) = header(h, "x-mock-tool-use") {
+            c.tool_use = Some(v.to_string());
+        }
+        if let Some(v) = num(h, "x-mock-cache-read-tokens") {
+            c.cache_read_tokens = v;
+        }
+        if let Some(v) = num(h, "x-mock-cache-creation-tokens") {
+            c.cache_creation_tokens = v;
         }
         if let Some(v) = header(h, "x-mock-split") {
             c.split = parse_split(v);

@@ -4,6 +4,7 @@
 //! `PUT /__mock/defaults` (a JSON `Controls`). Every reply carries `x-upstream-id`, so a test can
 //! prove which backend served it, and `--record FILE` appends every request as a JSON line.
 
+mod anthropic;
 mod controls;
 mod replies;
 
@@ -56,6 +57,8 @@ struct Served {
     requests: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    cache_read_tokens: AtomicU64,
+    cache_creation_tokens: AtomicU64,
     without_usage: AtomicU64,
 }
 
@@ -264,7 +267,11 @@ async fn reply(
         .map(|r| vec![("retry-after", r)])
         .unwrap_or_default();
     if let Some(status) = c.status.filter(|s| *s >= 400) {
-        let mut err = replies::error(status);
+        let mut err = if path.starts_with("/v1/messages") {
+            anthropic::error(status)
+        } else {
+            replies::error(status)
+        };
         if let Some(cred) = echoed {
             err["error"]["message"] = json!(format!("Incorrect API key provided: {cred}"));
         }
@@ -294,7 +301,8 @@ async fn reply(
         let Ok(req_json) = serde_json::from_slice::<Value>(&body) else {
             return Ok(json_response(&state, 400, &replies::error(400), &[]));
         };
-        let reply = replies::openai(&path, &req_json, &c);
+        let reply = replies::openai(&path, &req_json, &c)
+            .or_else(|| anthropic::messages(&path, &req_json, &c));
         if let Some(r) = &reply {
             count_served(&state, r);
         }
@@ -321,6 +329,15 @@ async fn reply(
 /// Adds a reply's reported usage to the totals (a reply cut by `x-mock-reset` still counts:
 /// the totals are what the upstream meant to report).
 fn count_served(state: &State, reply: &Reply) {
+    if let Some((prompt, completion, read, write)) = anthropic::served_usage(reply) {
+        let s = &state.served;
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        s.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        s.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+        s.cache_read_tokens.fetch_add(read, Ordering::Relaxed);
+        s.cache_creation_tokens.fetch_add(write, Ordering::Relaxed);
+        return;
+    }
     let usage = match reply {
         Reply::Json(_, v) => v.get("usage").cloned(),
         Reply::Sse(events) => events.iter().rev().find_map(|e| {
@@ -392,6 +409,8 @@ fn admin(state: &State, rest: &str, body: &[u8]) -> Response<Body> {
                 "requests": s.requests.load(Ordering::Relaxed),
                 "prompt_tokens": s.prompt_tokens.load(Ordering::Relaxed),
                 "completion_tokens": s.completion_tokens.load(Ordering::Relaxed),
+                "cache_read_tokens": s.cache_read_tokens.load(Ordering::Relaxed),
+                "cache_creation_tokens": s.cache_creation_tokens.load(Ordering::Relaxed),
                 "without_usage": s.without_usage.load(Ordering::Relaxed),
             });
             json_response(state, 200, &v, &[])

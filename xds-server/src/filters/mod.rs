@@ -14,6 +14,7 @@ use aimesh_config::chain::ChainConfig;
 use aimesh_config::mcp::{Grant, McpConfig, ServerAccess, ToolLimit};
 use aimesh_config::pii::{Action, HeaderMatch, PatternConfig, PiiConfig, PiiType, PolicyConfig};
 use aimesh_config::routing::{self, RoutingConfig};
+use aimesh_config::translate::{Dialect, TranslateConfig};
 use aimesh_config::{endpoints, Validate};
 use serde::Serialize;
 
@@ -576,3 +577,24 @@ pub fn token_accounting(gw: &Gateway) -> TokenAccountingConfig {
 
 #[cfg(test)]
 mod tests;
+
+/// The dialect a provider kind speaks: Anthropic Messages or OpenAI chat completions.
+pub fn dialect(kind: crate::model::ProviderKind) -> Dialect {
+    match kind {
+        crate::model::ProviderKind::Anthropic => Dialect::Anthropic,
+        _ => Dialect::Openai,
+    }
+}
+
+/// The translate stage's config (in every provider cluster's and every aggregate cluster's
+/// upstream filters): each provider cluster with its kind's dialect.
+pub fn translate(gw: &Gateway) -> TranslateConfig {
+    TranslateConfig {
+        clusters: gw
+            .providers
+            .iter()
+            .map(|p| (provider_cluster(&p.name), dialect(p.kind)))
+            .collect(),
+        ..TranslateConfig::default()
+    }
+}

@@ -44,6 +44,9 @@ pub struct Record {
     pub input_tokens: Option<u64>,
     /// Of the input, tokens from the provider's prompt cache.
     pub cached_input_tokens: Option<u64>,
+    /// Of the input, tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub cache_write_input_tokens: Option<u64>,
     /// Output tokens.
     pub output_tokens: Option<u64>,
     /// True when the token figures are estimates.
@@ -73,7 +76,7 @@ pub enum Value<'a> {
 }
 
 /// Field names of the record, in the order [`Record::fields`] gives them.
-pub const FIELDS: [&str; 17] = [
+pub const FIELDS: [&str; 18] = [
     "path",
     "mcp_server",
     "account",
@@ -86,6 +89,7 @@ pub const FIELDS: [&str; 17] = [
     "upstream_status",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
     "output_tokens",
     "usage_estimated",
     "truncated",
@@ -118,7 +122,7 @@ impl Record {
     }
 
     /// Every field with its value, in [`FIELDS`] order.
-    pub fn fields(&self) -> [(&'static str, Value<'_>); 17] {
+    pub fn fields(&self) -> [(&'static str, Value<'_>); 18] {
         let vals = [
             s(&self.path),
             s(&self.mcp_server),
@@ -132,6 +136,7 @@ impl Record {
             n(self.upstream_status.map(u64::from)),
             n(self.input_tokens),
             n(self.cached_input_tokens),
+            n(self.cache_write_input_tokens),
             n(self.output_tokens),
             self.usage_estimated.map_or(Value::Null, Value::Bool),
             self.truncated.map_or(Value::Null, Value::Bool),

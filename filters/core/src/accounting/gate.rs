@@ -97,6 +97,7 @@ pub fn admit<S: SharedStore + ?Sized>(store: &S, ask: &Ask<'_>, now_ms: u64) -> 
             input: ask.prompt,
             cached_input: 0,
             output: completion,
+            cache_write: 0,
         })
     });
     let tokens = ask.prompt.saturating_add(completion);

@@ -113,6 +113,7 @@ fn admission_reserves_prompt_plus_max_tokens_and_its_cost() {
     let price = Price {
         input: 2.5,
         cached_input: None,
+        cache_write: None,
         output: 10.0,
     };
     let a = Ask {
@@ -157,6 +158,7 @@ fn a_refusal_carries_the_bucket_level() {
     let price = Price {
         input: 1.0,
         cached_input: None,
+        cache_write: None,
         output: 1.0,
     };
     let v = admit(

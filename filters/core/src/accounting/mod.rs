@@ -3,6 +3,7 @@
 //! - [`sse`]: an incremental SSE scanner that never holds a byte back except the bytes of an
 //!   event that may be the injected usage-only chunk.
 //! - [`usage`]: `usage` from non-streaming bodies and stream chunks.
+//! - [`anthropic`]: the same from Anthropic Messages bodies and events (cache tokens apart).
 //! - [`inject`]: sets `stream_options.include_usage` in a request body without reserializing it.
 //! - [`estimate`]: tiktoken counts when the provider reports no usage.
 //! - [`price`]: price table and per-request cost in micro-USD.
@@ -11,6 +12,7 @@
 //! - [`audit`]: the typed audit record the access log reads.
 
 pub mod admission;
+pub mod anthropic;
 pub mod audit;
 pub mod estimate;
 pub mod gate;

@@ -67,6 +67,9 @@ pub struct SseTap {
     releasing: bool,
     /// Strip mode: how far `held` was searched for the `choices` marker.
     searched: usize,
+    /// Events are Anthropic Messages events (set by [`SseTap::anthropic`], or by a
+    /// `message_start` event name): usage is read and merged the Anthropic way.
+    anthropic: bool,
     /// What the stream said so far.
     pub facts: StreamFacts,
 }
@@ -90,6 +93,12 @@ impl SseTap {
             max: max.max(1),
             ..SseTap::default()
         }
+    }
+
+    /// The same scanner reading Anthropic Messages events.
+    pub fn anthropic(mut self) -> Self {
+        self.anthropic = true;
+        self
     }
 
     /// Scans one chunk; returns what to forward in its place.
@@ -244,6 +253,9 @@ impl SseTap {
             }
             None => (line, &b""[..]),
         };
+        if name == b"event" && value == b"message_start" {
+            self.anthropic = true;
+        }
         if name == b"data" {
             let had = std::mem::replace(&mut self.has_data, true);
             if self.event_over {
@@ -272,7 +284,12 @@ impl SseTap {
             return false;
         }
         let data = std::mem::take(&mut self.data);
-        let drop = match read(&data) {
+        let reading = if self.anthropic {
+            super::anthropic::read_event(&data, self.facts.usage)
+        } else {
+            read(&data)
+        };
+        let drop = match reading {
             Some(r) => self.absorb(r),
             None => false,
         };

@@ -42,6 +42,7 @@ fn check(cuts: &[usize]) {
         input: 3,
         cached_input: 0,
         output: 2,
+        cache_write: 0,
     });
     assert_eq!(tap.facts.usage, want);
     assert_eq!(tap.facts.text, "héllo world");

@@ -11,6 +11,9 @@ pub struct Usage {
     pub cached_input: u64,
     /// Completion (output) tokens, reasoning included.
     pub output: u64,
+    /// Of `input`, tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); disjoint from `cached_input`.
+    pub cache_write: u64,
 }
 
 /// The `usage` object of OpenAI (chat, completions, embeddings) and Responses-style APIs.
@@ -48,6 +51,7 @@ impl From<WireUsage> for Usage {
             input,
             cached_input: cached.min(input),
             output: w.completion_tokens.or(w.output_tokens).unwrap_or(0),
+            cache_write: 0,
         }
     }
 }
@@ -169,7 +173,8 @@ mod tests {
             Some(Usage {
                 input: 5,
                 cached_input: 3,
-                output: 2
+                output: 2,
+                cache_write: 0
             })
         );
         assert_eq!(r.text, "hi there");
@@ -184,7 +189,8 @@ mod tests {
             Some(Usage {
                 input: 4,
                 cached_input: 0,
-                output: 0
+                output: 0,
+                cache_write: 0
             })
         );
     }

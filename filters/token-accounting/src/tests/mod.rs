@@ -2,6 +2,7 @@
 //! tests move.
 
 mod accounting;
+mod anthropic;
 mod fleet;
 mod limits;
 

@@ -57,6 +57,10 @@ fn load_all(name: &str, gw: &Gateway) {
     for (filter, json) in configs(gw, false).unwrap_or_else(|e| panic!("{name}: {e}")) {
         load(filter, &json);
     }
+    // The translate stage's config (every provider cluster's upstream filter), as it loads it.
+    let tr = serde_json::to_string(&crate::filters::translate(gw)).unwrap_or_default();
+    aimesh_host::load_config::<aimesh_config::translate::TranslateConfig>(tr.as_bytes())
+        .unwrap_or_else(|e| panic!("{name}: translate refuses its config: {e}: {tr}"));
     if gw.virtual_models.iter().any(|vm| !vm.fallbacks.is_empty()) {
         let vm = serde_json::to_string(&virtual_model_upstream(gw)).unwrap_or_default();
         load("virtual-model", &vm);
