@@ -5,12 +5,14 @@
 //! those traits over the proxy-wasm ABI.
 
 pub mod accounting;
+pub mod api;
 pub mod auth;
 pub mod endpoints;
 pub mod error;
 pub mod headers;
 pub mod host;
 pub mod limits;
+pub mod multipart;
 pub mod openai;
 pub mod pii;
 pub mod routing;

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use aimesh_core::api;
 use aimesh_core::pii::json::{redact_request, respond_body};
 use aimesh_core::pii::mcp::{refusal, respond_reply, McpSse};
 use aimesh_core::pii::stream::SseRedactor;
@@ -77,7 +78,11 @@ impl Stage for Filter {
         }
         // A policy that allows every type has nothing to look for in the request: the body
         // streams through unbuffered.
-        let scans = self.engine.policy(self.policy).scans_anything();
+        // Form uploads (audio) and files are not JSON: auth reads their `model` as a form
+        // field, and their text (a transcription `prompt`, a batch file) is not scanned
+        // (docs/endpoints.md).
+        let json = api::format(path) == api::Format::Json;
+        let scans = self.engine.policy(self.policy).scans_anything() && json;
         if eos || !scans {
             return Action::Continue;
         }

@@ -55,6 +55,8 @@ pub struct Record {
     pub cost_micro_usd: Option<u64>,
     /// Streams: request start to first generated text, ms.
     pub ttft_ms: Option<u64>,
+    /// Custom request metadata (the configured header's checked object), as JSON text.
+    pub metadata: Option<String>,
 }
 
 /// A field value as the access log will show it.
@@ -73,7 +75,7 @@ pub enum Value<'a> {
 }
 
 /// Field names of the record, in the order [`Record::fields`] gives them.
-pub const FIELDS: [&str; 17] = [
+pub const FIELDS: [&str; 18] = [
     "path",
     "mcp_server",
     "account",
@@ -91,6 +93,7 @@ pub const FIELDS: [&str; 17] = [
     "truncated",
     "cost_micro_usd",
     "ttft_ms",
+    "metadata",
 ];
 
 fn s(v: &Option<String>) -> Value<'_> {
@@ -118,7 +121,7 @@ impl Record {
     }
 
     /// Every field with its value, in [`FIELDS`] order.
-    pub fn fields(&self) -> [(&'static str, Value<'_>); 17] {
+    pub fn fields(&self) -> [(&'static str, Value<'_>); 18] {
         let vals = [
             s(&self.path),
             s(&self.mcp_server),
@@ -137,6 +140,7 @@ impl Record {
             self.truncated.map_or(Value::Null, Value::Bool),
             n(self.cost_micro_usd),
             n(self.ttft_ms),
+            s(&self.metadata),
         ];
         let mut i = 0;
         vals.map(|v| {
