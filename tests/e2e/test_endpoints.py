@@ -71,6 +71,15 @@ class Gateway:
             time.sleep(0.05)
         raise AssertionError(f"no audit line for {path}")
 
+    def lines_since(self, n_before: int, paths: tuple[str, ...], count: int) -> list[dict]:
+        """The `count` audit lines to `paths` written after `n_before` lines."""
+        deadline = time.time() + 5
+        while True:
+            new = [l for l in self.lines()[n_before:] if l["path"].startswith(paths)]
+            if len(new) >= count or time.time() > deadline:
+                return new
+            time.sleep(0.05)
+
     def stop(self) -> None:
         for p in (self.envoy, self.server, self.mock):
             p.stop()
@@ -210,7 +219,7 @@ def test_files_and_batches_pass_through_with_identity(gw):
     assert c.batches.retrieve(b.id).input_file_id == f.id
     assert c.batches.cancel(b.id).status == "cancelling"
     assert c.files.delete(f.id).deleted
-    lines = [l for l in gw.lines()[n:] if l["path"].startswith(("/v1/files", "/v1/batches"))]
+    lines = gw.lines_since(n, ("/v1/files", "/v1/batches"), 7)
     assert len(lines) == 7 and all(l["key_id"] == "alice" and l["team"] == "t" for l in lines)
     assert all(l["input_tokens"] is None for l in lines)
     # A key limited to some models has no endpoint grants: it cannot upload a batch whose
