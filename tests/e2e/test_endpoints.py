@@ -139,6 +139,19 @@ def test_a_streamed_response_is_accounted_from_response_completed(gw):
     assert line["usage_estimated"] is False and isinstance(line["ttft_ms"], int)
 
 
+def test_a_streamed_response_has_its_placeholders_restored_at_any_split(gw):
+    for split in ("3", "random:7:11"):
+        stream = gw.client().responses.create(
+            model="gpt-4o", input=f"forward this to {EMAIL} please", stream=True,
+            extra_headers={"x-mock-echo": "1", "x-mock-split": split})
+        events = list(stream)
+        assert "[EMAIL_1]" in last_record(gw, "/v1/responses")["body"]
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        want = f"forward this to {EMAIL} please"
+        assert text == want, split
+        assert events[-1].type == "response.completed" and events[-1].response.output_text == want
+
+
 # --- completions, embeddings, images, audio, moderations, rerank ----------------------------
 
 def test_completions_streamed_and_not(gw):

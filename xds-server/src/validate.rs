@@ -864,6 +864,9 @@ mod tests {
             ),
             ("limits:\n- {key: ghost, requests_per_minute: 1}\n", "limits[0].key"),
             ("listener: {route_timeout: soon}\n", "listener.route_timeout"),
+            ("listener: {max_body_bytes: 100}\n", "listener.max_body_bytes"),
+            ("metadata: {header: x-aimesh-meta}\n", "metadata.header"),
+            ("metadata: {keys: [a], labels: [b]}\n", "metadata.labels[0]"),
             ("mcp_servers:\n- {name: m, url: 'ftp://x'}\n", "mcp_servers[0].url"),
         ];
         for (yaml, field) in cases {

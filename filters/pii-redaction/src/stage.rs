@@ -6,6 +6,7 @@ use std::rc::Rc;
 use aimesh_core::api;
 use aimesh_core::pii::json::{redact_request, respond_body};
 use aimesh_core::pii::mcp::{refusal, respond_reply, McpSse};
+use aimesh_core::pii::responses::ResponsesSse;
 use aimesh_core::pii::stream::SseRedactor;
 use aimesh_core::pii::{Engine, PiiError, Session};
 use aimesh_core::ErrorKind;
@@ -22,6 +23,8 @@ enum Response {
     Pass,
     Json,
     Sse(Box<SseRedactor>),
+    /// A streamed `/v1/responses` reply: its own event shapes.
+    ResponsesSse(Box<ResponsesSse>),
     /// A JSON-RPC reply on `/mcp/`: tool result text, not model text.
     McpJson,
     McpSse(Box<McpSse>),
@@ -38,6 +41,8 @@ pub(crate) struct Filter {
     response: Response,
     /// The request went to an MCP server (`/mcp/<server>`): its replies are JSON-RPC.
     mcp: bool,
+    /// The request went to the Responses API: its streamed reply has its own events.
+    responses: bool,
 }
 
 impl Filter {
@@ -51,6 +56,7 @@ impl Filter {
             not_json: PiiError::InvalidJson,
             response: Response::Pass,
             mcp: false,
+            responses: false,
         }
     }
 }
@@ -67,6 +73,7 @@ impl Stage for Filter {
         let hs = host.request_headers();
         let path = hs.get(":path").unwrap_or_default();
         self.mcp = path.starts_with("/mcp/");
+        self.responses = api::lookup(path).is_some_and(|e| e.path == "/v1/responses");
         let headers = |n: &str| hs.get(n).map(str::to_string);
         self.policy = self.engine.select(route.as_deref(), path, &headers);
         // Kept for the refusal only: the body is scanned whatever it is declared as, because
@@ -128,6 +135,8 @@ impl Stage for Filter {
         let sse = ct.starts_with("text/event-stream");
         if sse && self.mcp {
             self.response = Response::McpSse(Box::default());
+        } else if sse && self.responses {
+            self.response = Response::ResponsesSse(Box::default());
         } else if sse {
             self.response = Response::Sse(Box::default());
         } else if ct.contains("json") && self.mcp {
@@ -162,6 +171,17 @@ impl Stage for Filter {
                 Action::Continue
             }
             Response::McpSse(sse) => {
+                let chunk = host.body(Body::Response, size).unwrap_or_default();
+                let out = sse.push(&chunk, eos, &engine, policy, &mut self.session);
+                if out != chunk {
+                    host.replace_body(Body::Response, size, &out);
+                }
+                if eos {
+                    self.report(host);
+                }
+                Action::Continue
+            }
+            Response::ResponsesSse(sse) => {
                 let chunk = host.body(Body::Response, size).unwrap_or_default();
                 let out = sse.push(&chunk, eos, &engine, policy, &mut self.session);
                 if out != chunk {
