@@ -55,6 +55,10 @@ pub struct Gateway {
     /// Traces (OpenTelemetry) of the gateway's requests.
     #[serde(default)]
     pub observability: Observability,
+    /// Custom request metadata: a header's JSON object of strings (validated and size-capped)
+    /// that lands in the audit log's `metadata`, and for `labels` keys on the GenAI metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<aimesh_config::metadata::MetadataConfig>,
 }
 
 /// The client-facing listener.
@@ -87,6 +91,19 @@ pub struct Listener {
     /// trusts more) and so which `x-envoy-*` headers Envoy strips.
     #[serde(default)]
     pub trusted_hops: u32,
+    /// Largest request body, in bytes (default 1 MiB; 1 KiB to 64 MiB). Larger requests get
+    /// 413 `request_too_large` in the caller's dialect; it also sizes Envoy's buffers (listener
+    /// and upstream connections), which the filters hold a body in while they read it. Coding
+    /// agents send requests over 1 MiB: raise it for them.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+/// Smallest and largest `listener.max_body_bytes`.
+pub const MAX_BODY_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * 1024 * 1024;
+
+fn default_max_body_bytes() -> u64 {
+    aimesh_config::auth::DEFAULT_MAX_BODY_BYTES as u64
 }
 
 /// How the filters are loaded into Envoy.
@@ -126,6 +143,7 @@ impl Default for Listener {
             access_log: default_access_log(),
             filter_build: FilterBuild::default(),
             trusted_hops: 0,
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }

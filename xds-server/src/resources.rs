@@ -121,6 +121,7 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
     for p in &gw.providers {
         let (mut c, cla) = provider(p)?;
         set_upstream_filters(&mut c, std::slice::from_ref(&translate));
+        c.per_connection_buffer_limit_bytes = buffer_limit(gw);
         if let Some(cla) = cla {
             endpoints.insert(c.name.clone(), any(ENDPOINT, &cla));
         }
@@ -133,7 +134,8 @@ pub fn build(gw: &Gateway, wasm_dir: &Path, resolve_files: bool) -> Result<Resou
     }
     for e in &gw.custom_endpoints {
         let u = parse_url(&e.url)?;
-        let c = hosted_cluster(&custom_cluster(e), &u, 5000);
+        let mut c = hosted_cluster(&custom_cluster(e), &u, 5000);
+        c.per_connection_buffer_limit_bytes = buffer_limit(gw);
         clusters.insert(c.name.clone(), any(CLUSTER, &c));
     }
     let header_auth_env = filters::header_auth_env(gw);
@@ -587,6 +589,16 @@ fn routes(gw: &Gateway) -> Result<rt::RouteConfiguration, String> {
 #[path = "routes_tests.rs"]
 mod routes_tests;
 
+/// Envoy's buffer limit for connections that carry request bodies: `listener.max_body_bytes`
+/// and headroom, so the filters (which hold a body while they read it) answer an oversized one
+/// with their own 413 before Envoy's buffer would overflow.
+fn buffer_limit(gw: &Gateway) -> Option<UInt32Value> {
+    let bytes = gw.listener.max_body_bytes.saturating_add(64 * 1024);
+    Some(UInt32Value {
+        value: u32::try_from(bytes).unwrap_or(u32::MAX),
+    })
+}
+
 fn listener(gw: &Gateway) -> lis::Listener {
     let mut http_filters: Vec<hcm::HttpFilter> = filters::loaded(gw)
         .iter()
@@ -645,6 +657,7 @@ fn listener(gw: &Gateway) -> lis::Listener {
             }],
             ..Default::default()
         }],
+        per_connection_buffer_limit_bytes: buffer_limit(gw),
         ..Default::default()
     }
 }

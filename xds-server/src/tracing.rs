@@ -39,14 +39,6 @@ const AUTH_TAGS: [(&str, &str); 2] = [
     ("aimesh.team", "wasm.aimesh.team"),
 ];
 
-/// `gen_ai.operation.name` by the path the client asked for (OpenAI API paths).
-const OPERATIONS: [(&str, &str); 4] = [
-    ("/v1/chat/completions", "chat"),
-    ("/v1/responses", "chat"),
-    ("/v1/completions", "text_completion"),
-    ("/v1/embeddings", "embeddings"),
-];
-
 fn any<M: Message>(type_url: &str, m: &M) -> Any {
     Any {
         type_url: type_url.to_string(),
@@ -111,8 +103,10 @@ pub fn tags(gw: &Gateway) -> Vec<(String, String)> {
         out.push(("gen_ai.provider.name".into(), format!("%CEL({map})%")));
     }
     let path = "request.path";
-    let mut op = OPERATIONS
+    // `gen_ai.operation.name` by the path the client asked for: the filters' endpoint table.
+    let mut op = aimesh_core::api::ENDPOINTS
         .iter()
+        .map(|e| (e.path, e.operation))
         .rev()
         .fold("''".to_string(), |rest, (p, op)| {
             format!(

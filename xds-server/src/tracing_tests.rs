@@ -82,7 +82,17 @@ fn the_span_attributes_and_where_they_are_read() {
         op.starts_with("%CEL(request.path.startsWith('/v1/chat/completions') ? 'chat' : "),
         "{op}"
     );
-    assert!(op.ends_with("'embeddings' : '')%"), "{op}");
+    // Every entry of the filters' endpoint table, in its order, then the empty default.
+    assert!(
+        op.contains("startsWith('/v1/embeddings') ? 'embeddings' : "),
+        "{op}"
+    );
+    assert!(
+        op.ends_with("startsWith('/v1/batches') ? 'batches' : '')%"),
+        "{op}"
+    );
+    let tested = op.matches("startsWith(").count();
+    assert_eq!(tested, aimesh_core::api::ENDPOINTS.len(), "{op}");
     // A `)%` inside would end the format command early.
     for v in tags.values() {
         assert_eq!(v.matches(")%").count(), 1, "{v}");

@@ -202,6 +202,18 @@ pub fn egress(allow: &[String]) -> Result<Egress, String> {
 pub fn validate(gw: &Gateway) -> Vec<(String, String)> {
     let mut v = Checker::default();
     v.duration("listener.route_timeout", &gw.listener.route_timeout);
+    if let Some(m) = &gw.metadata {
+        if let Err(e) = aimesh_config::Validate::validate(m) {
+            let e = e.within("metadata");
+            v.err(e.field.clone(), &e.problem.to_string());
+        }
+    }
+    if !crate::model::MAX_BODY_RANGE.contains(&gw.listener.max_body_bytes) {
+        v.err(
+            "listener.max_body_bytes".to_string(),
+            "must be between 1024 (1 KiB) and 67108864 (64 MiB)",
+        );
+    }
     if gw.listener.filter_build != crate::model::FilterBuild::Separate {
         if let Some(i) = gw
             .virtual_models
@@ -864,6 +876,9 @@ mod tests {
             ),
             ("limits:\n- {key: ghost, requests_per_minute: 1}\n", "limits[0].key"),
             ("listener: {route_timeout: soon}\n", "listener.route_timeout"),
+            ("listener: {max_body_bytes: 100}\n", "listener.max_body_bytes"),
+            ("metadata: {header: x-aimesh-meta}\n", "metadata.header"),
+            ("metadata: {keys: [a], labels: [b]}\n", "metadata.labels[0]"),
             ("mcp_servers:\n- {name: m, url: 'ftp://x'}\n", "mcp_servers[0].url"),
         ];
         for (yaml, field) in cases {

@@ -2,11 +2,13 @@
 
 use std::rc::Rc;
 
+use aimesh_core::api::{self, Format, Model};
 use aimesh_core::auth::catalogue::models_request;
 use aimesh_core::auth::endpoints::Refusal;
 use aimesh_core::auth::limits::{self, Admitted};
 use aimesh_core::auth::{AuthError, Destination, ModelRoute, ModelsRequest, Policies, PolicyId};
-use aimesh_core::openai::{carries_model, request_facts, BodyError};
+use aimesh_core::multipart::{self, form_facts, FormError};
+use aimesh_core::openai::{carries_model, request_facts, BodyError, RequestFacts};
 use aimesh_core::ErrorKind;
 use aimesh_host::{
     send_error, send_json, strip_internal_headers, Action, Body, Facts, Headers, Host, Stage,
@@ -36,6 +38,10 @@ pub(crate) struct Auth {
     body_size: usize,
     /// The decision for this request should its body turn out empty (it then names no model).
     if_empty: Result<(), Refusal>,
+    /// The request's `content-type`, for a form body's boundary.
+    content_type: String,
+    /// What the endpoint's body is.
+    format: Format,
 }
 
 impl Stage for Auth {
@@ -78,15 +84,33 @@ impl Stage for Auth {
             host.set_request_header("accept-encoding", None);
         }
         let without_model = policy.admits_without_model(method, path);
-        // MCP and custom endpoints carry arbitrary (even binary) bodies that auth does not read:
-        // like body-less requests they name no model, so the key's endpoint grants decide.
-        if eos || !carries_model(path) {
+        let endpoint = api::lookup(path);
+        // Files and batches name no model (a batch's models are inside its uploaded file):
+        // like MCP and custom endpoints, whose arbitrary (even binary) bodies auth does not
+        // read, and body-less requests, the key's endpoint grants decide.
+        let no_model = endpoint.is_some_and(|e| e.model == Model::Absent);
+        if eos || !carries_model(path) || no_model {
             if carries_model(path) {
                 self.route_default(host);
             }
             return self.admit_without_model(host, without_model);
         }
         self.if_empty = without_model;
+        self.format = endpoint.map_or(Format::Json, |e| e.format);
+        self.content_type = hs.get("content-type").unwrap_or_default().to_string();
+        // A provider may read a form body by its content type whatever the endpoint: a JSON
+        // endpoint's body under a multipart type could name another model to it than to us.
+        let ct = &self.content_type;
+        let wrong = match self.format {
+            Format::Json if multipart::media_type(ct).starts_with("multipart/") => {
+                Some(FormError::NotJson(multipart::media_type(ct)))
+            }
+            Format::Multipart => multipart::boundary(ct).err(),
+            _ => None,
+        };
+        if let Some(err) = wrong {
+            return self.refuse(host, stat::BODY, &err);
+        }
         Action::Pause
     }
 
@@ -189,6 +213,8 @@ impl Auth {
             filter_models: false,
             body_size: 0,
             if_empty: Ok(()),
+            content_type: String::new(),
+            format: Format::Json,
         }
     }
 
@@ -218,9 +244,20 @@ impl Auth {
             return self.admit_without_model(host, self.if_empty);
         }
         let body = host.body(Body::Request, self.body_size).unwrap_or_default();
-        let facts = match request_facts(&body) {
-            Ok(f) => f,
-            Err(e) => return self.refuse(host, stat::BODY, &e),
+        let facts = if self.format == Format::Multipart {
+            match form_facts(&self.content_type, &body) {
+                Ok(f) => RequestFacts {
+                    model: f.model,
+                    stream: f.stream,
+                    ..RequestFacts::default()
+                },
+                Err(e) => return self.refuse(host, stat::BODY, &e),
+            }
+        } else {
+            match request_facts(&body) {
+                Ok(f) => f,
+                Err(e) => return self.refuse(host, stat::BODY, &e),
+            }
         };
         let policies = Rc::clone(&self.policies);
         let allowed = self

@@ -100,15 +100,22 @@ fn requests_naming_no_model_pass_only_on_the_keys_endpoint_grants() {
     let mut ex = request(&w, r.as_ref(), "POST", "/v1/chat/completions", &[BEARER]);
     ex.request_headers(true);
     assert_eq!(refused(&ex), Some((400, "missing_model".into())));
-    // HTTP/2 may end a GET with an empty DATA frame: still a request without a body.
+    // Files and batches name no model: decided on the grants at the headers, body or not (an
+    // upload is never held).
     let mut ex = request(&w, r.as_ref(), "GET", "/v1/files", &[BEARER]);
-    assert_eq!(ex.request_headers(false), Action::Pause);
+    assert_eq!(ex.request_headers(false), Action::Continue);
     assert_eq!(ex.request_chunk(b"", true), Action::Continue);
     assert!(ex.reply().is_none());
     let mut ex = request(&w, r.as_ref(), "GET", "/v1/batches", &[BEARER]);
     ex.request_headers(false);
-    ex.request_chunk(b"", true);
     assert_eq!(refused(&ex), Some((403, "endpoint_not_allowed".into())));
+    // HTTP/2 may end a GET with an empty DATA frame: still a request without a body.
+    let grants = alice(json!({"models": ["gpt-4o"], "endpoints": ["GET /v1/fine_tuning"]}));
+    let r = root(&w, grants);
+    let mut ex = request(&w, r.as_ref(), "GET", "/v1/fine_tuning/jobs", &[BEARER]);
+    assert_eq!(ex.request_headers(false), Action::Pause);
+    assert_eq!(ex.request_chunk(b"", true), Action::Continue);
+    assert!(ex.reply().is_none());
     assert_eq!(
         w.metrics.counter("aimesh.auth.denied.endpoint_not_allowed"),
         2
@@ -126,4 +133,94 @@ fn custom_endpoint_bodies_are_not_buffered_or_read() {
     assert_eq!(ex.request_chunk(&binary, true), Action::Continue);
     assert_eq!(ex.sent_upstream.len(), 8);
     assert!(ex.reply().is_none() && ex.host.facts.model.is_none());
+}
+
+fn form(parts: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, value) in parts {
+        b.extend_from_slice(
+            format!("--b0\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    b.extend_from_slice(b"--b0--\r\n");
+    b
+}
+
+const FORM: (&str, &str) = ("content-type", "multipart/form-data; boundary=b0");
+
+#[test]
+fn an_audio_upload_is_checked_on_its_model_form_field() {
+    let w = World::default();
+    let r = root(&w, alice(json!({"models": ["whisper-1"]})));
+    let send = |ct: (&str, &str), body: &[u8]| {
+        let mut ex = request(
+            &w,
+            r.as_ref(),
+            "POST",
+            "/v1/audio/transcriptions",
+            &[BEARER, ct],
+        );
+        if ex.request_headers(false) == Action::Pause && ex.reply().is_none() {
+            ex.request_chunk(body, true);
+        }
+        ex
+    };
+    let ok = send(FORM, &form(&[("file", "RIFF"), ("model", "whisper-1")]));
+    assert_eq!(ok.host.facts.model.as_deref(), Some("whisper-1"));
+    assert!(!ok.sent_upstream.is_empty());
+    let other = send(FORM, &form(&[("model", "gpt-4o-transcribe")]));
+    assert_eq!(refused(&other), Some((403, "model_not_allowed".into())));
+    let two = send(FORM, &form(&[("model", "whisper-1"), ("model", "gpt-4o")]));
+    assert_eq!(refused(&two), Some((400, "duplicate_model".into())));
+    let json_body = send(FORM, br#"{"model":"whisper-1"}"#);
+    assert_eq!(refused(&json_body), Some((400, "invalid_multipart".into())));
+    let as_json = send(
+        ("content-type", "application/json"),
+        &form(&[("model", "whisper-1")]),
+    );
+    assert_eq!(
+        refused(&as_json),
+        Some((415, "unsupported_content_type".into()))
+    );
+    let no_boundary = send(("content-type", "multipart/form-data"), b"");
+    assert_eq!(
+        refused(&no_boundary),
+        Some((400, "missing_boundary".into()))
+    );
+    for ex in [other, two, json_body, as_json, no_boundary] {
+        assert!(ex.sent_upstream.is_empty());
+    }
+    // A JSON endpoint's body under a form type could name another model to a provider.
+    let mut ex = request(
+        &w,
+        r.as_ref(),
+        "POST",
+        "/v1/chat/completions",
+        &[BEARER, FORM],
+    );
+    ex.request_headers(false);
+    assert_eq!(refused(&ex), Some((415, "unsupported_content_type".into())));
+}
+
+#[test]
+fn file_uploads_and_batches_are_decided_by_endpoint_grants_unread() {
+    let w = World::default();
+    let r = root(
+        &w,
+        alice(json!({"models": ["gpt-4o"], "endpoints": ["/v1/files", "POST /v1/batches"]})),
+    );
+    let upload = form(&[("purpose", "batch"), ("file", "{\"model\":\"o1\"}")]);
+    let mut ex = request(&w, r.as_ref(), "POST", "/v1/files", &[BEARER, FORM]);
+    assert_eq!(ex.request_headers(false), Action::Continue);
+    assert_eq!(ex.request_chunk(&upload, true), Action::Continue);
+    assert_eq!(ex.sent_upstream, upload);
+    let mut ex = request(&w, r.as_ref(), "POST", "/v1/batches", &[BEARER]);
+    assert_eq!(ex.request_headers(false), Action::Continue);
+    let mut ex = request(&w, r.as_ref(), "POST", "/v1/batches/b1/cancel", &[BEARER]);
+    assert_eq!(ex.request_headers(false), Action::Continue);
+    let narrow = root(&w, alice(json!({"models": ["gpt-4o"]})));
+    let mut ex = request(&w, narrow.as_ref(), "POST", "/v1/files", &[BEARER, FORM]);
+    ex.request_headers(false);
+    assert_eq!(refused(&ex), Some((403, "endpoint_not_allowed".into())));
 }

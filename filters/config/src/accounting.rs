@@ -169,6 +169,9 @@ pub struct TokenAccountingConfig {
     /// Fleet-wide limits on the limits service (`limits.store: redis`); replaces `limits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// Custom request metadata (a header's JSON object) for the audit log and metric labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<crate::metadata::MetadataConfig>,
 }
 
 /// Default `max_response_bytes`: 16 MiB.
@@ -213,6 +216,7 @@ impl Default for TokenAccountingConfig {
             max_response_bytes: default_max_response_bytes(),
             providers: BTreeMap::new(),
             fleet: None,
+            metadata: None,
         }
     }
 }
@@ -269,6 +273,9 @@ impl Validate for TokenAccountingConfig {
         }
         if let Some(f) = &self.fleet {
             f.validate().map_err(|e| e.within("fleet"))?;
+        }
+        if let Some(m) = &self.metadata {
+            m.validate().map_err(|e| e.within("metadata"))?;
         }
         if self.max_response_bytes == 0 {
             return Err(ConfigError::invalid(

@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod error;
 pub mod fleet;
 pub mod mcp;
+pub mod metadata;
 pub mod names;
 pub mod path;
 pub mod pii;

@@ -5,6 +5,7 @@
 //! those traits over the proxy-wasm ABI.
 
 pub mod accounting;
+pub mod api;
 pub mod auth;
 pub mod dialect;
 pub mod endpoints;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod headers;
 pub mod host;
 pub mod limits;
+pub mod multipart;
 pub mod openai;
 pub mod pii;
 pub mod routing;

@@ -3,8 +3,10 @@
 
 use std::rc::Rc;
 
+use aimesh_core::api;
 use aimesh_core::pii::json::{redact_request, respond_body};
 use aimesh_core::pii::mcp::{refusal, respond_reply, McpSse};
+use aimesh_core::pii::responses::ResponsesSse;
 use aimesh_core::pii::stream::SseRedactor;
 use aimesh_core::pii::{Engine, PiiError, Session};
 use aimesh_core::ErrorKind;
@@ -21,6 +23,8 @@ enum Response {
     Pass,
     Json,
     Sse(Box<SseRedactor>),
+    /// A streamed `/v1/responses` reply: its own event shapes.
+    ResponsesSse(Box<ResponsesSse>),
     /// A JSON-RPC reply on `/mcp/`: tool result text, not model text.
     McpJson,
     McpSse(Box<McpSse>),
@@ -37,6 +41,8 @@ pub(crate) struct Filter {
     response: Response,
     /// The request went to an MCP server (`/mcp/<server>`): its replies are JSON-RPC.
     mcp: bool,
+    /// The request went to the Responses API: its streamed reply has its own events.
+    responses: bool,
 }
 
 impl Filter {
@@ -50,6 +56,7 @@ impl Filter {
             not_json: PiiError::InvalidJson,
             response: Response::Pass,
             mcp: false,
+            responses: false,
         }
     }
 }
@@ -66,6 +73,7 @@ impl Stage for Filter {
         let hs = host.request_headers();
         let path = hs.get(":path").unwrap_or_default();
         self.mcp = path.starts_with("/mcp/");
+        self.responses = api::lookup(path).is_some_and(|e| e.path == "/v1/responses");
         let headers = |n: &str| hs.get(n).map(str::to_string);
         self.policy = self.engine.select(route.as_deref(), path, &headers);
         // Kept for the refusal only: the body is scanned whatever it is declared as, because
@@ -77,7 +85,11 @@ impl Stage for Filter {
         }
         // A policy that allows every type has nothing to look for in the request: the body
         // streams through unbuffered.
-        let scans = self.engine.policy(self.policy).scans_anything();
+        // Form uploads (audio) and files are not JSON: auth reads their `model` as a form
+        // field, and their text (a transcription `prompt`, a batch file) is not scanned
+        // (docs/endpoints.md).
+        let json = api::format(path) == api::Format::Json;
+        let scans = self.engine.policy(self.policy).scans_anything() && json;
         if eos || !scans {
             return Action::Continue;
         }
@@ -123,6 +135,8 @@ impl Stage for Filter {
         let sse = ct.starts_with("text/event-stream");
         if sse && self.mcp {
             self.response = Response::McpSse(Box::default());
+        } else if sse && self.responses {
+            self.response = Response::ResponsesSse(Box::default());
         } else if sse {
             self.response = Response::Sse(Box::default());
         } else if ct.contains("json") && self.mcp {
@@ -157,6 +171,17 @@ impl Stage for Filter {
                 Action::Continue
             }
             Response::McpSse(sse) => {
+                let chunk = host.body(Body::Response, size).unwrap_or_default();
+                let out = sse.push(&chunk, eos, &engine, policy, &mut self.session);
+                if out != chunk {
+                    host.replace_body(Body::Response, size, &out);
+                }
+                if eos {
+                    self.report(host);
+                }
+                Action::Continue
+            }
+            Response::ResponsesSse(sse) => {
                 let chunk = host.body(Body::Response, size).unwrap_or_default();
                 let out = sse.push(&chunk, eos, &engine, policy, &mut self.session);
                 if out != chunk {

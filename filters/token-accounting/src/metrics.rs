@@ -64,21 +64,9 @@ pub fn request(m: &dyn Metrics, l: &Labels) {
     m.count(&format!("aimesh.gen_ai.client.requests{}", l.suffix), 1);
 }
 
-/// `gen_ai.operation.name` by the path the client asked for (the OpenAI and Anthropic API
-/// paths; the traces' attribute uses the same table).
-pub fn operation(path: &str) -> &'static str {
-    const OPERATIONS: [(&str, &str); 5] = [
-        ("/v1/chat/completions", "chat"),
-        ("/v1/responses", "chat"),
-        ("/v1/messages", "chat"),
-        ("/v1/completions", "text_completion"),
-        ("/v1/embeddings", "embeddings"),
-    ];
-    OPERATIONS
-        .iter()
-        .find(|(p, _)| path.starts_with(p))
-        .map_or("unknown", |(_, op)| op)
-}
+/// `gen_ai.operation.name` by the path the client asked for (`aimesh_core::api`'s table,
+/// which the traces' attribute uses too).
+pub use aimesh_core::api::operation;
 
 /// Labels of the GenAI histograms, after the OpenTelemetry GenAI conventions' attributes
 /// (`gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
@@ -99,6 +87,18 @@ impl GenAiLabels {
                 clean(response_model)
             ),
         }
+    }
+}
+
+impl GenAiLabels {
+    /// Adds a `meta_<key>` label per configured metadata key (`unknown` when the request did
+    /// not send it), so every series of a name has the same labels.
+    pub fn with_metadata(mut self, keys: &[String], pairs: &[(String, String)]) -> Self {
+        for k in keys {
+            let v = pairs.iter().find(|(p, _)| p == k).map_or("", |(_, v)| v);
+            self.suffix.push_str(&format!(".meta_{k}.{}", clean(v)));
+        }
+        self
     }
 }
 

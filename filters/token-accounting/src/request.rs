@@ -7,7 +7,9 @@ use aimesh_core::accounting::admission::{Limits, Reservation};
 use aimesh_core::accounting::estimate;
 use aimesh_core::accounting::gate::{self, Ask, HeaderFacts, KeyDays, Verdict};
 use aimesh_core::accounting::inject;
+use aimesh_core::accounting::metadata;
 use aimesh_core::accounting::sse::SseTap;
+use aimesh_core::api;
 use aimesh_core::openai::request_facts;
 use aimesh_host::{replace_request_body, send_error, Action, Body, Host, Stage};
 
@@ -66,6 +68,10 @@ pub(crate) struct Filter {
     pub(crate) skip: bool,
     /// The request body is being buffered for [`Filter::on_body`].
     pub(crate) reading_body: bool,
+    /// The endpoint takes `stream_options.include_usage` (chat and legacy completions).
+    takes_stream_options: bool,
+    /// Custom request metadata, checked, sorted by key.
+    pub(crate) metadata: Vec<(String, String)>,
 }
 
 /// A fact as text, empty meaning absent.
@@ -107,6 +113,8 @@ impl Filter {
             published: false,
             skip: false,
             reading_body: false,
+            takes_stream_options: true,
+            metadata: Vec::new(),
         }
     }
 
@@ -145,7 +153,7 @@ impl Filter {
         if self.limits.any() && !self.admitted && !self.admit(host, prompt) {
             return false;
         }
-        if self.stream && !self.client_usage {
+        if self.stream && !self.client_usage && self.takes_stream_options {
             if let Some(new) = inject::include_usage(body) {
                 replace_request_body(host, size, &new);
                 self.injected = true;
@@ -218,17 +226,37 @@ impl Stage for Filter {
         // Anthropic streams report usage themselves (`message_start`, `message_delta`): there
         // is nothing to inject, and the body must reach the provider as the client sent it.
         self.client_usage |= self.anthropic();
+        if let Some(cfg) = &self.config.config.metadata {
+            if let Some(raw) = hs.get_bytes(&cfg.header) {
+                // Gateway metadata, not the provider's business.
+                host.set_request_header(&cfg.header, None);
+                match metadata::parse(cfg, raw) {
+                    Ok(pairs) => self.metadata = pairs,
+                    Err(e) => {
+                        self.skip = true;
+                        send_error(host, &e);
+                        return Action::Pause;
+                    }
+                }
+            }
+        }
         if !self.key_id.is_empty() && self.config.config.fleet.is_none() {
             self.limits = self.config.limits_for(&self.key_id);
         }
-        if eos {
-            // No body: not an LLM call this filter can account.
+        let endpoint = self.path.as_deref().and_then(api::lookup);
+        // Only chat and legacy completions take `stream_options`: any other API refuses the
+        // field or reports its streamed usage its own way (Responses in `response.completed`).
+        self.takes_stream_options = endpoint.is_none_or(|e| e.stream_options);
+        // No body (not an LLM call this filter can account), or files and batches (uploads
+        // with no model and no usage; the audit record still names the caller).
+        if eos || endpoint.is_some_and(|e| e.model == api::Model::Absent) {
             self.skip = self.model.is_empty();
             return Action::Continue;
         }
         let mut plan = gate::plan_headers(&HeaderFacts {
             model_known: !self.model.is_empty(),
-            stream: self.stream,
+            // Stream matters to the plan only for the `include_usage` injection.
+            stream: self.stream && self.takes_stream_options,
             client_usage: self.client_usage,
             limited: self.limits.any(),
             estimate_prompt: self.config.config.estimate_prompt,

@@ -233,7 +233,9 @@ impl Filter {
             .providers
             .get(&o.backend)
             .map_or("", String::as_str);
-        let g = metrics::GenAiLabels::new(op, provider, &self.model, &o.model_served);
+        let labels = self.config.config.metadata.as_ref().map(|m| &m.labels[..]);
+        let g = metrics::GenAiLabels::new(op, provider, &self.model, &o.model_served)
+            .with_metadata(labels.unwrap_or_default(), &self.metadata);
         metrics::token_histogram(m, &g, "input", o.usage.input);
         metrics::token_histogram(m, &g, "output", o.usage.output);
         metrics::histogram(m, &g, metrics::REQUEST_DURATION, o.duration_ms);
@@ -266,6 +268,8 @@ impl Filter {
             team: nonempty(&self.team).or(facts.team),
             model: nonempty(&self.model),
             upstream_status: self.refused.then_some(429),
+            metadata: (!self.metadata.is_empty())
+                .then(|| aimesh_core::accounting::metadata::audit_text(&self.metadata)),
             ..Record::default()
         };
         // Refused before this filter saw the request: its path is still the client's.

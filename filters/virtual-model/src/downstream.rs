@@ -3,6 +3,7 @@
 use std::rc::Rc;
 use std::time::SystemTime;
 
+use aimesh_core::api;
 use aimesh_core::openai::{carries_model, request_facts, BodyError};
 use aimesh_core::routing::reply::{self, PinChange};
 use aimesh_core::routing::tokens::TokenCounter;
@@ -153,7 +154,10 @@ impl Stage for Downstream {
         // MCP and custom endpoints carry arbitrary (often binary) bodies to forward untouched;
         // they are never LLM requests to route.
         let hs = host.request_headers();
-        if !carries_model(hs.get(":path").unwrap_or_default()) {
+        let path = hs.get(":path").unwrap_or_default();
+        // Files and batches name no model either: their bodies (uploads) pass untouched.
+        let no_model = api::lookup(path).is_some_and(|e| e.model == api::Model::Absent);
+        if !carries_model(path) || no_model {
             self.phase = Phase::Done;
             return Action::Continue;
         }

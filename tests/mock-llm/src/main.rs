@@ -6,6 +6,7 @@
 
 mod anthropic;
 mod controls;
+mod openai_more;
 mod replies;
 
 use std::io::Write;
@@ -297,33 +298,43 @@ async fn reply(
     if let Some(n) = c.endless_line {
         return Ok(response(&state, 200, "text/event-stream", endless_line(n)));
     }
+    if let Some(more) = openai_more::reply(&parts.method, &path, &parts.headers, &body, &c) {
+        return Ok(match more {
+            openai_more::More::Reply(r) => serve(&state, r, &c),
+            openai_more::More::Bytes(status, ct, b) => response(&state, status, &ct, full(b)),
+        });
+    }
     if path.starts_with("/v1/") && parts.method == hyper::Method::POST {
         let Ok(req_json) = serde_json::from_slice::<Value>(&body) else {
             return Ok(json_response(&state, 400, &replies::error(400), &[]));
         };
         let reply = replies::openai(&path, &req_json, &c)
             .or_else(|| anthropic::messages(&path, &req_json, &c));
-        if let Some(r) = &reply {
-            count_served(&state, r);
-        }
-        match reply {
-            Some(Reply::Json(status, v)) => {
-                let bytes = v.to_string().into_bytes();
-                let body = if c.reset == Reset::None && c.split == Split::Events {
-                    full(bytes)
-                } else {
-                    streamed(frames(vec![bytes], c.split), c.chunk_gap_ms, c.reset)
-                };
-                return Ok(response(&state, status, "application/json", body));
-            }
-            Some(Reply::Sse(events)) => {
-                let body = streamed(frames(events, c.split), c.chunk_gap_ms, c.reset);
-                return Ok(response(&state, 200, "text/event-stream", body));
-            }
-            None => {}
+        if let Some(r) = reply {
+            return Ok(serve(&state, r, &c));
         }
     }
     Ok(echo(&state, &parts, body))
+}
+
+/// Counts a reply's usage and sends it as the controls ask (split, gaps, resets).
+fn serve(state: &State, reply: Reply, c: &Controls) -> Response<Body> {
+    count_served(state, &reply);
+    match reply {
+        Reply::Json(status, v) => {
+            let bytes = v.to_string().into_bytes();
+            let body = if c.reset == Reset::None && c.split == Split::Events {
+                full(bytes)
+            } else {
+                streamed(frames(vec![bytes], c.split), c.chunk_gap_ms, c.reset)
+            };
+            response(state, status, "application/json", body)
+        }
+        Reply::Sse(events) => {
+            let body = streamed(frames(events, c.split), c.chunk_gap_ms, c.reset);
+            response(state, 200, "text/event-stream", body)
+        }
+    }
 }
 
 /// Adds a reply's reported usage to the totals (a reply cut by `x-mock-reset` still counts:
@@ -341,20 +352,32 @@ fn count_served(state: &State, reply: &Reply) {
     let usage = match reply {
         Reply::Json(_, v) => v.get("usage").cloned(),
         Reply::Sse(events) => events.iter().rev().find_map(|e| {
-            let text = std::str::from_utf8(e).ok()?.strip_prefix("data: ")?;
-            let v: Value = serde_json::from_str(text.trim()).ok()?;
-            v.get("usage").filter(|u| !u.is_null()).cloned()
+            // Responses events start with an `event:` line; its usage is in `response`.
+            let text = std::str::from_utf8(e).ok()?;
+            let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+            let v: Value = serde_json::from_str(data.trim()).ok()?;
+            v.get("usage")
+                .or_else(|| v.pointer("/response/usage"))
+                .filter(|u| !u.is_null())
+                .cloned()
         }),
-    };
+    }
+    .filter(|u| !u.is_null());
     let s = &state.served;
     s.requests.fetch_add(1, Ordering::Relaxed);
     match usage {
         Some(u) => {
-            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            // OpenAI chat names, else the Responses / images / audio names.
+            let n = |k: &str, alt: &str| {
+                u.get(k)
+                    .or_else(|| u.get(alt))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
             s.prompt_tokens
-                .fetch_add(n("prompt_tokens"), Ordering::Relaxed);
+                .fetch_add(n("prompt_tokens", "input_tokens"), Ordering::Relaxed);
             s.completion_tokens
-                .fetch_add(n("completion_tokens"), Ordering::Relaxed);
+                .fetch_add(n("completion_tokens", "output_tokens"), Ordering::Relaxed);
         }
         None => {
             s.without_usage.fetch_add(1, Ordering::Relaxed);

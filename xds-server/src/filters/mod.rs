@@ -330,7 +330,7 @@ pub fn auth(gw: &Gateway) -> AuthConfig {
     AuthConfig {
         keys,
         jwt: None,
-        max_body_bytes: aimesh_config::auth::DEFAULT_MAX_BODY_BYTES,
+        max_body_bytes: usize::try_from(gw.listener.max_body_bytes).unwrap_or(usize::MAX),
         catalogue: Some(catalogue(gw)),
         keys_env: None,
     }
@@ -550,6 +550,7 @@ pub fn token_accounting(gw: &Gateway) -> TokenAccountingConfig {
         return TokenAccountingConfig {
             prices: gw.prices.clone(),
             fleet: Some(crate::filters::fleet::config(gw)),
+            metadata: gw.metadata.clone(),
             ..Default::default()
         };
     }
@@ -571,6 +572,7 @@ pub fn token_accounting(gw: &Gateway) -> TokenAccountingConfig {
                 ]
             })
             .collect(),
+        metadata: gw.metadata.clone(),
         ..Default::default()
     }
 }

@@ -324,3 +324,22 @@ mod chain {
         }
     }
 }
+
+#[test]
+fn body_limit_and_metadata_reach_the_filters() {
+    let load = |t: &str| load_str(t).unwrap_or_else(|e| panic!("{e:?}"));
+    let gw = load(
+        "listener: {max_body_bytes: 2097152}\nmetadata: {keys: [project], labels: [project]}\n",
+    );
+    assert_eq!(crate::filters::auth(&gw).max_body_bytes, 2 * 1024 * 1024);
+    let m = crate::filters::token_accounting(&gw).metadata.unwrap();
+    assert_eq!(
+        (m.header.as_str(), m.labels),
+        ("x-gateway-metadata", vec!["project".to_string()])
+    );
+    let default = load("{}\n");
+    assert_eq!(crate::filters::auth(&default).max_body_bytes, 1024 * 1024);
+    assert!(crate::filters::token_accounting(&default)
+        .metadata
+        .is_none());
+}

@@ -58,6 +58,8 @@ pub struct Record {
     pub cost_micro_usd: Option<u64>,
     /// Streams: request start to first generated text, ms.
     pub ttft_ms: Option<u64>,
+    /// Custom request metadata (the configured header's checked object), as JSON text.
+    pub metadata: Option<String>,
 }
 
 /// A field value as the access log will show it.
@@ -95,6 +97,7 @@ pub const FIELDS: [&str; 18] = [
     "truncated",
     "cost_micro_usd",
     "ttft_ms",
+    "metadata",
 ];
 
 fn s(v: &Option<String>) -> Value<'_> {
@@ -142,6 +145,7 @@ impl Record {
             self.truncated.map_or(Value::Null, Value::Bool),
             n(self.cost_micro_usd),
             n(self.ttft_ms),
+            s(&self.metadata),
         ];
         let mut i = 0;
         vals.map(|v| {

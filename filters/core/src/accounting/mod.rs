@@ -10,6 +10,7 @@
 //! - [`admission`]: tokens-per-minute and USD budgets across workers.
 //! - [`gate`]: when a request is admitted, what it reserves, and failing open on store faults.
 //! - [`audit`]: the typed audit record the access log reads.
+//! - [`metadata`]: custom request metadata from a header, checked for the audit log and labels.
 
 pub mod admission;
 pub mod anthropic;
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod estimate;
 pub mod gate;
 pub mod inject;
+pub mod metadata;
 pub mod price;
 pub mod sse;
 pub mod usage;

@@ -31,6 +31,9 @@ pub struct WireUsage {
     prompt_tokens_details: Option<Details>,
     #[serde(default)]
     input_tokens_details: Option<Details>,
+    /// Rerank servers report only a total: all of it is input.
+    #[serde(default)]
+    total_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,11 +49,16 @@ impl From<WireUsage> for Usage {
             .or(w.input_tokens_details)
             .and_then(|d| d.cached_tokens)
             .unwrap_or(0);
-        let input = w.prompt_tokens.or(w.input_tokens).unwrap_or(0);
+        let output = w.completion_tokens.or(w.output_tokens);
+        let input = w
+            .prompt_tokens
+            .or(w.input_tokens)
+            .or(w.total_tokens.filter(|_| output.is_none()))
+            .unwrap_or(0);
         Usage {
             input,
             cached_input: cached.min(input),
-            output: w.completion_tokens.or(w.output_tokens).unwrap_or(0),
+            output: output.unwrap_or(0),
             cache_write: 0,
         }
     }
@@ -81,6 +89,12 @@ struct Wire {
     usage: Option<WireUsage>,
     #[serde(default)]
     choices: Option<Vec<Choice>>,
+    /// Responses stream events: the response (with `usage` in `response.completed`).
+    #[serde(default)]
+    response: Option<WireLite>,
+    /// Responses `response.output_text.delta`: the generated text.
+    #[serde(default)]
+    delta: Option<serde_json::Value>,
 }
 
 /// What one response body or one stream chunk says.
@@ -151,9 +165,13 @@ pub fn read(json: &[u8]) -> Option<Reading> {
             }
         }
     }
+    if let Some(serde_json::Value::String(d)) = &w.delta {
+        text.push_str(d);
+    }
+    let (nested_model, nested_usage) = w.response.map_or((None, None), |r| (r.model, r.usage));
     Some(Reading {
-        model: w.model,
-        usage: w.usage.map(Usage::from),
+        model: w.model.or(nested_model),
+        usage: w.usage.or(nested_usage).map(Usage::from),
         text,
         no_choices,
     })
@@ -193,6 +211,31 @@ mod tests {
                 cache_write: 0
             })
         );
+    }
+
+    #[test]
+    fn reads_responses_events_and_rerank_totals() {
+        let created =
+            read(br#"{"type":"response.created","response":{"model":"gpt-4o","usage":null}}"#)
+                .unwrap();
+        assert_eq!(
+            (created.model.as_deref(), created.usage),
+            (Some("gpt-4o"), None)
+        );
+        let delta = read(br#"{"type":"response.output_text.delta","delta":"hi "}"#).unwrap();
+        assert_eq!(delta.text, "hi ");
+        let done = read(br#"{"type":"response.completed","response":{"model":"m","usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":4},"output_tokens":2}}}"#).unwrap();
+        let want = Usage {
+            input: 9,
+            cached_input: 4,
+            output: 2,
+        };
+        assert_eq!(done.usage, Some(want));
+        assert!(!done.is_usage_only());
+        let (_, r) = read_usage(br#"{"results":[],"usage":{"total_tokens":12}}"#).unwrap();
+        assert_eq!((r.input, r.output), (12, 0));
+        let (_, e) = read_usage(br#"{"usage":{"prompt_tokens":3,"total_tokens":3}}"#).unwrap();
+        assert_eq!((e.input, e.output), (3, 0));
     }
 
     #[test]

@@ -6,22 +6,8 @@
 //! whose body it does not read) is admitted only when the policy's `endpoints` grant it; a key
 //! with a partial model list grants none by default.
 
+use crate::api::{self, Model};
 use crate::endpoints::path::{check_base_path, is_proxy_path};
-
-/// Inference endpoints: a `POST` to one of them always carries a body naming the model, so one
-/// without a body is refused instead of forwarded.
-const INFERENCE: [&str; 10] = [
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/moderations",
-    "/v1/images/generations",
-    "/v1/audio/speech",
-    "/v1/audio/transcriptions",
-    "/v1/audio/translations",
-    "/v1/messages",
-];
 
 pub use aimesh_config::auth::grants::{validate_endpoint, METHODS};
 
@@ -118,8 +104,10 @@ pub fn admit_without_model(
         return Ok(());
     }
     let plain = path_only(path);
-    let trimmed = plain.trim_end_matches('/');
-    if method == "POST" && INFERENCE.contains(&trimmed) {
+    // Inference endpoints: a `POST` to one always carries a body naming the model, so one
+    // without a body is refused instead of forwarded.
+    let inference = api::lookup(plain).is_some_and(|e| e.model != Model::Absent);
+    if method == "POST" && inference {
         return Err(Refusal::MissingBody);
     }
     if is_model_catalogue(method, plain) || endpoints.allows(method, path) {

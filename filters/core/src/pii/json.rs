@@ -311,9 +311,10 @@ pub fn is_base64_data_url(s: &str) -> bool {
 }
 
 /// Response fields holding model text: `choices[].message.content`, `choices[].text`, tool
-/// call arguments, and the streamed `choices[].delta.content`.
+/// call arguments, the streamed `choices[].delta.content`, and the Responses API's
+/// `output[].content[].text` and `output[].arguments`.
 pub fn response_text(path: &[Seg<'_>]) -> bool {
-    if !key_is(path.first(), &["choices"]) {
+    if !key_is(path.first(), &["choices", "output"]) {
         return false;
     }
     key_is(path.last(), &["content", "text", "arguments", "refusal"])

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod fold;
 pub mod json;
 pub mod mcp;
+pub mod responses;
 pub mod scan;
 pub mod stream;
 pub mod validate;

@@ -311,3 +311,114 @@ fn operations_by_path() {
     assert_eq!(operation("/v1/completions"), "text_completion");
     assert_eq!(operation("/mcp/docs"), "unknown");
 }
+
+/// A POST to `path` with `facts` known, its body's length declared.
+fn exchange_at(w: &World, root: &dyn StageRoot, path: &str, facts: Facts, body: &str) -> Exchange {
+    let len = body.len().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":path", path),
+        ("content-length", &len),
+    ];
+    let stage = root.new_stream().expect("a stage per request");
+    let mut ex = Exchange::new(w, vec![stage], &headers);
+    ex.host.facts = facts;
+    ex
+}
+
+const RESPONSES_STREAM: &str = concat!(
+    "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4o-2024\",\"usage\":null}}\n\n",
+    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello\"}\n\n",
+    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\" world\"}\n\n",
+    "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4o-2024\",",
+    "\"usage\":{\"input_tokens\":11,\"input_tokens_details\":{\"cached_tokens\":4},\"output_tokens\":2,\"total_tokens\":13}}}\n\n",
+);
+
+#[test]
+fn streamed_apis_without_stream_options_are_untouched_and_responses_usage_is_read() {
+    for path in ["/v1/responses", "/v1/messages"] {
+        let w = world();
+        let root = root(&w, "{}");
+        let body = r#"{"model":"gpt-4o","input":"hi","stream":true}"#;
+        let mut ex = exchange_at(&w, root.as_ref(), path, streamed(), body);
+        assert_eq!(
+            ex.request_headers(false),
+            Action::Continue,
+            "{path}: not held"
+        );
+        ex.request_chunk(body.as_bytes(), true);
+        assert_eq!(
+            ex.sent_upstream,
+            body.as_bytes(),
+            "{path}: no stream_options"
+        );
+        if path != "/v1/responses" {
+            continue;
+        }
+        ex.response_headers(SSE, false);
+        for c in RESPONSES_STREAM.as_bytes().chunks(9) {
+            ex.response_chunk(c, false);
+        }
+        ex.response_chunk(b"", true);
+        assert_eq!(ex.sent_downstream, RESPONSES_STREAM.as_bytes());
+        let m = "gpt-4o-2024";
+        assert_eq!(tokens(&w, m, "k1", "input", "provider"), 11);
+        assert_eq!(tokens(&w, m, "k1", "cached_input", "provider"), 4);
+        assert_eq!(tokens(&w, m, "k1", "output", "provider"), 2);
+        let mut r = unaccounted(&streamed());
+        r.set_path(path);
+        r.model_served = Some(m.into());
+        r.backend = Some("llm".into());
+        r.upstream_status = Some(200);
+        (r.input_tokens, r.cached_input_tokens, r.output_tokens) = (Some(11), Some(4), Some(2));
+        (r.usage_estimated, r.truncated) = (Some(false), Some(false));
+        r.cost_micro_usd = Some(0);
+        // The first delta is the first token (the clock did not move).
+        r.ttft_ms = Some(0);
+        assert_eq!(audit_bytes(&ex), Some(&r.encode()));
+    }
+}
+
+#[test]
+fn legacy_completions_streams_get_include_usage_and_files_are_not_read() {
+    let w = world();
+    let root = root(&w, PRICES);
+    let body = r#"{"model":"gpt-4o","prompt":"hi","stream":true}"#;
+    let mut ex = exchange_at(&w, root.as_ref(), "/v1/completions", streamed(), body);
+    assert_eq!(ex.request_headers(false), Action::Pause);
+    ex.request_chunk(body.as_bytes(), true);
+    let sent: serde_json::Value = serde_json::from_slice(&ex.sent_upstream).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    let facts = Facts {
+        model: None,
+        ..auth_facts()
+    };
+    let upload = "--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n{}\r\n--b--\r\n";
+    let mut ex = exchange_at(&w, root.as_ref(), "/v1/files", facts, upload);
+    assert_eq!(ex.request_headers(false), Action::Continue, "never held");
+    ex.request_chunk(upload.as_bytes(), true);
+    ex.response_headers(
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    );
+    ex.response_chunk(br#"{"id":"file-1","object":"file"}"#, true);
+    ex.log();
+    let mut r = unaccounted(&auth_facts());
+    r.model = None;
+    r.set_path("/v1/files");
+    assert_eq!(
+        audit_bytes(&ex),
+        Some(&r.encode()),
+        "the caller, unaccounted"
+    );
+}
+
+#[test]
+fn operations_of_the_other_endpoints() {
+    use crate::metrics::operation;
+    assert_eq!(operation("/v1/responses"), "chat");
+    assert_eq!(operation("/v1/audio/transcriptions"), "transcription");
+    assert_eq!(operation("/v1/images/generations"), "image_generation");
+    assert_eq!(operation("/v1/files/file-1/content"), "files");
+}
