@@ -78,7 +78,7 @@ pub enum Value<'a> {
 }
 
 /// Field names of the record, in the order [`Record::fields`] gives them.
-pub const FIELDS: [&str; 18] = [
+pub const FIELDS: [&str; 19] = [
     "path",
     "mcp_server",
     "account",
@@ -125,7 +125,7 @@ impl Record {
     }
 
     /// Every field with its value, in [`FIELDS`] order.
-    pub fn fields(&self) -> [(&'static str, Value<'_>); 18] {
+    pub fn fields(&self) -> [(&'static str, Value<'_>); 19] {
         let vals = [
             s(&self.path),
             s(&self.mcp_server),

@@ -229,6 +229,7 @@ mod tests {
             input: 9,
             cached_input: 4,
             output: 2,
+            cache_write: 0,
         };
         assert_eq!(done.usage, Some(want));
         assert!(!done.is_usage_only());
