@@ -32,6 +32,7 @@ def gateway_config(key: str, mock_port: int, log: str, max_body: int | None = No
     if max_body:
         auth["max_body_bytes"] = max_body
     demo.set_stage_config(cfg, "auth", auth)
+    demo.set_stage_config(cfg, "pii-redaction", {"policies": {"default": {"restore": True}}})
     return cfg
 
 
@@ -131,6 +132,23 @@ def test_tool_use_round_trips(gw, stream):
                                            messages=follow)
     assert r.stop_reason == "end_turn"
     assert json.loads(last_record(mock)["body"])["messages"][2]["content"][0]["type"] == "tool_result"
+
+
+def test_pii_is_redacted_upstream_and_restored_in_text_and_tool_input(gw):
+    envoy, key, mock, _ = gw
+    tools = [{"name": "mail", "input_schema": {"type": "object"}}]
+    c = client(envoy, key, default_headers={"x-mock-echo": "1", "x-mock-tool-use": "mail"})
+    m = c.messages.create(
+        model="claude-sonnet-4-5", max_tokens=64, tools=tools,
+        system=[{"type": "text", "text": "the admin is root@corp.example"}],
+        messages=[{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t0", "content": "phone 415-555-0123"},
+            {"type": "text", "text": "write to alice@example.com"}]}])
+    sent = last_record(mock)["body"]
+    for secret in ("root@corp.example", "alice@example.com", "415-555-0123"):
+        assert secret not in sent, f"{secret} reached the provider"
+    assert m.content[0].text == "phone 415-555-0123 write to alice@example.com"
+    assert m.content[1].input == {"query": "phone 415-555-0123 write to alice@example.com"}
 
 
 def test_count_tokens(gw):
