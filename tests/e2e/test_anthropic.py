@@ -134,16 +134,24 @@ def test_tool_use_round_trips(gw, stream):
     assert json.loads(last_record(mock)["body"])["messages"][2]["content"][0]["type"] == "tool_result"
 
 
-def test_pii_is_redacted_upstream_and_restored_in_text_and_tool_input(gw):
+@pytest.mark.parametrize("stream", [False, True])
+def test_pii_is_redacted_upstream_and_restored_in_text_and_tool_input(gw, stream):
     envoy, key, mock, _ = gw
     tools = [{"name": "mail", "input_schema": {"type": "object"}}]
-    c = client(envoy, key, default_headers={"x-mock-echo": "1", "x-mock-tool-use": "mail"})
-    m = c.messages.create(
-        model="claude-sonnet-4-5", max_tokens=64, tools=tools,
-        system=[{"type": "text", "text": "the admin is root@corp.example"}],
-        messages=[{"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "t0", "content": "phone 415-555-0123"},
-            {"type": "text", "text": "write to alice@example.com"}]}])
+    # Streamed, the provider's events come one byte per transport frame: placeholders are cut
+    # at every byte, in text and in the tool input's JSON.
+    headers = {"x-mock-echo": "1", "x-mock-tool-use": "mail", "x-mock-split": "1"}
+    kw = dict(model="claude-sonnet-4-5", max_tokens=64, tools=tools,
+              system=[{"type": "text", "text": "the admin is root@corp.example"}],
+              messages=[{"role": "user", "content": [
+                  {"type": "tool_result", "tool_use_id": "t0", "content": "phone 415-555-0123"},
+                  {"type": "text", "text": "write to alice@example.com"}]}])
+    c = client(envoy, key, default_headers=headers)
+    if stream:
+        with c.messages.stream(**kw) as s:
+            m = s.get_final_message()
+    else:
+        m = c.messages.create(**kw)
     sent = last_record(mock)["body"]
     for secret in ("root@corp.example", "alice@example.com", "415-555-0123"):
         assert secret not in sent, f"{secret} reached the provider"

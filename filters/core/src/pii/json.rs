@@ -645,10 +645,12 @@ mod tests {
         let e = engine(r#"{"policies":{"default":{"restore":true}}}"#);
         let p = e.policy(0).clone();
         let mut s = Session::default();
-        let req = br#"{"model":"claude-x","max_tokens":9,"system":[{"type":"text","text":"for b@y.org"}],
+        let req =
+            br#"{"model":"claude-x","max_tokens":9,"system":[{"type":"text","text":"for b@y.org"}],
             "messages":[{"role":"user","content":[{"type":"text","text":"mail a@x.com"},
             {"type":"tool_result","tool_use_id":"t","content":"c@z.net"}]}]}"#;
-        let sent = String::from_utf8(redact_request(&e, &p, &mut s, req).unwrap().unwrap()).unwrap();
+        let sent =
+            String::from_utf8(redact_request(&e, &p, &mut s, req).unwrap().unwrap()).unwrap();
         for v in ["a@x.com", "b@y.org", "c@z.net"] {
             assert!(!sent.contains(v), "{v} left in {sent}");
         }
