@@ -142,3 +142,9 @@ lint:
 clean:
 	cargo clean
 	rm -rf $(VENV) .aimesh
+
+# Claude Code, locally (for tests/e2e/test_anthropic.py and trying the gateway with it):
+# .aimesh/node/node_modules/.bin/claude
+claude-code:
+	@command -v npm >/dev/null || { echo "npm is missing"; exit 1; }
+	npm install --prefix .aimesh/node @anthropic-ai/claude-code

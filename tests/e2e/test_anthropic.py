@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
+import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import pytest
 
-from harness import demo, procs, rawhttp
+from harness import demo, paths, procs, rawhttp
 from token_accounting_env import audit_lines
 
 LIMITED_KEY = "sk-aimesh-anth-limited-" + "l" * 30
@@ -32,6 +35,7 @@ def gateway_config(key: str, mock_port: int, log: str, max_body: int | None = No
     if max_body:
         auth["max_body_bytes"] = max_body
     demo.set_stage_config(cfg, "auth", auth)
+    demo.set_stage_config(cfg, "pii-redaction", {"policies": {"default": {"restore": True}}})
     return cfg
 
 
@@ -131,6 +135,31 @@ def test_tool_use_round_trips(gw, stream):
                                            messages=follow)
     assert r.stop_reason == "end_turn"
     assert json.loads(last_record(mock)["body"])["messages"][2]["content"][0]["type"] == "tool_result"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_pii_is_redacted_upstream_and_restored_in_text_and_tool_input(gw, stream):
+    envoy, key, mock, _ = gw
+    tools = [{"name": "mail", "input_schema": {"type": "object"}}]
+    # Streamed, the provider's events come one byte per transport frame: placeholders are cut
+    # at every byte, in text and in the tool input's JSON.
+    headers = {"x-mock-echo": "1", "x-mock-tool-use": "mail", "x-mock-split": "1"}
+    kw = dict(model="claude-sonnet-4-5", max_tokens=64, tools=tools,
+              system=[{"type": "text", "text": "the admin is root@corp.example"}],
+              messages=[{"role": "user", "content": [
+                  {"type": "tool_result", "tool_use_id": "t0", "content": "phone 415-555-0123"},
+                  {"type": "text", "text": "write to alice@example.com"}]}])
+    c = client(envoy, key, default_headers=headers)
+    if stream:
+        with c.messages.stream(**kw) as s:
+            m = s.get_final_message()
+    else:
+        m = c.messages.create(**kw)
+    sent = last_record(mock)["body"]
+    for secret in ("root@corp.example", "alice@example.com", "415-555-0123"):
+        assert secret not in sent, f"{secret} reached the provider"
+    assert m.content[0].text == "phone 415-555-0123 write to alice@example.com"
+    assert m.content[1].input == {"query": "phone 415-555-0123 write to alice@example.com"}
 
 
 def test_count_tokens(gw):
@@ -281,3 +310,34 @@ def test_audit_totals_equal_the_providers_over_mixed_dialects(tmp_path):
     assert sum(l["cached_input_tokens"] for l in lines) == served["cache_read_tokens"]
     assert sum(l["cache_write_input_tokens"] or 0 for l in lines) == served["cache_creation_tokens"]
     assert served["cache_read_tokens"] > 0
+
+
+CLAUDE = paths.REPO / ".aimesh" / "node" / "node_modules" / ".bin" / "claude"
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is missing: Claude Code cannot be installed")
+def test_claude_code_runs_through_the_gateway(tmp_path):
+    """The real Claude Code CLI (`make claude-code` installs it) in print mode, with the two
+    variables the banner of `make run` prints, against the fake provider behind the demo
+    gateway (its default body limit: Claude Code's requests are larger than `gw`'s 64 KiB)."""
+    if not CLAUDE.exists():
+        subprocess.run(["make", "-C", str(paths.REPO), "claude-code"], check=True, timeout=600,
+                       capture_output=True)
+    key = demo.demo_key(tmp_path / "demo.env")
+    mock = procs.MockLLM("claude")
+    envoy = procs.Envoy(demo.demo_config(key, mock.port))
+    n = 0
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ANTHROPIC_BASE_URL": envoy.url,
+           "ANTHROPIC_API_KEY": key, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+           "DISABLE_AUTOUPDATER": "1"}
+    out = subprocess.run([str(CLAUDE), "-p", "say hello", "--model", "claude-sonnet-4-5"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out
+    assert WORDS in out.stdout, out
+    recs = [r for r in mock.records()[n:] if r["path"].startswith("/v1/messages")]
+    assert recs, "Claude Code never reached the provider"
+    for r in recs:
+        assert r["headers"]["x-api-key"] == demo.LOCAL_ANTHROPIC_KEY
+        assert key not in json.dumps(r)
+    biggest = max(len(r["body"]) for r in recs)
+    print(f"\nClaude Code: {len(recs)} Messages requests, largest body {biggest} bytes")

@@ -55,6 +55,13 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
         out = subprocess.run(["bash", "-euc", f"source {tmp_path / 'demo.env'}\n{snippet}\n"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout.split("\n")[:2] == ["['add', 'echo', 'search_docs']", "5"], out
+        # The banner's Anthropic snippet, verbatim: the two variables Claude Code reads, and the
+        # anthropic SDK reading them, answered by the fake provider as `kind: anthropic`.
+        snippet = banner[banner.index("  export ANTHROPIC_BASE_URL"):]
+        snippet = snippet[:snippet.index(".content[0].text)'") + 19].replace("python3", sys.executable)
+        out = subprocess.run(["bash", "-euc", snippet], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out
+        assert out.stdout.strip() == " ".join(f"mock{i}" for i in range(8)), out
         ads_port = int(re.search(r"ADS \(gRPC\) for more Envoys: 127\.0\.0\.1:(\d+)", banner).group(1))
         socket.create_connection(("127.0.0.1", ads_port), timeout=5).close()
         pids = [int(re.search(rf"{name} pid: (\d+)", banner).group(1)) for name in ("Envoy", "xDS server")]
@@ -67,7 +74,7 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         # The gateway's own catalogue, and a provider model routed to its provider only.
         ids = [m.id for m in client.models.list().data]
-        assert ids == [xds.PRIVATE_MODEL, "vm-demo"], ids
+        assert sorted(ids) == sorted([xds.PRIVATE_MODEL, "vm-demo", *demo.CLAUDE_MODELS]), ids
         assert xds.PRIVATE_MODEL in banner and "/v1/models" in banner
         r = client.chat.completions.with_raw_response.create(
             model=xds.PRIVATE_MODEL, messages=[{"role": "user", "content": "hi"}])
@@ -81,7 +88,7 @@ def test_make_run_serves_the_openai_sdk_and_stops_on_ctrl_c(tmp_path):
         gw_path = tmp_path / "gateway.yaml"
         assert "apply live" in banner and str(gw_path) in banner
         gw = yaml.safe_load(gw_path.read_text())
-        assert [v["name"] for v in gw["virtual_models"]] == ["vm-demo"]
+        assert [v["name"] for v in gw["virtual_models"]] == ["vm-demo", *demo.CLAUDE_MODELS]
         gw["virtual_models"].append({"name": "vm-added", "targets": [
             {"provider": "local-mock", "model": "gpt-4o"}]})
         xds.write_gateway(gw_path, gw)

@@ -103,6 +103,14 @@ Filter build: {BUILDS.get(build, build)} (listener.filter_build; AIMESH_BUILD=se
 c = OpenAI(base_url=os.environ["AIMESH_BASE_URL"], api_key=os.environ["AIMESH_DEMO_KEY"]); \\
 print(c.chat.completions.create(model="vm-demo", messages=[{{"role":"user","content":"hi"}}]).choices[0].message.content)'
 
+Anthropic Messages: claude-sonnet-4-5 and claude-haiku go to the fake provider as kind: anthropic
+(`/v1/messages`, x-api-key injected by the gateway). Claude Code or the anthropic SDK:
+
+  export ANTHROPIC_BASE_URL={base.removesuffix("/v1")} ANTHROPIC_API_KEY={key}
+  python3 -c 'import anthropic; \\
+print(anthropic.Anthropic().messages.create(model="claude-sonnet-4-5", max_tokens=64, \\
+messages=[{{"role":"user","content":"hi"}}]).content[0].text)'
+
 MCP: /mcp/demo is a demo FastMCP server (tools add, echo, search_docs, delete_all); the demo key
 may not call delete_all and does not see it listed. With the official mcp SDK:
 

@@ -139,6 +139,8 @@ def mock_provider(name: str, mock: procs.MockLLM, models: list[str] | None = Non
 
 #: The second fake provider of `make run`: a private backend serving `PRIVATE_MODEL` only.
 PRIVATE_PROVIDER = "local-private"
+# The fake provider again, as a `kind: anthropic` provider (`make run`'s claude-* models).
+ANTHROPIC_PROVIDER = "anthropic-local"
 PRIVATE_MODEL = "private-llm"
 #: Tools of the demo MCP server the demo key may call (all but `delete_all`).
 DEMO_MCP_TOOLS = ("add", "echo", "search_*")
@@ -146,7 +148,7 @@ DEMO_MCP_TOOLS = ("add", "echo", "search_*")
 
 def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: bool = False,
                  access_log: str = "/dev/stdout", private_url: str | None = None,
-                 mcp_url: str | None = None) -> dict:
+                 mcp_url: str | None = None, anthropic_key_file: str | None = None) -> dict:
     """The gateway.yaml equivalent of `demo.demo_config` (for `make run` over xDS): the fake
     upstream as default provider with the virtual model `vm-demo`, the demo key, prices, limits,
     the audit log, optionally a second fake provider at `private_url` that serves
@@ -170,6 +172,13 @@ def demo_gateway(key_hash: str, mock_url: str, *, port: int = 10000, openai: boo
     if private_url:
         gw["providers"].append({"name": PRIVATE_PROVIDER, "kind": "openai_compatible",
                                 "base_url": private_url, "models": [PRIVATE_MODEL]})
+    if anthropic_key_file:
+        # The same fake provider in Anthropic's wire format: `claude-*` over `/v1/messages`,
+        # signed with `x-api-key` from a file (gateway.yaml takes no literal keys).
+        gw["providers"].append({"name": ANTHROPIC_PROVIDER, "kind": "anthropic", "base_url": mock_url,
+                                "api_key": f"${{file:{anthropic_key_file}}}"})
+        gw["virtual_models"] += [{"name": name, "targets": [{"provider": ANTHROPIC_PROVIDER, "model": served}]}
+                                 for name, served in demo.CLAUDE_MODELS.items()]
     if mcp_url:
         # The demo MCP server (harness.mcp_demo): the demo key may not call `delete_all`.
         gw["mcp_servers"] = [{"name": "demo", "url": mcp_url, "tools": list(DEMO_MCP_TOOLS)}]
@@ -209,20 +218,25 @@ def demo_state(path: Path, key: str, mock_url: str, *, port: int, openai: bool,
     """`make run`'s gateway.yaml at `path`: written on first run; later runs keep the user's
     file and only make sure the demo key is in it and the fake providers' (new) addresses are."""
     key_h = demo.key_hash(key)
+    key_file = path.parent / "fake-anthropic.key"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(demo.LOCAL_ANTHROPIC_KEY)
+    key_file.chmod(0o600)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         text = ("# aimesh `make run`: edit this file while the gateway runs; valid changes apply live\n"
                 "# (reference: docs/gateway-yaml.md). Delete it to start over from the demo.\n"
                 + yaml.safe_dump(demo_gateway(key_h, mock_url, port=port, openai=openai,
                                               access_log=access_log, private_url=private_url,
-                                              mcp_url=mcp_url),
+                                              mcp_url=mcp_url,
+                                              anthropic_key_file=str(key_file.resolve())),
                                  sort_keys=False))
         write_gateway(path, text)
     text = path.read_text()
     gw = yaml.safe_load(text) or {}
     # The fake providers listen on new ports each run: swap their addresses in the text, so the
     # user's comments and layout survive.
-    urls = {"local-mock": mock_url, PRIVATE_PROVIDER: private_url}
+    urls = {"local-mock": mock_url, PRIVATE_PROVIDER: private_url, ANTHROPIC_PROVIDER: mock_url}
     for p in gw.get("providers") or []:
         new = urls.get(p.get("name"))
         if new and p.get("base_url") and p["base_url"] != new:

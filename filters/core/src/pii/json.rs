@@ -311,9 +311,15 @@ pub fn is_base64_data_url(s: &str) -> bool {
 }
 
 /// Response fields holding model text: `choices[].message.content`, `choices[].text`, tool
-/// call arguments, the streamed `choices[].delta.content`, and the Responses API's
-/// `output[].content[].text` and `output[].arguments`.
+/// call arguments, the streamed `choices[].delta.content`, the Responses API's
+/// `output[].content[].text` and `output[].arguments`; in an Anthropic `message`,
+/// `content[].text` and every string of a `tool_use` block's `input`.
 pub fn response_text(path: &[Seg<'_>]) -> bool {
+    if let [Seg::Key(c), Seg::Index(_), Seg::Key(k), rest @ ..] = path {
+        if c == "content" {
+            return (k == "text" && rest.is_empty()) || k == "input";
+        }
+    }
     if !key_is(path.first(), &["choices", "output"]) {
         return false;
     }
@@ -633,6 +639,33 @@ mod tests {
             .unwrap();
         let inner: serde_json::Value = serde_json::from_str(a).unwrap();
         assert_eq!(inner, serde_json::json!({"to": "a@x.com", "n": 1}));
+    }
+
+    #[test]
+    fn an_anthropic_message_is_restored_in_text_and_tool_input() {
+        let e = engine(r#"{"policies":{"default":{"restore":true}}}"#);
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        let req =
+            br#"{"model":"claude-x","max_tokens":9,"system":[{"type":"text","text":"for b@y.org"}],
+            "messages":[{"role":"user","content":[{"type":"text","text":"mail a@x.com"},
+            {"type":"tool_result","tool_use_id":"t","content":"c@z.net"}]}]}"#;
+        let sent =
+            String::from_utf8(redact_request(&e, &p, &mut s, req).unwrap().unwrap()).unwrap();
+        for v in ["a@x.com", "b@y.org", "c@z.net"] {
+            assert!(!sent.contains(v), "{v} left in {sent}");
+        }
+        let reply = br#"{"type":"message","model":"claude-x","content":[{"type":"text","text":"to [EMAIL_1]"},
+            {"type":"tool_use","id":"t","name":"send","input":{"to":["[EMAIL_1]"],"note":"[EMAIL_1]"}}],
+            "usage":{"input_tokens":1,"output_tokens":2}}"#;
+        let out = respond_body(&e, &p, &mut s, reply).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let first = v["content"][0]["text"].as_str().unwrap();
+        assert!(first.starts_with("to ") && first.contains('@'), "{first}");
+        let input = &v["content"][1]["input"];
+        assert_eq!(input["to"][0].as_str().unwrap(), &first[3..]);
+        assert_eq!(input["note"], input["to"][0]);
+        assert_eq!(v["content"][1]["name"], "send", "not model text: untouched");
     }
 
     #[test]

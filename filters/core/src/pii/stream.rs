@@ -1,5 +1,5 @@
-//! Streamed responses: the text of `choices[].delta.content` is redacted/restored as it
-//! arrives. Only the short tail that could still be the start of a value or placeholder is
+//! Streamed responses: the text of `choices[].delta.content` (and Anthropic's
+//! `content_block_delta` `text` and `partial_json`) is redacted/restored as it arrives. Only the short tail that could still be the start of a value or placeholder is
 //! held back; everything before it is released at once. SSE events split anywhere by the
 //! transport are reassembled first.
 
@@ -147,6 +147,9 @@ pub struct SseRedactor {
     id: Option<Value>,
     model: Option<Value>,
     created: Option<Value>,
+    /// Anthropic content blocks seen, by the same key as `choices` (block index, `None`): true
+    /// for a `tool_use` block (`input_json_delta`), false for text.
+    blocks: BTreeMap<(u64, Option<u64>), bool>,
 }
 
 pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
@@ -270,6 +273,16 @@ impl SseRedactor {
 
     /// A content-only chunk carrying released text that has no event of its own.
     fn synthetic(&self, (index, tool): (u64, Option<u64>), text: &str) -> Vec<u8> {
+        if let Some(json) = self.blocks.get(&(index, tool)) {
+            let delta = if *json {
+                serde_json::json!({"type": "input_json_delta", "partial_json": text})
+            } else {
+                serde_json::json!({"type": "text_delta", "text": text})
+            };
+            let v =
+                serde_json::json!({"type": "content_block_delta", "index": index, "delta": delta});
+            return format!("event: content_block_delta\ndata: {v}\n\n").into_bytes();
+        }
         let delta = match tool {
             None => serde_json::json!({"content": text}),
             Some(t) => {
@@ -319,6 +332,12 @@ impl SseRedactor {
             out.extend_from_slice(ev);
             return;
         };
+        if let Some(kind) = v.get("type").and_then(Value::as_str) {
+            if v.get("choices").is_none() {
+                return self
+                    .anthropic_event(kind, &v, text, &data, ev, engine, policy, session, out);
+            }
+        }
         for (k, slot) in [
             ("id", &mut self.id),
             ("model", &mut self.model),
@@ -393,6 +412,80 @@ impl SseRedactor {
             .collect();
         for key in ended {
             self.flush(key, engine, policy, session, out);
+        }
+        if !changed {
+            out.extend_from_slice(ev);
+            return;
+        }
+        new.push_str(&data[last..]);
+        for line in text.lines() {
+            if !line.starts_with("data:") && !line.is_empty() {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(new.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+/// Anthropic's `content_block_delta` text: `delta.text` and `delta.partial_json`.
+fn anthropic_delta_text(path: &[Seg<'_>]) -> bool {
+    matches!(path, [Seg::Key(d), Seg::Key(t)] if d == "delta" && (t == "text" || t == "partial_json"))
+}
+
+impl SseRedactor {
+    /// One Anthropic Messages event: a block's deltas go through its [`TextStream`]; the text
+    /// it still holds is released in its own delta event before the block's `content_block_stop`
+    /// (or before `message_delta` / `message_stop`), so the client sees every byte in order.
+    #[allow(clippy::too_many_arguments)]
+    fn anthropic_event(
+        &mut self,
+        kind: &str,
+        v: &Value,
+        text: &str,
+        data: &str,
+        ev: &[u8],
+        engine: &Engine,
+        policy: &Policy,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+    ) {
+        let key = (v.get("index").and_then(Value::as_u64).unwrap_or(0), None);
+        match kind {
+            "content_block_stop" => self.flush(key, engine, policy, session, out),
+            "message_delta" | "message_stop" => self.flush_all(engine, policy, session, out),
+            "content_block_delta" => {}
+            _ => {
+                out.extend_from_slice(ev);
+                return;
+            }
+        }
+        let Ok(spans) = json::strings(data.as_bytes(), &anthropic_delta_text) else {
+            out.extend_from_slice(ev);
+            return;
+        };
+        let mut new = String::with_capacity(data.len());
+        let mut last = 0;
+        let mut changed = false;
+        for span in &spans {
+            let Some(t) = json::decode(data.as_bytes(), *span) else {
+                continue;
+            };
+            let is_json = v.pointer("/delta/partial_json").is_some();
+            self.blocks.insert(key, is_json);
+            let released = self
+                .choices
+                .entry(key)
+                .or_default()
+                .push(&t, engine, policy, session);
+            if released != t {
+                new.push_str(&data[last..span.start]);
+                new.push_str(&serde_json::to_string(&released).unwrap_or_default());
+                last = span.end;
+                changed = true;
+            }
         }
         if !changed {
             out.extend_from_slice(ev);
@@ -592,5 +685,94 @@ mod tests {
             &mut s,
         ));
         assert_eq!(sse_text(&out), "mail [EMAIL_1]");
+    }
+
+    fn anthropic_body(texts: &[&str], json: &[&str]) -> String {
+        let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut b = ev(
+            "message_start",
+            serde_json::json!({"type":"message_start","message":{"id":"m","model":"c","content":[],"usage":{"input_tokens":1,"output_tokens":1}}}),
+        );
+        b += &ev(
+            "content_block_start",
+            serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        );
+        for t in texts {
+            b += &ev(
+                "content_block_delta",
+                serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":t}}),
+            );
+        }
+        b += &ev(
+            "content_block_stop",
+            serde_json::json!({"type":"content_block_stop","index":0}),
+        );
+        b += &ev(
+            "content_block_start",
+            serde_json::json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}),
+        );
+        for j in json {
+            b += &ev(
+                "content_block_delta",
+                serde_json::json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":j}}),
+            );
+        }
+        b += &ev(
+            "content_block_stop",
+            serde_json::json!({"type":"content_block_stop","index":1}),
+        );
+        b += &ev(
+            "message_delta",
+            serde_json::json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}),
+        );
+        b += &ev("message_stop", serde_json::json!({"type":"message_stop"}));
+        b
+    }
+
+    #[test]
+    fn anthropic_text_and_tool_input_are_restored_at_every_split() {
+        let e = engine(r#"{"policies":{"default":{"restore":true}}}"#);
+        let p = e.policy(0).clone();
+        let mut s = Session::default();
+        let req = br#"{"model":"c","messages":[{"role":"user","content":"a@x.com"}]}"#;
+        crate::pii::json::redact_request(&e, &p, &mut s, req).unwrap();
+        let body = anthropic_body(
+            &["mail [EMA", "IL_1] now"],
+            &["{\"to\": \"[EMAIL", "_1]\"}"],
+        );
+        for split in [1, 2, 3, 7, 50, body.len()] {
+            let mut r = SseRedactor::default();
+            let mut out = Vec::new();
+            let bytes = body.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                let j = (i + split).min(bytes.len());
+                out.extend(r.push(&bytes[i..j], j == bytes.len(), &e, &p, &mut s));
+                i = j;
+            }
+            let out = String::from_utf8(out).unwrap();
+            let (mut text, mut json, mut names) = (String::new(), String::new(), Vec::new());
+            for ev in out.split("\n\n").filter(|e| !e.is_empty()) {
+                let name = ev.lines().next().unwrap().strip_prefix("event: ").unwrap();
+                let data = ev.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                let v: Value = serde_json::from_str(data).unwrap();
+                assert_eq!(v["type"], name, "split {split}");
+                names.push(name.to_string());
+                if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
+                    assert!(names.iter().filter(|n| *n == "content_block_stop").count() == 0);
+                    text.push_str(t);
+                }
+                if let Some(t) = v.pointer("/delta/partial_json").and_then(Value::as_str) {
+                    json.push_str(t);
+                }
+            }
+            assert_eq!(text, "mail a@x.com now", "split {split}");
+            assert_eq!(json, r#"{"to": "a@x.com"}"#, "split {split}");
+            assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+            assert_eq!(
+                names.iter().filter(|n| *n == "content_block_stop").count(),
+                2
+            );
+        }
     }
 }
