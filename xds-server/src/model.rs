@@ -402,7 +402,7 @@ pub struct Key {
 }
 
 /// A key's grant on one MCP server: a tool list, or lists of tools, prompts and resources.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum McpGrant {
     /// Tool patterns; prompts and resources stay the server's.
@@ -424,6 +424,25 @@ pub struct McpLists {
     /// Resource URI patterns.
     #[serde(default)]
     pub resources: Option<Vec<String>>,
+}
+
+/// By hand rather than `untagged`, so a mistake is named (`unknown field `tool``) instead of
+/// "did not match any variant".
+impl<'de> Deserialize<'de> for McpGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            v @ serde_json::Value::Array(_) => serde_json::from_value(v)
+                .map(McpGrant::Tools)
+                .map_err(D::Error::custom),
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(McpGrant::Lists)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "a list of tool patterns, or {tools, prompts, resources}",
+            )),
+        }
+    }
 }
 
 impl McpGrant {

@@ -287,7 +287,12 @@ mod built {
         let unknown = format!(
             "mcp_servers:\n- {{name: d, url: 'https://d.example.com/mcp'}}\nkeys:\n- {{id: a, hash: '{ha}', mcp: {{d: {{tool: [x]}}}}}}\n"
         );
-        assert!(load_str(&unknown).is_err());
+        let e = load_str(&unknown).err().unwrap_or_default();
+        assert!(
+            e.iter()
+                .any(|e| e.field == "keys[0].mcp" && e.message.contains("unknown field `tool`")),
+            "{e:?}"
+        );
     }
 }
 
