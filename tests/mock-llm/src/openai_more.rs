@@ -280,8 +280,11 @@ fn images(req: &Value, c: &Controls) -> Reply {
     Reply::Json(200, body)
 }
 
-/// Fields of a `multipart/form-data` body: (name, filename, bytes), in order.
-pub fn form_fields(h: &HeaderMap, body: &[u8]) -> Option<Vec<(String, Option<String>, Vec<u8>)>> {
+/// One form field: name, filename (file parts), bytes.
+pub type Field = (String, Option<String>, Vec<u8>);
+
+/// Fields of a `multipart/form-data` body, in order.
+pub fn form_fields(h: &HeaderMap, body: &[u8]) -> Option<Vec<Field>> {
     let ct = h.get("content-type")?.to_str().ok()?;
     let boundary = ct
         .split(';')
