@@ -2,7 +2,10 @@
 //! Anthropic SSE. Each translator holds only the unfinished event's bytes and the little state
 //! the target dialect needs (ids, open content blocks, usage until the end), never the reply.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+use serde::Deserialize;
 
 use serde_json::{json, Value};
 
@@ -316,10 +319,11 @@ impl OpenaiToAnthropic {
                         self.end(&mut out);
                         continue;
                     }
-                    let Ok(v) = serde_json::from_str::<Value>(&data) else {
+                    // Typed and borrowed: most of a chunk (ids, logprobs) is never looked at.
+                    let Ok(c) = serde_json::from_str::<Chunk<'_>>(&data) else {
                         continue;
                     };
-                    self.chunk(&mut out, &v);
+                    self.chunk(&mut out, c);
                 }
             }
         }
@@ -334,14 +338,14 @@ impl OpenaiToAnthropic {
         self.done = true;
     }
 
-    fn start(&mut self, out: &mut Vec<u8>, c: &Value) {
+    fn start(&mut self, out: &mut Vec<u8>, id: Option<&str>, model: Option<&str>) {
         if self.started {
             return;
         }
         self.started = true;
-        let id = c["id"].as_str().unwrap_or_default();
+        let id = id.unwrap_or_default();
         let id = format!("msg_{}", id.strip_prefix("chatcmpl-").unwrap_or(id));
-        let model = c["model"].as_str().unwrap_or(&self.ex.model).to_string();
+        let model = model.unwrap_or(&self.ex.model).to_string();
         // Input tokens are not known before the end of an OpenAI stream: message_delta
         // carries them (the Anthropic SDKs take usage from both events).
         anthropic_event(
@@ -376,25 +380,27 @@ impl OpenaiToAnthropic {
         index
     }
 
-    fn chunk(&mut self, out: &mut Vec<u8>, c: &Value) {
-        if c.get("error").is_some_and(|e| !e.is_null()) {
-            let message = c["error"]["message"]
+    fn chunk(&mut self, out: &mut Vec<u8>, c: Chunk<'_>) {
+        if let Some(e) = c.error.filter(|e| !e.is_null()) {
+            let message = e["message"]
                 .as_str()
                 .unwrap_or("provider error")
                 .to_string();
             self.error(out, "api_error", &message);
             return;
         }
-        self.start(out, c);
-        if let Some(u) = c.get("usage").filter(|u| u.is_object()) {
-            self.usage = u.clone();
+        self.start(out, c.id.as_deref(), c.model.as_deref());
+        if let Some(u) = c.usage.filter(Value::is_object) {
+            self.usage = u;
         }
-        let choice = &c["choices"][0];
-        let delta = &choice["delta"];
+        let Some(choice) = c.choices.into_iter().next() else {
+            return;
+        };
+        let delta = choice.delta;
         if self.ex.thinking {
-            if let Some(r) = delta["reasoning_content"]
-                .as_str()
-                .or_else(|| delta["reasoning"].as_str())
+            if let Some(r) = delta
+                .reasoning_content
+                .or(delta.reasoning)
                 .filter(|r| !r.is_empty())
             {
                 let index = self.open(
@@ -409,41 +415,34 @@ impl OpenaiToAnthropic {
                 );
             }
         }
-        if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
             let index = self.open(out, Block::Text, json!({"type": "text", "text": ""}));
             // By hand, as most events of a stream are text deltas (see AnthropicToOpenai::chunk).
             out.extend_from_slice(
                 format!(
                     "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"text_delta\",\"text\":{}}}}}\n\n",
-                    Value::from(t)
+                    Value::from(t.as_ref())
                 )
                 .as_bytes(),
             );
         }
-        for call in delta["tool_calls"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            let n = call["index"].as_u64().unwrap_or(0);
+        for call in delta.tool_calls.unwrap_or_default() {
+            let n = call.index;
             let index = match self.tools.get(&n) {
                 Some(&i) => i,
                 None => {
                     let i = self.open(
                         out,
                         Block::Tool(n),
-                        json!({"type": "tool_use", "id": call["id"].as_str().unwrap_or_default(),
-                            "name": call["function"]["name"].as_str().unwrap_or_default(),
+                        json!({"type": "tool_use", "id": call.id.as_deref().unwrap_or_default(),
+                            "name": call.function.name.as_deref().unwrap_or_default(),
                             "input": {}}),
                     );
                     self.tools.insert(n, i);
                     i
                 }
             };
-            if let Some(a) = call["function"]["arguments"]
-                .as_str()
-                .filter(|a| !a.is_empty())
-            {
+            if let Some(a) = call.function.arguments.filter(|a| !a.is_empty()) {
                 anthropic_event(
                     out,
                     &json!({"type": "content_block_delta", "index": index,
@@ -451,11 +450,11 @@ impl OpenaiToAnthropic {
                 );
             }
         }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            self.finish = Some(f.to_string());
+        if let Some(f) = choice.finish_reason {
+            self.finish = Some(f.into_owned());
         }
-        if let Some(m) = choice["stop_reason"].as_str() {
-            self.matched = Some(m.to_string());
+        if let Some(Value::String(m)) = choice.stop_reason {
+            self.matched = Some(m);
         }
     }
 
@@ -463,7 +462,7 @@ impl OpenaiToAnthropic {
         if self.done {
             return;
         }
-        self.start(out, &Value::Null);
+        self.start(out, None, None);
         self.close(out);
         let reason = stop_reason(
             self.finish.as_deref().unwrap_or("stop"),
@@ -482,4 +481,69 @@ impl OpenaiToAnthropic {
         anthropic_event(out, &json!({"type": "message_stop"}));
         self.done = true;
     }
+}
+
+/// The fields of an OpenAI `chat.completion.chunk` the translation reads.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "null_default")]
+    choices: Vec<Choice<'a>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default, deserialize_with = "null_default")]
+    delta: Delta<'a>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+    /// vLLM: the matched stop string (or token id).
+    #[serde(default)]
+    stop_reason: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta<'a> {
+    #[serde(default, deserialize_with = "null_default")]
+    index: u64,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "null_default")]
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionDelta<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// `null` read as the default (servers write `"choices": null`, `"delta": null`).
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }

@@ -266,3 +266,26 @@ fn an_oversized_event_ends_the_stream_with_an_error() {
     let out = String::from_utf8(t.feed(big.as_bytes())).expect("utf-8");
     assert!(out.contains("\"error\""), "{out}");
 }
+
+#[test]
+fn nulls_where_servers_write_them_are_read_as_absent() {
+    let input = "data: {\"id\":\"chatcmpl-n\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\\"b\",\"tool_calls\":null},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"chatcmpl-n\",\"choices\":[{\"index\":0,\"delta\":null,\"finish_reason\":\"stop\"}]}\n\n\
+data: {\"id\":\"chatcmpl-n\",\"choices\":null,\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+    let mut t = OpenaiToAnthropic::new(ex(false, false), 1 << 20);
+    let mut out = t.feed(input.as_bytes());
+    out.extend(t.finish());
+    let events = anthropic_events(&out);
+    assert_eq!(
+        events[2].1["delta"],
+        json!({"type": "text_delta", "text": "a\"b"})
+    );
+    let delta = &events
+        .iter()
+        .find(|(n, _)| n == "message_delta")
+        .expect("delta")
+        .1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["input_tokens"], 4);
+    assert_eq!(delta["usage"]["output_tokens"], 2);
+}
