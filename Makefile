@@ -13,7 +13,7 @@ TEST_WASM_CRATES := aimesh-probe-filter
 TOOL_CRATES := mock-llm aimesh-xds aimesh-limits
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain build build-wasm build-trap build-tools build-native oci oci-tools deploy-tools obs-tools redis-tools run-fleet run test test-unit test-e2e validate bench bench-core bench-peers bench-native wrk fuzz fmt lint clean
+.PHONY: setup toolchain build build-wasm build-trap build-tools build-native oci oci-tools deploy-tools obs-tools redis-tools run-fleet run test test-unit test-e2e validate bench bench-core bench-peers bench-native wrk fuzz fmt lint clean claude-code
 
 setup: toolchain $(VENV)/.stamp
 

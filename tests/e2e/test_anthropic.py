@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import anthropic
 import pytest
 
-from harness import demo, paths, procs, rawhttp
+from harness import claude_code, demo, paths, procs, rawhttp
 from token_accounting_env import audit_lines
 
 LIMITED_KEY = "sk-aimesh-anth-limited-" + "l" * 30
@@ -312,17 +312,14 @@ def test_audit_totals_equal_the_providers_over_mixed_dialects(tmp_path):
     assert served["cache_read_tokens"] > 0
 
 
-CLAUDE = paths.REPO / ".aimesh" / "node" / "node_modules" / ".bin" / "claude"
-
-
-@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is missing: Claude Code cannot be installed")
+@pytest.mark.skipif(shutil.which("npm") is None and shutil.which("claude") is None,
+                    reason="npm is missing: Claude Code cannot be installed")
 def test_claude_code_runs_through_the_gateway(tmp_path):
     """The real Claude Code CLI (`make claude-code` installs it) in print mode, with the two
     variables the banner of `make run` prints, against the fake provider behind the demo
     gateway (its default body limit: Claude Code's requests are larger than `gw`'s 64 KiB)."""
-    if not CLAUDE.exists():
-        subprocess.run(["make", "-C", str(paths.REPO), "claude-code"], check=True, timeout=600,
-                       capture_output=True)
+    claude = claude_code.cli()
+    assert claude, "npm is present, yet `make claude-code` installed no CLI"
     key = demo.demo_key(tmp_path / "demo.env")
     mock = procs.MockLLM("claude")
     envoy = procs.Envoy(demo.demo_config(key, mock.port))
@@ -330,7 +327,7 @@ def test_claude_code_runs_through_the_gateway(tmp_path):
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "ANTHROPIC_BASE_URL": envoy.url,
            "ANTHROPIC_API_KEY": key, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
            "DISABLE_AUTOUPDATER": "1"}
-    out = subprocess.run([str(CLAUDE), "-p", "say hello", "--model", "claude-sonnet-4-5"],
+    out = subprocess.run([claude, "-p", "say hello", "--model", "claude-sonnet-4-5"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out
     assert WORDS in out.stdout, out

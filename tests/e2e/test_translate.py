@@ -16,7 +16,7 @@ import openai
 import pytest
 import requests
 
-from harness import demo, paths, procs, xds
+from harness import claude_code, demo, paths, procs, xds
 
 KEY = "sk-aimesh-test-translate"
 SECRETS = {"AIMESH_TEST_CLAUDE_KEY": "sk-ant-provider-secret"}
@@ -278,12 +278,8 @@ def test_anthropic_sdk_stream_and_tool_results_to_openai_provider(gw):
     assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "overloaded_error"
 
 
-def claude_code() -> str | None:
-    """The Claude Code CLI: `AIMESH_CLAUDE`, else `claude` on the PATH."""
-    return os.environ.get("AIMESH_CLAUDE") or shutil.which("claude")
-
-
-@pytest.mark.skipif(claude_code() is None, reason="Claude Code (`claude`) is not installed")
+@pytest.mark.skipif(shutil.which("npm") is None and claude_code.cli() is None,
+                    reason="Claude Code is not installed and npm is missing")
 def test_claude_code_on_a_self_hosted_openai_compatible_model(gw, tmp_path):
     """Claude Code, pointed at the gateway, served by the vLLM-kind fake: no byte of it leaves
     in Anthropic's dialect."""
@@ -296,7 +292,7 @@ def test_claude_code_on_a_self_hosted_openai_compatible_model(gw, tmp_path):
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": "qwen-mock",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
         "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1"})
-    p = subprocess.run([claude_code(), "-p", "say hello", "--model", "qwen-mock"],
+    p = subprocess.run([claude_code.cli(), "-p", "say hello", "--model", "qwen-mock"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
                        stdin=subprocess.DEVNULL)
     assert p.returncode == 0, (p.stdout, p.stderr)
