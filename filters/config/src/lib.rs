@@ -11,6 +11,7 @@
 pub mod accounting;
 pub mod auth;
 pub mod chain;
+pub mod dialect;
 pub mod egress;
 pub mod endpoints;
 pub mod error;

@@ -9,18 +9,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::dialect::Dialect;
 use crate::{ConfigError, Validate};
-
-/// The API dialect a client or a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Dialect {
-    /// OpenAI chat completions (`/v1/chat/completions`): openai, azure_openai,
-    /// openai_compatible, vllm, tgi.
-    Openai,
-    /// Anthropic Messages (`/v1/messages`).
-    Anthropic,
-}
 
 /// Default `max_tokens` of an OpenAI request sent to Anthropic without one (Anthropic requires
 /// it; OpenAI's default is "up to the context window").

@@ -5,13 +5,13 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use aimesh_config::translate::TranslateConfig;
-use aimesh_core::translate::errors::{anthropic_error, translate_error};
+use aimesh_core::translate::errors::translate_error;
 use aimesh_core::translate::stream::{AnthropicToOpenai, OpenaiToAnthropic};
 use aimesh_core::translate::{
     dialect_of_path, request, response, rewrite_path, Dialect, Exchange, TranslateError,
 };
-use aimesh_core::ErrorKind;
-use aimesh_host::{replace_request_body, send_error, send_json, Action, Body, Host, Stage};
+use aimesh_core::ApiError;
+use aimesh_host::{replace_request_body, send_json, Action, Body, Host, Stage};
 
 /// Endpoint metadata naming the cluster of the attempt's endpoint (written by aimesh-xds on
 /// every provider endpoint).
@@ -79,16 +79,12 @@ impl Translate {
         }
     }
 
-    /// Refuses the request in the client's dialect.
+    /// Refuses the request in the client's dialect (the path is already the provider's, so
+    /// the dialect is given, not inferred).
     fn refuse(&self, host: &mut dyn Host, client: Dialect, err: &TranslateError) {
         count(host, "aimesh.translate.request_errors");
-        match client {
-            Dialect::Openai => send_error(host, err),
-            Dialect::Anthropic => {
-                let body = anthropic_error(err.status(), None, &err.to_string());
-                send_json(host, err.status(), &[], &body);
-            }
-        }
+        let api = ApiError::in_dialect(err, client);
+        send_json(host, api.status, &[], api.body.as_bytes());
     }
 }
 
@@ -118,7 +114,7 @@ impl Stage for Translate {
                     host.set_request_header("anthropic-version", Some(ANTHROPIC_VERSION));
                 }
             }
-            Dialect::Openai => {
+            Dialect::OpenAi => {
                 host.set_request_header("anthropic-version", None);
                 host.set_request_header("anthropic-beta", None);
             }
@@ -147,7 +143,7 @@ impl Stage for Translate {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let out = match client {
-            Dialect::Openai => {
+            Dialect::OpenAi => {
                 self.ex = request::openai_exchange(&body, created);
                 request::openai_to_anthropic(&body, self.cfg.default_max_tokens)
             }
@@ -184,7 +180,7 @@ impl Stage for Translate {
         } else if sse {
             count(host, "aimesh.translate.streams");
             Reply::Stream(Box::new(match client {
-                Dialect::Openai => Streamer::ToOpenai(AnthropicToOpenai::new(
+                Dialect::OpenAi => Streamer::ToOpenai(AnthropicToOpenai::new(
                     self.ex.clone(),
                     self.cfg.max_event_bytes,
                 )),
@@ -230,7 +226,7 @@ impl Stage for Translate {
             Reply::Whole => {
                 let body = host.body(Body::Response, size).unwrap_or_default();
                 let out = match client {
-                    Dialect::Openai => response::anthropic_to_openai(&body, &self.ex),
+                    Dialect::OpenAi => response::anthropic_to_openai(&body, &self.ex),
                     Dialect::Anthropic => response::openai_to_anthropic(&body, &self.ex),
                 };
                 match out {

@@ -584,7 +584,7 @@ mod tests;
 pub fn dialect(kind: crate::model::ProviderKind) -> Dialect {
     match kind {
         crate::model::ProviderKind::Anthropic => Dialect::Anthropic,
-        _ => Dialect::Openai,
+        _ => Dialect::OpenAi,
     }
 }
 

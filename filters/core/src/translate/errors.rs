@@ -57,22 +57,7 @@ impl ErrorKind for TranslateError {
     }
 }
 
-/// Anthropic's error `type` for an HTTP status.
-pub fn anthropic_error_type(status: u16) -> &'static str {
-    match status {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        408 | 504 => "timeout_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        _ if status >= 500 => "api_error",
-        _ => "invalid_request_error",
-    }
-}
+pub use crate::dialect::anthropic_error_type;
 
 /// The Anthropic error body for `message`.
 pub fn anthropic_error(status: u16, kind: Option<&str>, message: &str) -> Vec<u8> {
@@ -139,7 +124,7 @@ pub fn translate_error(status: u16, body: &[u8], to: Dialect) -> Vec<u8> {
             });
             anthropic_error(status, known, &message)
         }
-        Dialect::Openai => {
+        Dialect::OpenAi => {
             let code = code.or_else(|| kind.clone());
             openai_error(status, None, code.as_deref(), &message)
         }
@@ -187,11 +172,11 @@ mod tests {
     #[test]
     fn anthropic_errors_become_openai_errors() {
         let b = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-        let out = v(&translate_error(529, b, Dialect::Openai));
+        let out = v(&translate_error(529, b, Dialect::OpenAi));
         assert_eq!(out["error"]["message"], "Overloaded");
         assert_eq!(out["error"]["type"], "server_error");
         assert_eq!(out["error"]["code"], "overloaded_error");
-        let empty = v(&translate_error(500, b"", Dialect::Openai));
+        let empty = v(&translate_error(500, b"", Dialect::OpenAi));
         assert_eq!(
             empty["error"]["message"],
             "the provider returned an error with no body"

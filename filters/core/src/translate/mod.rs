@@ -41,7 +41,7 @@ pub struct Exchange {
 pub fn dialect_of_path(path: &str) -> Option<Dialect> {
     let path = path.split('?').next().unwrap_or_default();
     if path.ends_with("/chat/completions") {
-        Some(Dialect::Openai)
+        Some(Dialect::OpenAi)
     } else if path.ends_with("/v1/messages") {
         Some(Dialect::Anthropic)
     } else {
@@ -60,7 +60,7 @@ pub fn rewrite_path(path: &str, to: Dialect) -> String {
         Dialect::Anthropic => p
             .strip_suffix("/chat/completions")
             .map(|b| format!("{b}/messages")),
-        Dialect::Openai => p
+        Dialect::OpenAi => p
             .strip_suffix("/messages")
             .map(|b| format!("{b}/chat/completions")),
     }
@@ -79,7 +79,7 @@ mod tests {
     fn paths() {
         assert_eq!(
             dialect_of_path("/v1/chat/completions"),
-            Some(Dialect::Openai)
+            Some(Dialect::OpenAi)
         );
         assert_eq!(
             dialect_of_path("/v1/messages?beta=true"),
@@ -92,7 +92,7 @@ mod tests {
             "/base/v1/messages?a=1"
         );
         assert_eq!(
-            rewrite_path("/v1/messages?beta=true", Dialect::Openai),
+            rewrite_path("/v1/messages?beta=true", Dialect::OpenAi),
             "/v1/chat/completions?beta=true"
         );
     }
