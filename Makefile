@@ -31,10 +31,11 @@ build-wasm: toolchain
 	cargo build --release --target $(WASM_TARGET) $(addprefix -p ,$(WASM_CRATES) $(TEST_WASM_CRATES))
 
 # Test builds whose token-accounting traps on demand (`trap-on-demand`), for the failure-policy
-# tests; a separate target dir, so the shipped .wasm files never carry the switch.
+# tests; a separate target dir, so the shipped .wasm files never carry the switch. The translate
+# module comes along: aimesh-xds puts it in every provider cluster of the gateway it serves.
 TRAP_DIR := target/trap
 build-trap: toolchain
-	cargo build --release --target $(WASM_TARGET) --target-dir $(TRAP_DIR) -p aimesh-token-accounting-wasm -p aimesh-chain-wasm \
+	cargo build --release --target $(WASM_TARGET) --target-dir $(TRAP_DIR) -p aimesh-token-accounting-wasm -p aimesh-chain-wasm -p aimesh-translate-wasm \
 		--features aimesh-token-accounting-wasm/trap-on-demand,aimesh-chain-wasm/trap-on-demand
 
 build-tools:
