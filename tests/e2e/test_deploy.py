@@ -22,6 +22,9 @@ import yaml
 
 from harness import certs, demo, paths, procs, registry, xds
 
+# Every module aimesh-xds may name (translate runs in each provider cluster, mcp for MCP servers).
+MODULES = [paths.wasm(f) for f in paths.FILTERS + ["mcp", "translate"]] + [paths.CHAIN_WASM]
+
 BASE = paths.REPO / "deploy" / "kustomize"
 # Created by the operator (cert-manager or openssl), referenced by the base, never in it.
 EXTERNAL_SECRETS = {"aimesh-xds-tls", "aimesh-gateway-tls"}
@@ -124,7 +127,7 @@ def test_the_bootstrap_is_the_shipped_one_with_mtls_to_the_service():
     pull = container(deployments["aimesh-gateway"], "wasm", init=True)
     assert {"name": "WASM_DIR", "value": wasm_dir} in pull["env"]
     images = by_kind(docs, "ConfigMap")["aimesh-wasm"]["data"]["images.txt"].split()[::2]
-    assert sorted(images) == sorted(p.name for p in [paths.wasm(f) for f in paths.FILTERS] + [paths.CHAIN_WASM])
+    assert sorted(images) == sorted(p.name for p in MODULES)
 
 
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl not installed (make deploy-tools)")
@@ -172,7 +175,7 @@ def test_the_manifests_run_a_gateway(tmp_path, mock):
     deployments = by_kind(docs, "Deployment")
     # The operator's parts: the registry with the images, the certificates, the keys' values.
     reg = registry.Registry()
-    modules = [paths.wasm(f) for f in paths.FILTERS] + [paths.CHAIN_WASM]
+    modules = MODULES
     for image in registry.build_images(tmp_path / "oci", modules).values():
         registry.push(Path(image["layout"]), image["tag"], reg, f"aimesh/{image['name']}")
     images = by_kind(docs, "ConfigMap")["aimesh-wasm"]["data"]

@@ -25,7 +25,7 @@ WASM_LAYER = "application/vnd.module.wasm.content.layer.v1+wasm"
 WASM_CONFIG = "application/vnd.module.wasm.config.v1+json"
 COMPAT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 # What `make oci` packs: the five filters and the one-filter chain.
-MODULES = [paths.wasm(f) for f in paths.FILTERS + ["mcp"]] + [paths.CHAIN_WASM]
+MODULES = [paths.wasm(f) for f in paths.FILTERS + ["mcp", "translate"]] + [paths.CHAIN_WASM]
 
 
 def build(out: Path, modules: list[Path] = MODULES, version: str | None = None) -> dict[str, dict]:

@@ -172,7 +172,8 @@ def test_virtual_models_with_fallbacks_add_aimesh_clusters_and_route(target):
         "provider.anthropic", "provider.openai", "provider.azure-eu"]
     opts = next(iter(agg["typed_extension_protocol_options"].values()))
     names = [f["name"] for f in opts["http_filters"]]
-    assert names == ["aimesh.virtual-model", "aimesh.header-auth", "envoy.filters.http.upstream_codec"], names
+    assert names == ["aimesh.virtual-model", "aimesh.header-auth", "aimesh.translate",
+                     "envoy.filters.http.upstream_codec"], names
     for f in opts["http_filters"][:2]:
         cfg = json.loads(f["typed_config"]["config"]["configuration"]["value"])
         assert cfg["role"] == "upstream"
