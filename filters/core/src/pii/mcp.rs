@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::engine::{Engine, Policy, Session};
 use super::json::{rewrite, Seg};
-use super::stream::{event_end, MAX_EVENT};
+use super::stream::{event_data, event_end, MAX_EVENT};
 use super::PiiError;
 use crate::ErrorKind;
 
@@ -166,15 +166,10 @@ fn event(ev: &[u8], engine: &Engine, policy: &Policy, session: &mut Session) -> 
     let Ok(text) = std::str::from_utf8(ev) else {
         return ev.to_vec();
     };
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    if data.is_empty() {
+    let Some(data) = event_data(text) else {
         return ev.to_vec();
-    }
-    let Some(new) = respond_reply(engine, policy, session, data.join("\n").as_bytes()) else {
+    };
+    let Some(new) = respond_reply(engine, policy, session, data.as_bytes()) else {
         return ev.to_vec();
     };
     // Non-data lines kept in place of order; the one rewritten `data:` line where the first was.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::engine::{Engine, Policy, Session};
 use super::json::{self, Seg};
-use super::stream::{event_end, TextStream, MAX_EVENT};
+use super::stream::{event_data, event_end, TextStream, MAX_EVENT};
 
 /// One output part's stream and the `item_id` its events carry.
 #[derive(Debug, Default)]
@@ -142,12 +142,10 @@ impl ResponsesSse {
             out.extend_from_slice(ev);
             return;
         };
-        let data: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        let data = data.join("\n");
+        let Some(data) = event_data(text) else {
+            out.extend_from_slice(ev);
+            return;
+        };
         let Ok(v) = serde_json::from_str::<Value>(&data) else {
             out.extend_from_slice(ev);
             return;

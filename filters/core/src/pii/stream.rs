@@ -152,6 +152,17 @@ pub struct SseRedactor {
     blocks: BTreeMap<(u64, Option<u64>), bool>,
 }
 
+/// The payload of one SSE event: its `data:` lines joined by newlines (one space after the
+/// colon dropped, as the SSE spec says); `None` when it has none (a comment, `event:` only).
+pub(crate) fn event_data(text: &str) -> Option<String> {
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    (!data.is_empty()).then(|| data.join("\n"))
+}
+
 pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 1 < buf.len() {
@@ -313,16 +324,10 @@ impl SseRedactor {
             out.extend_from_slice(ev);
             return;
         };
-        let data: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        if data.is_empty() {
+        let Some(data) = event_data(text) else {
             out.extend_from_slice(ev);
             return;
-        }
-        let data = data.join("\n");
+        };
         if data.trim() == "[DONE]" {
             self.flush_all(engine, policy, session, out);
             out.extend_from_slice(ev);
