@@ -1,5 +1,7 @@
-"""Same-run A/B of the full chain: this tree's filters (five, and the one-filter build) against another build's
-(`python -m harness.bench_ab /path/to/other/target/wasm32-wasip1/release`).
+"""Same-run A/B of the full chain: this tree's filters (five, the one-filter build and, when both trees
+have it, the native module) against another build's
+(`python -m harness.bench_ab /path/to/other/target/wasm32-wasip1/release`; the other tree's
+`target/native/libaimesh.so` is found next to it).
 
 A shared machine drifts by ±30% between runs, so a change is judged only against a baseline
 measured in the same interleaved rounds. Build the other side with, for example,
@@ -43,11 +45,20 @@ def run(other: Path) -> str:
                 "one-filter chain, this tree": chain,
                 f"full chain, {other}": with_wasm_dir(full, other),
                 f"one-filter chain, {other}": with_wasm_dir(chain, other)}
+        # The native module is found by directory (Envoy's search path), one per Envoy.
+        envs: dict[str, dict[str, str]] = {}
+        other_native = other.parent.parent / "native"
+        if paths.NATIVE_MODULE.exists() and (other_native / paths.NATIVE_MODULE.name).exists():
+            native = demo.build_config("native", profile.KEY, mock.port)
+            cfgs["native chain, this tree"] = native
+            cfgs[f"native chain, {other_native}"] = native
+            envs[f"native chain, {other_native}"] = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(other_native)}
         envoys: dict[str, procs.Envoy] = {}
         got: dict[str, dict[str, list[float]]] = {}
         try:
             for name, cfg in cfgs.items():
-                envoys[name] = procs.Envoy(cfg, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn")
+                envoys[name] = procs.Envoy(cfg, concurrency=1, cpus=bench.ENVOY_CPU, log_level="warn",
+                                           env=envs.get(name))
             for r in range(rounds):
                 for name, envoy in envoys.items():
                     url = f"{envoy.url}/v1/chat/completions"

@@ -24,6 +24,17 @@ pub use config::Config;
 pub const STAGE: StageDef = StageDef {
     name: "auth",
     configure,
+    counters: &[
+        stat::ALLOWED,
+        stat::INVALID_KEY,
+        stat::MODEL,
+        stat::UNKNOWN_MODEL,
+        stat::CATALOGUE,
+        stat::ENDPOINT,
+        stat::RATE,
+        stat::BODY,
+        stat::JWT,
+    ],
 };
 
 /// Stat names (Envoy shows them with the `wasmcustom.` prefix).

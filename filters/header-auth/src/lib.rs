@@ -28,6 +28,17 @@ const NAME: &str = "header-auth";
 pub const STAGE: StageDef = StageDef {
     name: NAME,
     configure,
+    counters: &[
+        "aimesh.header_auth.requests",
+        "aimesh.header_auth.injected",
+        "aimesh.header_auth.proxied",
+        "aimesh.header_auth.scrubbed",
+        "aimesh.header_auth.rejected_path",
+        "aimesh.header_auth.not_found",
+        "aimesh.header_auth.forbidden",
+        "aimesh.header_auth.unknown_backend",
+        "aimesh.header_auth.account_unavailable",
+    ],
 };
 
 /// Filter configuration: see `aimesh_core::endpoints::Config` and the README.

@@ -228,6 +228,11 @@ pub struct StageDef {
     pub name: &'static str,
     /// Builds the stage's root from its configuration.
     pub configure: ConfigureStage,
+    /// The counters the stage bumps under a fixed name (no labels in the name). A native host
+    /// defines them up front, as plain counters: cheaper to bump than a labelled one, and
+    /// named in Prometheus as the Wasm builds name them. A name missing here still counts,
+    /// the slower way.
+    pub counters: &'static [&'static str],
 }
 
 impl std::fmt::Debug for StageDef {

@@ -9,15 +9,56 @@
 //! value with an obs-text byte (legal in HTTP/1.1, e.g. Latin-1) would trap the VM.
 
 /// A snapshot of one header map (names lower-case, as Envoy keeps them).
+///
+/// Names and values live in one buffer, so reading a map of n headers, or copying one, costs two
+/// allocations instead of 2n: a request reads three maps and copies some, and in Envoy each
+/// allocation is a cold one.
 #[derive(Debug, Clone, Default)]
 pub struct Headers {
-    pairs: Vec<(String, Vec<u8>)>,
+    /// Names and values, back to back. An edit appends; the bytes it replaces stay until the
+    /// snapshot is dropped (snapshots live for one callback).
+    bytes: Vec<u8>,
+    /// Per header, in order: name start and end, value start and end, in `bytes`.
+    entries: Vec<[usize; 4]>,
 }
 
 impl Headers {
     /// Builds a snapshot from pairs (tests, and callers that already hold the map).
     pub fn from_pairs(pairs: Vec<(String, Vec<u8>)>) -> Self {
-        Headers { pairs }
+        Self::from_slices(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
+    }
+
+    /// Builds a snapshot from borrowed names and values (a host's own buffers), copying each
+    /// once into the snapshot. A name that is not UTF-8 is kept with its bad bytes replaced.
+    pub fn from_slices<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let pairs = pairs.into_iter();
+        let mut h = Headers {
+            bytes: Vec::new(),
+            entries: Vec::with_capacity(pairs.size_hint().0),
+        };
+        for (k, v) in pairs {
+            match std::str::from_utf8(k) {
+                Ok(_) => h.push(k, v),
+                Err(_) => h.push(String::from_utf8_lossy(k).as_bytes(), v),
+            }
+        }
+        h
+    }
+
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        let ns = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        let vs = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.entries.push([ns, vs, vs, self.bytes.len()]);
+    }
+
+    fn name_of(&self, e: &[usize; 4]) -> &[u8] {
+        &self.bytes[e[0]..e[1]]
+    }
+
+    fn value_of(&self, e: &[usize; 4]) -> &[u8] {
+        &self.bytes[e[2]..e[3]]
     }
 
     /// The first value of `name` as text; `None` when absent or not UTF-8.
@@ -33,10 +74,10 @@ impl Headers {
 
     /// The first value of `name` as bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.pairs
+        self.entries
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .find(|e| self.name_of(e).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|e| self.value_of(e))
     }
 
     /// True when `name` is present (with any value).
@@ -44,50 +85,68 @@ impl Headers {
         self.get_bytes(name).is_some()
     }
 
+    /// Every value of `name`, in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| self.name_of(e).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|e| self.value_of(e))
+    }
+
     /// What Envoy's `set_http_*_header` does to the map: every value of `name` replaced by
     /// `value` (one, added at the end when absent), or removed.
     pub fn set(&mut self, name: &str, value: Option<&[u8]>) {
         let name = name.to_ascii_lowercase();
-        match value {
-            None => self.pairs.retain(|(k, _)| *k != name),
-            Some(v) => {
-                let mut first = true;
-                self.pairs.retain_mut(|(k, old)| {
-                    if *k != name {
-                        return true;
-                    }
-                    if first {
-                        first = false;
-                        *old = v.to_vec();
-                        return true;
-                    }
-                    false
-                });
-                if first {
-                    self.pairs.push((name, v.to_vec()));
-                }
+        let first = self
+            .entries
+            .iter()
+            .position(|e| self.name_of(e) == name.as_bytes());
+        let (Some(v), Some(i)) = (value, first) else {
+            let bytes = &self.bytes;
+            self.entries
+                .retain(|e| &bytes[e[0]..e[1]] != name.as_bytes());
+            if let Some(v) = value {
+                self.push(name.as_bytes(), v);
             }
-        }
+            return;
+        };
+        let vs = self.bytes.len();
+        self.bytes.extend_from_slice(v);
+        self.entries[i][2] = vs;
+        self.entries[i][3] = self.bytes.len();
+        let bytes = &self.bytes;
+        let mut index = 0;
+        self.entries.retain(|e| {
+            let keep = index <= i || &bytes[e[0]..e[1]] != name.as_bytes();
+            index += 1;
+            keep
+        });
     }
 
     /// Every header name, in order (a repeated header appears once per value).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.pairs.iter().map(|(k, _)| k.as_str())
+        self.pairs().map(|(k, _)| k)
     }
 
     /// Appends a value (a repeated header keeps its earlier values).
     pub fn add(&mut self, name: &str, value: &[u8]) {
-        self.pairs.push((name.to_ascii_lowercase(), value.to_vec()));
+        self.push(name.to_ascii_lowercase().as_bytes(), value);
     }
 
     /// True when the map holds no header.
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.entries.is_empty()
     }
 
     /// Every `(name, value)`, in order.
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+        // Names were checked (or made) UTF-8 when stored.
+        self.entries.iter().map(|e| {
+            (
+                std::str::from_utf8(self.name_of(e)).unwrap_or_default(),
+                self.value_of(e),
+            )
+        })
     }
 }
 
@@ -131,6 +190,49 @@ mod tests {
         assert_eq!(h.get("x-new"), Some("v"));
         h.set(":path", None);
         assert!(!h.has(":path"));
+    }
+
+    #[test]
+    fn values_lists_every_value_of_a_name_in_order() {
+        let h = hs();
+        assert_eq!(
+            h.values("X-Two").collect::<Vec<_>>(),
+            vec![&b"first"[..], b"second"]
+        );
+        assert_eq!(h.values("absent").count(), 0);
+    }
+
+    #[test]
+    fn edits_in_any_order_read_back_as_the_map_envoy_would_hold() {
+        let mut h = hs();
+        h.set("x-two", Some(b"one"));
+        h.add("X-Two", b"again");
+        h.set(":path", Some(b"/v1/embeddings"));
+        h.set("x-latin1", None);
+        h.add("x-new", b"n");
+        let pairs: Vec<(&str, &[u8])> = h.pairs().collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (":path", &b"/v1/embeddings"[..]),
+                ("x-empty", b""),
+                ("x-two", b"one"),
+                ("x-two", b"again"),
+                ("x-new", b"n"),
+            ]
+        );
+        // A copy is independent of the original.
+        let mut copy = h.clone();
+        copy.set(":path", None);
+        assert_eq!(h.get(":path"), Some("/v1/embeddings"));
+        assert!(!copy.has(":path"));
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_kept_readable() {
+        let h = Headers::from_slices([(&[b'x', 0xff][..], &b"v"[..]), (b"ok", b"1")]);
+        assert_eq!(h.names().collect::<Vec<_>>(), vec!["x\u{fffd}", "ok"]);
+        assert_eq!(h.get("ok"), Some("1"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod config;
+pub mod edits;
 mod facts;
 pub mod flow;
 mod headers;

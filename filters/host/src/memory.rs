@@ -28,6 +28,10 @@ impl MemoryMetrics {
     pub fn counter(&self, name: &str) -> u64 {
         self.counters.borrow().get(name).copied().unwrap_or(0)
     }
+    /// The name of every counter bumped so far.
+    pub fn counter_names(&self) -> Vec<String> {
+        self.counters.borrow().keys().cloned().collect()
+    }
     /// A gauge's value.
     pub fn gauge_value(&self, name: &str) -> Option<u64> {
         self.gauges.borrow().get(name).copied()

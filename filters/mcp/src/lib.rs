@@ -31,6 +31,7 @@ const NAME: &str = "mcp";
 pub const STAGE: StageDef = StageDef {
     name: NAME,
     configure,
+    counters: &["aimesh.mcp.list_filtered"],
 };
 
 fn configure(raw: &[u8], env: &dyn Env) -> Result<Box<dyn StageRoot>, StageError> {

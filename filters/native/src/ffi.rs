@@ -15,6 +15,8 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
+use aimesh_host::Headers;
+
 use crate::module;
 
 /// `envoy_dynamic_module_type_envoy_buffer`: bytes Envoy owns, valid during the hook.
@@ -274,16 +276,24 @@ fn copy(ptr: *const u8, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
 }
 
-fn headers_of(raw: &[EnvoyHeader]) -> Vec<(String, Vec<u8>)> {
-    raw.iter()
-        .map(|h| {
-            let k = copy(h.key_ptr, h.key_len);
-            (
-                String::from_utf8_lossy(&k).into_owned(),
-                copy(h.value_ptr, h.value_len),
-            )
-        })
-        .collect()
+/// Envoy's `(ptr, len)` as a slice, for copying out before the hook returns.
+fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if ptr.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: as `copy`; every caller copies the slice into a snapshot at once, within the
+    // hook, and keeps no reference to it.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// A snapshot of Envoy's header map, each name and value copied once into it.
+fn headers_of(raw: &[EnvoyHeader]) -> Headers {
+    Headers::from_slices(raw.iter().map(|h| {
+        (
+            borrowed(h.key_ptr, h.key_len),
+            borrowed(h.value_ptr, h.value_len),
+        )
+    }))
 }
 
 fn module_headers(headers: &[(&str, &str)]) -> Vec<ModuleHeader> {
@@ -317,13 +327,13 @@ pub struct Filter(EnvoyPtr);
 
 impl Filter {
     /// Every header of a map.
-    pub fn headers(self, kind: HeaderKind) -> Vec<(String, Vec<u8>)> {
+    pub fn headers(self, kind: HeaderKind) -> Headers {
         // SAFETY: `self.0` is a live filter (see the type); the array has room for the count
         // Envoy just reported, and Envoy writes at most that many entries.
         unsafe {
             let n = envoy_dynamic_module_callback_http_get_headers_size(self.0, kind as u32);
             if n == 0 {
-                return Vec::new();
+                return Headers::default();
             }
             let mut raw: Vec<EnvoyHeader> = Vec::with_capacity(n);
             if !envoy_dynamic_module_callback_http_get_headers(
@@ -331,7 +341,7 @@ impl Filter {
                 kind as u32,
                 raw.as_mut_ptr(),
             ) {
-                return Vec::new();
+                return Headers::default();
             }
             raw.set_len(n);
             headers_of(&raw)
@@ -595,38 +605,42 @@ impl FilterConfig {
         self.0 as EnvoyPtr
     }
 
-    /// Defines a metric family with one label; its id, `None` when Envoy refused (Envoy only
-    /// accepts definitions while the configuration is being created).
-    pub fn define(self, kind: MetricKind, name: &str, label: &str) -> Option<usize> {
+    /// Defines a metric (`labels` empty) or a family labelled `labels`; its id, `None` when
+    /// Envoy refused (Envoy only accepts definitions while the configuration is being created).
+    pub fn define(self, kind: MetricKind, name: &str, labels: &[&str]) -> Option<usize> {
         let mut id = 0usize;
         let n = ModuleBuffer::of(name.as_bytes());
-        let mut labels = [ModuleBuffer::of(label.as_bytes())];
-        let labels = labels.as_mut_ptr();
-        // SAFETY: live config; one label, alive for the call; `id` is a valid place to write.
+        let mut labels: Vec<ModuleBuffer> = labels
+            .iter()
+            .map(|l| ModuleBuffer::of(l.as_bytes()))
+            .collect();
+        let (ptr, len) = (labels.as_mut_ptr(), labels.len());
+        // SAFETY: live config; `len` labels at `ptr`, alive for the call; `id` is a valid place
+        // to write.
         let r = unsafe {
             match kind {
                 MetricKind::Counter => {
                     envoy_dynamic_module_callback_http_filter_config_define_counter(
                         self.raw(),
                         n,
-                        labels,
-                        1,
+                        ptr,
+                        len,
                         &mut id,
                     )
                 }
                 MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge(
                     self.raw(),
                     n,
-                    labels,
-                    1,
+                    ptr,
+                    len,
                     &mut id,
                 ),
                 MetricKind::Histogram => {
                     envoy_dynamic_module_callback_http_filter_config_define_histogram(
                         self.raw(),
                         n,
-                        labels,
-                        1,
+                        ptr,
+                        len,
                         &mut id,
                     )
                 }
@@ -638,36 +652,46 @@ impl FilterConfig {
         (r == 0).then_some(id)
     }
 
-    /// Adds to a counter, sets a gauge or records a histogram value, for one label value.
-    pub fn update(self, kind: MetricKind, id: usize, label: &str, value: u64) {
-        let mut labels = [ModuleBuffer::of(label.as_bytes())];
-        let labels = labels.as_mut_ptr();
-        // SAFETY: live config; `id` came from `define` on the same config, with one label;
-        // the label value is alive for the call and Envoy copies it.
+    /// Adds to a counter, sets a gauge or records a histogram value; `values` are the label
+    /// values of a family (as many as it was defined with), empty for a plain metric.
+    pub fn update(self, kind: MetricKind, id: usize, values: &[&str], value: u64) {
+        let mut labels: [ModuleBuffer; 1] = [ModuleBuffer::of(&[])];
+        let (ptr, len) = match values {
+            [] => (labels.as_mut_ptr(), 0),
+            [one] => {
+                labels[0] = ModuleBuffer::of(one.as_bytes());
+                (labels.as_mut_ptr(), 1)
+            }
+            // Only one-label families are defined (`NativeMetrics`); anything else is a bug
+            // Envoy would answer with `InvalidLabels`.
+            _ => return,
+        };
+        // SAFETY: live config; `id` came from `define` on the same config with `len` labels;
+        // the label values are alive for the call and Envoy copies them.
         unsafe {
             match kind {
                 MetricKind::Counter => {
                     envoy_dynamic_module_callback_http_filter_config_increment_counter(
                         self.raw(),
                         id,
-                        labels,
-                        1,
+                        ptr,
+                        len,
                         value,
                     )
                 }
                 MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_set_gauge(
                     self.raw(),
                     id,
-                    labels,
-                    1,
+                    ptr,
+                    len,
                     value,
                 ),
                 MetricKind::Histogram => {
                     envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
                         self.raw(),
                         id,
-                        labels,
-                        1,
+                        ptr,
+                        len,
                         value,
                     )
                 }
@@ -823,7 +847,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         return;
     };
     let hs = if headers.is_null() || result != 0 {
-        Vec::new()
+        Headers::default()
     } else {
         // SAFETY: Envoy passes `headers_len` headers, valid during this hook.
         headers_of(unsafe { std::slice::from_raw_parts(headers, headers_len) })

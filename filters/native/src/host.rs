@@ -1,11 +1,12 @@
 //! [`NativeHost`]: one request's [`Host`] over the dynamic-module ABI.
 //!
-//! The semantics are `WasmHost`'s (the stages cannot tell the builds apart); only the means
-//! differ. A call into Envoy here is a plain function call, so edits go out at once instead of
-//! being batched; header maps and bodies are still read once per callback, because each read
-//! copies. The one real difference in Envoy's model: a dynamic module sees the chunk of this
-//! callback and what Envoy buffered before it as two buffers, where proxy-wasm shows one; the
-//! host joins them, so a stage that paused still gets the whole body on its next callback.
+//! The semantics are `WasmHost`'s (the stages cannot tell the builds apart), and so is the
+//! bookkeeping: each header map and body is read once per callback (each read copies), and
+//! header edits are held to the end of the callback, where those that change the map go to
+//! Envoy (`aimesh_host::edits`). The one real difference in Envoy's model: a dynamic module sees
+//! the chunk of this callback and what Envoy buffered before it as two buffers, where proxy-wasm
+//! shows one; the host joins them, so a stage that paused still gets the whole body on its next
+//! callback.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use aimesh_core::accounting::audit;
 use aimesh_core::headers as names;
 use aimesh_core::host::{Metrics, SharedStore};
+use aimesh_host::edits::{Edit, MapEdits};
 use aimesh_host::{Body, CalloutError, Env, Facts, Headers, Host, PipelineHost};
 
 use crate::ffi::{Attribute, BodyKind, Filter, HeaderKind, MetadataSource};
@@ -93,10 +95,9 @@ pub struct NativeHost {
     phase: Phase,
     /// Request callbacks may still change where the request goes.
     request_side: bool,
-    request: Option<Rc<Headers>>,
-    response: Option<Rc<Headers>>,
-    /// A request header changed in this callback: the route is picked again.
-    request_edited: bool,
+    /// The header maps of this callback: read once, edits held until it ends.
+    request: MapEdits,
+    response: MapEdits,
     /// The body of each direction as the stages see it (buffered + this chunk), read once.
     bodies: [Option<Vec<u8>>; 2],
     facts: Facts,
@@ -116,9 +117,8 @@ impl NativeHost {
             filter,
             phase: Phase::Other,
             request_side: true,
-            request: None,
-            response: None,
-            request_edited: false,
+            request: MapEdits::default(),
+            response: MapEdits::default(),
             bodies: [None, None],
             facts: Facts::default(),
             published: Facts::default(),
@@ -135,14 +135,15 @@ impl NativeHost {
         self.filter = filter;
         self.phase = phase;
         self.request_side = request_side;
-        self.request = None;
-        self.response = None;
+        // A callback that panicked never reached `end`: its edits are dropped with it.
+        self.request.take();
+        self.response.take();
         self.bodies = [None, None];
         self.now.set(None);
     }
 
-    /// Ends an Envoy callback: the one fact Envoy's route reads becomes a header, and the route
-    /// is picked again if a request header changed.
+    /// Ends an Envoy callback: the one fact Envoy's route reads becomes a header, the edits
+    /// that change a map go to Envoy, and the route is picked again if a request header changed.
     pub fn end(&mut self) {
         if self.request_side && self.facts != self.published {
             for (name, value) in self.facts.edits(&self.published) {
@@ -152,8 +153,28 @@ impl NativeHost {
             }
             self.published = self.facts.clone();
         }
-        if std::mem::take(&mut self.request_edited) && self.request_side {
+        let routed = self.flush_request();
+        for e in self.response.take() {
+            self.send(HeaderKind::Response, &e);
+        }
+        if routed && self.request_side {
             self.filter.clear_route_cache();
+        }
+    }
+
+    /// Sends the request map's edits; true when there were any.
+    fn flush_request(&mut self) -> bool {
+        let edits = self.request.take();
+        for e in &edits {
+            self.send(HeaderKind::Request, e);
+        }
+        !edits.is_empty()
+    }
+
+    fn send(&self, kind: HeaderKind, e: &Edit) {
+        match e {
+            Edit::Set(k, v) => self.filter.set_header(kind, k, v.as_deref()),
+            Edit::Add(k, v) => self.filter.add_header(kind, k, v),
         }
     }
 
@@ -189,20 +210,6 @@ impl NativeHost {
             self.bodies[i] = Some(b);
         }
         self.bodies[i].get_or_insert_with(Vec::new)
-    }
-
-    fn set_header(&mut self, kind: HeaderKind, name: &str, value: Option<&[u8]>) {
-        self.filter.set_header(kind, name, value);
-        let snapshot = match kind {
-            HeaderKind::Request => {
-                self.request_edited = true;
-                &mut self.request
-            }
-            HeaderKind::Response => &mut self.response,
-        };
-        if let Some(h) = snapshot {
-            Rc::make_mut(h).set(name, value);
-        }
     }
 
     fn write_record(&self, ns: &str, record: &[u8]) {
@@ -256,35 +263,24 @@ impl Env for NativeHost {
 impl Host for NativeHost {
     fn request_headers(&mut self) -> Rc<Headers> {
         let f = self.filter;
-        Rc::clone(
-            self.request.get_or_insert_with(|| {
-                Rc::new(Headers::from_pairs(f.headers(HeaderKind::Request)))
-            }),
-        )
+        self.request.read(|| f.headers(HeaderKind::Request))
     }
 
     fn response_headers(&mut self) -> Rc<Headers> {
         let f = self.filter;
-        Rc::clone(
-            self.response.get_or_insert_with(|| {
-                Rc::new(Headers::from_pairs(f.headers(HeaderKind::Response)))
-            }),
-        )
+        self.response.read(|| f.headers(HeaderKind::Response))
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        self.set_header(HeaderKind::Request, name, value.map(str::as_bytes));
+        self.request.set(name, value.map(str::as_bytes));
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        self.set_header(HeaderKind::Response, name, value.map(str::as_bytes));
+        self.response.set(name, value.map(str::as_bytes));
     }
 
     fn add_response_header(&mut self, name: &str, value: &[u8]) {
-        self.filter.add_header(HeaderKind::Response, name, value);
-        if let Some(h) = &mut self.response {
-            Rc::make_mut(h).add(name, value);
-        }
+        self.response.add(name, value);
     }
 
     fn body(&mut self, which: Body, size: usize) -> Option<Vec<u8>> {
@@ -355,6 +351,10 @@ impl Host for NativeHost {
     }
 
     fn resume_request(&mut self) {
+        // Envoy passes the request on within this call: the stages' edits must be there first.
+        if self.flush_request() {
+            self.filter.clear_route_cache();
+        }
         self.filter.continue_decoding();
     }
 }

@@ -9,6 +9,13 @@
 //! module's `metrics_namespace` is `wasmcustom`: the Wasm builds' names, so dashboards, the
 //! `stats_tags` of gateway configs and tests read either build. A stage added later needs
 //! nothing here.
+//!
+//! The counters a stage declares under a fixed name (`StageDef::counters`) are defined up
+//! front as plain counters instead: Envoy bumps one by id, where a labelled stat is looked up
+//! by its label value on every call, and Prometheus shows each as its own metric
+//! (`..._aimesh_auth_allowed`) rather than as a label value of the one family.
+
+use std::collections::HashMap;
 
 use aimesh_core::host::Metrics;
 
@@ -23,18 +30,29 @@ pub struct NativeMetrics {
     config: FilterConfig,
     /// Family ids by kind (counter, gauge, histogram); `None` when Envoy refused one.
     families: [Option<usize>; 3],
+    /// Plain counters by full name (`aimesh.auth.allowed`).
+    counters: HashMap<&'static str, usize>,
 }
 
 impl NativeMetrics {
-    /// Defines the families; call while Envoy creates the configuration.
-    pub fn new(config: FilterConfig) -> Self {
+    /// Defines the families and the plain `counters`; call while Envoy creates the
+    /// configuration.
+    pub fn new(config: FilterConfig, counters: &[&'static str]) -> Self {
         let families = [
             MetricKind::Counter,
             MetricKind::Gauge,
             MetricKind::Histogram,
         ]
-        .map(|k| config.define(k, "", LABEL));
-        NativeMetrics { config, families }
+        .map(|k| config.define(k, "", &[LABEL]));
+        let counters = counters
+            .iter()
+            .filter_map(|&name| Some((name, config.define(MetricKind::Counter, name, &[])?)))
+            .collect();
+        NativeMetrics {
+            config,
+            families,
+            counters,
+        }
     }
 
     /// Stats that go nowhere (tests, which have no Envoy).
@@ -43,10 +61,17 @@ impl NativeMetrics {
         NativeMetrics {
             config: FilterConfig::detached(),
             families: [None; 3],
+            counters: HashMap::new(),
         }
     }
 
     fn update(&self, kind: MetricKind, name: &str, value: u64) {
+        if kind == MetricKind::Counter {
+            if let Some(&id) = self.counters.get(name) {
+                self.config.update(kind, id, &[], value);
+                return;
+            }
+        }
         let Some(Some(id)) = self.families.get(kind as usize) else {
             return;
         };
@@ -54,7 +79,7 @@ impl NativeMetrics {
             .strip_prefix(LABEL)
             .and_then(|r| r.strip_prefix('.'))
             .unwrap_or(name);
-        self.config.update(kind, *id, rest, value);
+        self.config.update(kind, *id, &[rest], value);
     }
 }
 

@@ -73,6 +73,18 @@ fn configure(raw: &[u8], env: &NativeEnv) -> Result<Configured, StageError> {
     stage::configure(raw, env)
 }
 
+/// The fixed-name counters of the stages `raw` configures (its top-level sections), to define
+/// up front; a configuration that does not parse gets none (and is refused by `configure`).
+fn fixed_counters(raw: &[u8]) -> Vec<&'static str> {
+    let sections: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).unwrap_or_default();
+    stage::STAGES
+        .iter()
+        .filter(|d| sections.contains_key(d.name))
+        .flat_map(|d| d.counters.iter().copied())
+        .collect()
+}
+
 /// One filter configuration (one `DynamicModuleFilter` in Envoy's config).
 pub struct Config {
     id: u64,
@@ -89,7 +101,7 @@ pub fn config_new(config: FilterConfig, name: &[u8], raw: &[u8]) -> Option<Box<C
         return None;
     }
     let raw = unwrap_generic_secret(raw).unwrap_or(raw);
-    let env = NativeEnv::new(Arc::new(NativeMetrics::new(config)));
+    let env = NativeEnv::new(Arc::new(NativeMetrics::new(config, &fixed_counters(raw))));
     match configure(raw, &env) {
         Ok(c) => {
             let names: Vec<&str> = c.stages.iter().map(|(n, _)| *n).collect();
@@ -248,21 +260,26 @@ impl Stream {
     }
 
     /// `on_http_filter_http_callout_done`.
-    pub fn callout_done(
-        &mut self,
-        f: Filter,
-        id: u64,
-        headers: Vec<(String, Vec<u8>)>,
-        body: Vec<u8>,
-    ) {
+    pub fn callout_done(&mut self, f: Filter, id: u64, headers: Headers, body: Vec<u8>) {
         let Ok(token) = u32::try_from(id) else { return };
-        let response = CalloutResponse {
-            headers: Headers::from_pairs(headers),
-            body,
-        };
+        let response = CalloutResponse { headers, body };
         self.run(f, Phase::Other, true, |fl, h| {
             fl.callout_response(h, token, response);
             Action::Continue
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_stages_counters_are_defined_up_front_and_only_theirs() {
+        let got = fixed_counters(br#"{"auth": {"keys": []}, "header-auth": {}}"#);
+        assert!(got.contains(&"aimesh.auth.allowed"));
+        assert!(got.contains(&"aimesh.header_auth.requests"));
+        assert!(!got.iter().any(|n| n.starts_with("aimesh.virtual_model.")));
+        assert!(fixed_counters(b"not json").is_empty());
     }
 }

@@ -20,6 +20,11 @@ use serde::Deserialize;
 pub const STAGE: StageDef = StageDef {
     name: "pii-redaction",
     configure,
+    counters: &[
+        "aimesh.pii_redaction.requests",
+        "aimesh.pii_redaction.redacted_requests",
+        "aimesh.pii_redaction.blocked",
+    ],
 };
 
 /// Filter configuration: see `aimesh_core::pii::PiiConfig` and this crate's README.

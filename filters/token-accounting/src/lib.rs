@@ -36,6 +36,10 @@ pub use config::{Config, KeyLimits, LimitsConfig};
 pub const STAGE: StageDef = StageDef {
     name: "token-accounting",
     configure,
+    counters: &[
+        "aimesh.token_accounting.fleet_unavailable.policy.open",
+        "aimesh.token_accounting.fleet_unavailable.policy.closed",
+    ],
 };
 
 /// How often the limit keys of the next day are created ahead of use.

@@ -24,6 +24,13 @@ pub use stage::HOST_CLUSTER;
 pub const STAGE: StageDef = StageDef {
     name: "translate",
     configure,
+    counters: &[
+        "aimesh.translate.requests",
+        "aimesh.translate.streams",
+        "aimesh.translate.request_errors",
+        "aimesh.translate.provider_errors",
+        "aimesh.translate.response_errors",
+    ],
 };
 
 fn configure(raw: &[u8], _env: &dyn Env) -> Result<Box<dyn StageRoot>, StageError> {

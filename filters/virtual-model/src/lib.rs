@@ -37,6 +37,16 @@ pub use downstream::{SERVED_CLUSTER, TARGET, VIRTUAL_MODEL};
 pub const STAGE: StageDef = StageDef {
     name: "virtual-model",
     configure,
+    counters: &[
+        "aimesh.virtual_model.requests",
+        "aimesh.virtual_model.routed",
+        "aimesh.virtual_model.pass_through",
+        "aimesh.virtual_model.not_found",
+        "aimesh.virtual_model.fallbacks",
+        "aimesh.virtual_model.attempts",
+        "aimesh.virtual_model.sample_dropped",
+        "aimesh.virtual_model.upstream_unknown_cluster",
+    ],
 };
 
 /// Filter configuration: the routing table of `aimesh_core::routing`.
