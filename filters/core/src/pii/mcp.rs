@@ -6,8 +6,9 @@
 use serde_json::{json, Value};
 
 use super::engine::{Engine, Policy, Session};
+use super::frames::SseFrames;
 use super::json::{rewrite, Seg};
-use super::stream::{event_data, event_end, MAX_EVENT};
+use super::stream::event_data;
 use super::PiiError;
 use crate::ErrorKind;
 
@@ -89,16 +90,12 @@ pub fn refusal(body: &[u8], err: &PiiError) -> Vec<u8> {
 
 /// An MCP SSE reply stream, split anywhere: each event's `data` is one whole JSON-RPC message,
 /// so an event is held until its blank line and rewritten only when its text changes (other
-/// lines such as `id:` kept, so a client can resume). Events past [`MAX_EVENT`] are not
+/// lines such as `id:` kept, so a client can resume). Events past [`MAX_EVENT`](super::stream::MAX_EVENT) are not
 /// reassembled: dropped when the policy masks responses (unscanned text never goes out), passed
 /// as they come when it only restores.
 #[derive(Debug, Default)]
 pub struct McpSse {
-    buf: Vec<u8>,
-    searched: usize,
-    oversize: bool,
-    /// Bytes of oversize events dropped or passed unread.
-    pub unread: u64,
+    frames: SseFrames,
 }
 
 impl McpSse {
@@ -111,53 +108,17 @@ impl McpSse {
         policy: &Policy,
         session: &mut Session,
     ) -> Vec<u8> {
-        self.buf.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(chunk.len());
-        loop {
-            if self.oversize {
-                self.skip_oversize(policy, &mut out);
-                if self.oversize {
-                    break;
-                }
-            }
-            let Some(end) = event_end(&self.buf, self.searched.saturating_sub(2)) else {
-                break;
-            };
-            let ev: Vec<u8> = self.buf.drain(..end).collect();
-            self.searched = 0;
-            out.extend_from_slice(&event(&ev, engine, policy, session));
-        }
-        if !self.oversize && self.buf.len() > MAX_EVENT {
-            self.oversize = true;
-            self.skip_oversize(policy, &mut out);
-        }
-        self.searched = self.buf.len();
-        if eos {
-            let rest = std::mem::take(&mut self.buf);
-            if self.oversize {
-                self.unread += rest.len() as u64;
-                if !policy.redact_responses {
-                    out.extend_from_slice(&rest);
-                }
-            } else if !rest.is_empty() {
-                out.extend_from_slice(&event(&rest, engine, policy, session));
-            }
-        }
+        self.frames
+            .push(chunk, eos, !policy.redact_responses, &mut out, |ev, out| {
+                out.extend_from_slice(&event(ev, engine, policy, session));
+            });
         out
     }
 
-    fn skip_oversize(&mut self, policy: &Policy, out: &mut Vec<u8>) {
-        let (upto, ended) = match event_end(&self.buf, 0) {
-            Some(end) => (end, true),
-            None => (self.buf.len().saturating_sub(2), false),
-        };
-        let gone: Vec<u8> = self.buf.drain(..upto).collect();
-        self.unread += gone.len() as u64;
-        if !policy.redact_responses {
-            out.extend_from_slice(&gone);
-        }
-        self.oversize = !ended;
-        self.searched = 0;
+    /// Bytes of oversize events dropped or passed unread.
+    pub fn unread(&self) -> u64 {
+        self.frames.unread
     }
 }
 
@@ -195,6 +156,7 @@ fn event(ev: &[u8], engine: &Engine, policy: &Policy, session: &mut Session) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pii::stream::MAX_EVENT;
     use crate::pii::PiiConfig;
 
     fn engine(json: &str) -> Engine {
@@ -285,7 +247,7 @@ mod tests {
                 out.extend(s.push(c, false, &e, &p, &mut session));
             }
             out.extend(s.push(tail, true, &e, &p, &mut session));
-            assert_eq!(s.unread, big.len() as u64, "{cfg}");
+            assert_eq!(s.unread(), big.len() as u64, "{cfg}");
             assert_eq!(out.len() > big.len(), passes, "{cfg}");
             let text = String::from_utf8(out).unwrap();
             assert_eq!(text.contains("jane@example.com"), passes, "{cfg}");

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod engine;
 pub mod fold;
+mod frames;
 pub mod json;
 pub mod mcp;
 pub mod responses;

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::engine::{Engine, Policy, Session};
+use super::frames::SseFrames;
 use super::json::{self, Seg};
-use super::stream::{event_data, event_end, TextStream, MAX_EVENT};
+use super::stream::{event_data, TextStream};
 
 /// One output part's stream and the `item_id` its events carry.
 #[derive(Debug, Default)]
@@ -24,11 +25,7 @@ struct Part {
 /// Redacts/restores a Responses SSE stream.
 #[derive(Debug, Default)]
 pub struct ResponsesSse {
-    buf: Vec<u8>,
-    /// The current event went past [`MAX_EVENT`]: passed unread (or dropped when redacting).
-    oversize: bool,
-    /// Bytes of oversize events dropped (redacting) or passed unread (restoring only).
-    pub unread: u64,
+    frames: SseFrames,
     parts: BTreeMap<(u64, u64), Part>,
 }
 
@@ -58,49 +55,13 @@ impl ResponsesSse {
         policy: &Policy,
         session: &mut Session,
     ) -> Vec<u8> {
-        self.buf.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(chunk.len() + 64);
-        loop {
-            if self.oversize {
-                let (upto, ended) = match event_end(&self.buf, 0) {
-                    Some(end) => (end, true),
-                    None => (self.buf.len().saturating_sub(2), false),
-                };
-                let gone: Vec<u8> = self.buf.drain(..upto).collect();
-                self.unread += gone.len() as u64;
-                if !policy.redact_responses {
-                    out.extend_from_slice(&gone);
-                }
-                self.oversize = !ended;
-                if self.oversize {
-                    break;
-                }
-            }
-            match event_end(&self.buf, 0) {
-                Some(end) => {
-                    let ev: Vec<u8> = self.buf.drain(..end).collect();
-                    self.event(&ev, engine, policy, session, &mut out);
-                }
-                None => {
-                    self.oversize = self.buf.len() > MAX_EVENT;
-                    if !self.oversize {
-                        break;
-                    }
-                }
-            }
-        }
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.push(chunk, eos, !policy.redact_responses, &mut out, |ev, out| {
+            self.event(ev, engine, policy, session, out);
+        });
+        self.frames = frames;
         if eos {
-            let rest = std::mem::take(&mut self.buf);
-            if !rest.is_empty() {
-                if self.oversize {
-                    self.unread += rest.len() as u64;
-                    if !policy.redact_responses {
-                        out.extend_from_slice(&rest);
-                    }
-                } else {
-                    self.event(&rest, engine, policy, session, &mut out);
-                }
-            }
             let keys: Vec<(u64, u64)> = self.parts.keys().copied().collect();
             for k in keys {
                 self.flush(k, engine, policy, session, &mut out);

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::engine::{Engine, Policy, Session};
+use super::frames::SseFrames;
 use super::json::{self, Seg};
 
 /// Longest tail held while waiting for more text; a longer unbroken run is released as is.
@@ -136,12 +137,7 @@ impl TextStream {
 /// Redacts/restores an SSE (`text/event-stream`) chat completion stream.
 #[derive(Debug, Default)]
 pub struct SseRedactor {
-    buf: Vec<u8>,
-    /// The current event went past [`MAX_EVENT`]: its bytes are not reassembled.
-    oversize: bool,
-    /// Bytes of oversize events dropped (redacting) or passed unread (restoring only).
-    pub unread: u64,
-    searched: usize,
+    frames: SseFrames,
     /// Per (choice index, tool-call index): `None` is the choice's `content`.
     choices: BTreeMap<(u64, Option<u64>), TextStream>,
     id: Option<Value>,
@@ -161,22 +157,6 @@ pub(crate) fn event_data(text: &str) -> Option<String> {
         .map(|d| d.strip_prefix(' ').unwrap_or(d))
         .collect();
     (!data.is_empty()).then(|| data.join("\n"))
-}
-
-pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            if buf[i + 1] == b'\n' {
-                return Some(i + 2);
-            }
-            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
-    }
-    None
 }
 
 /// `choices[k].delta.content` and `choices[k].delta.tool_calls[j].function.arguments`.
@@ -205,51 +185,21 @@ impl SseRedactor {
         policy: &Policy,
         session: &mut Session,
     ) -> Vec<u8> {
-        self.buf.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(chunk.len() + 64);
-        if self.oversize {
-            self.skip_oversize(policy, &mut out);
-        }
-        while let Some(end) = event_end(&self.buf, self.searched.saturating_sub(2)) {
-            let ev: Vec<u8> = self.buf.drain(..end).collect();
-            self.searched = 0;
-            self.event(&ev, engine, policy, session, &mut out);
-        }
-        if self.oversize || self.buf.len() > MAX_EVENT {
-            self.oversize = true;
-            self.skip_oversize(policy, &mut out);
-            if eos {
-                let rest = std::mem::take(&mut self.buf);
-                self.unread += rest.len() as u64;
-                if !policy.redact_responses {
-                    out.extend_from_slice(&rest);
-                }
-            }
-        }
-        self.searched = self.buf.len();
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.push(chunk, eos, !policy.redact_responses, &mut out, |ev, out| {
+            self.event(ev, engine, policy, session, out);
+        });
+        self.frames = frames;
         if eos {
-            let rest = std::mem::take(&mut self.buf);
-            if !rest.is_empty() {
-                self.event(&rest, engine, policy, session, &mut out);
-            }
             self.flush_all(engine, policy, session, &mut out);
         }
         out
     }
 
-    /// Lets the bytes of an oversize event go (or drops them) up to its end, keeping only the two
-    /// bytes that may start its terminating blank line.
-    fn skip_oversize(&mut self, policy: &Policy, out: &mut Vec<u8>) {
-        let (upto, ended) = match event_end(&self.buf, 0) {
-            Some(end) => (end, true),
-            None => (self.buf.len().saturating_sub(2), false),
-        };
-        let gone: Vec<u8> = self.buf.drain(..upto).collect();
-        self.unread += gone.len() as u64;
-        if !policy.redact_responses {
-            out.extend_from_slice(&gone);
-        }
-        self.oversize = !ended;
+    /// Bytes of oversize events dropped (redacting) or passed unread (restoring only).
+    pub fn unread(&self) -> u64 {
+        self.frames.unread
     }
 
     fn flush_all(
@@ -663,11 +613,11 @@ mod tests {
         let mut out = r.push(b"data: {\"x\":\"", false, &e, &p, &mut s);
         for _ in 0..(2 * MAX_EVENT / block.len()) {
             out.extend(r.push(&block, false, &e, &p, &mut s));
-            assert!(r.buf.len() <= MAX_EVENT + block.len());
+            assert!(r.frames.buf.len() <= MAX_EVENT + block.len());
         }
         // Restoring only: the unread bytes went on as they came.
         assert!(out.len() >= MAX_EVENT);
-        assert!(r.unread > 0);
+        assert!(r.unread() > 0);
         out.clear();
         out.extend(r.push(b"\"}\n\n", false, &e, &p, &mut s));
         out.extend(r.push(chunk("Hi [EMAIL_1].").as_bytes(), true, &e, &p, &mut s));
