@@ -32,6 +32,24 @@ def test_chat_completion_non_streaming(gateway, mock):
     assert "authorization" not in rec["headers"], "client credential must not reach the provider"
 
 
+def test_each_stage_counts_the_request_under_its_fixed_stat_names_in_every_build(gateway):
+    envoy, key = gateway
+    client(envoy, key).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "one two three"}])
+    names = ["auth.allowed", "pii_redaction.requests", "virtual_model.requests",
+             "header_auth.requests"]
+    for n in names:
+        envoy.wait_stat(f"wasmcustom.aimesh.{n}", lambda v: v == 1)
+    # In Prometheus each is a metric of its own (the native module defines them up front), not a
+    # label value of one family.
+    prom = envoy.admin_get("/stats/prometheus")
+    for n in names:
+        metric = "aimesh_" + n.replace(".", "_")
+        assert any(line.split("{")[0].endswith(metric) for line in prom.splitlines()
+                   if not line.startswith("#")), metric
+        assert f'aimesh="{n}"' not in prom
+
+
 def test_chat_completion_streaming(gateway):
     envoy, key = gateway
     stream = client(envoy, key).chat.completions.create(
