@@ -85,7 +85,7 @@ CHAIN_E2E := e2e/test_demo.py e2e/test_bad_input.py e2e/test_faults.py e2e/test_
 	e2e/test_audit_log.py e2e/test_stream_limits.py e2e/test_pii_bypass.py e2e/test_edge.py \
 	e2e/test_failure_policy.py e2e/test_secrets.py e2e/test_remote_module.py e2e/test_traces.py \
 	e2e/test_render_envoy.py e2e/test_dashboard.py e2e/test_fleet.py \
-	e2e/test_mcp.py e2e/test_anthropic.py e2e/test_translate.py e2e/test_endpoints.py
+	e2e/test_mcp.py e2e/test_anthropic.py e2e/test_translate.py e2e/test_endpoints.py e2e/test_auth_jwt.py
 
 test-e2e: setup build build-trap oci-tools deploy-tools obs-tools redis-tools
 	cd tests && ../$(PY) -m pytest e2e -q -p no:cacheprovider $(PYTEST_ARGS)

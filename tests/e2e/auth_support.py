@@ -30,7 +30,7 @@ def gateway(mock: procs.MockLLM, auth: dict, *, before: list[dict] | None = None
             access_fields: dict | None = None, concurrency: int = 2,
             log_level: str = "info", extra_args: list[str] | None = None) -> procs.Envoy:
     """Envoy with (optional filters, then) the auth filter in front of the fake upstream."""
-    filters = (before or []) + [config.wasm_filter("auth", auth)] + (after or [])
+    filters = (before or []) + [config.single_stage("auth", auth)] + (after or [])
     logs = [config.json_access_log(access_log, access_fields)] if access_log else None
     cfg = config.gateway(filters, [config.cluster("mock", mock.port)], routes=routes,
                          access_logs=logs)

@@ -72,6 +72,34 @@ def chain_filter(config: dict, *, env_keys: list[str] | None = None) -> dict:
     return wasm_filter("chain", config, env_keys=env_keys)
 
 
+def metadata_mirror(namespace: str, key: str) -> list[dict]:
+    """What the native build needs after a filter that writes a nested dynamic-metadata value
+    (`jwt_authn`'s `payload_in_metadata`): Envoy's `set_filter_state` copying it as JSON into
+    the filter state the module reads (the ABI reaches only top-level metadata values; see
+    filters/native/src/mirror.rs). The Wasm builds read the metadata directly: nothing."""
+    if paths.build() != "native":
+        return []
+    return [{
+        "name": "envoy.filters.http.set_filter_state",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.set_filter_state.v3.Config",
+            "on_request_headers": [{
+                "object_key": f"aimesh.metadata.{namespace}.{key}",
+                "factory_key": "envoy.string",
+                "format_string": {"json_format": {"value": f"%DYNAMIC_METADATA({namespace}:{key})%"}},
+            }],
+        },
+    }]
+
+
+def single_stage(stage: str, cfg: dict) -> dict:
+    """One stage as the build under test loads it: its own Wasm filter (five-filter build) or
+    the only stage of the one-filter chain (Wasm or native)."""
+    if paths.build() == "separate":
+        return wasm_filter(stage, cfg)
+    return chain_filter({stage: cfg})
+
+
 def cluster(name: str, port: int, *, host: str = "127.0.0.1", http2: bool = False,
             upstream_filters: list[dict] | None = None, extra: dict | None = None) -> dict:
     """A static cluster to a local upstream."""

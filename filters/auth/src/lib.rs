@@ -9,7 +9,7 @@
 //! [`aimesh_host::Host`], and the Wasm entry point lives in `filters/wasm/auth`.
 
 mod config;
-mod jwt;
+pub mod jwt;
 mod stage;
 
 use std::rc::Rc;

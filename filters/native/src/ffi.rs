@@ -205,6 +205,11 @@ extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        f: EnvoyPtr,
+        key: ModuleBuffer,
+        out: *mut EnvoyBuffer,
+    ) -> bool;
     fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
         f: EnvoyPtr,
         attribute: u32,
@@ -523,6 +528,24 @@ impl Filter {
                 ModuleBuffer::of(value),
             );
         }
+    }
+
+    /// A string filter-state value (`None`: absent, or not a string accessor).
+    pub fn filter_state(self, key: &str) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer {
+            ptr: ptr::null(),
+            len: 0,
+        };
+        // SAFETY: live filter; `out` is a valid place for Envoy to write into; the bytes are
+        // copied before the hook returns.
+        let ok = unsafe {
+            envoy_dynamic_module_callback_http_get_filter_state_bytes(
+                self.0,
+                ModuleBuffer::of(key.as_bytes()),
+                &mut out,
+            )
+        };
+        ok.then(|| copy(out.ptr, out.len))
     }
 
     /// A string attribute (`None`: not available in this phase).

@@ -22,6 +22,7 @@ use aimesh_host::{Body, CalloutError, Env, Facts, Headers, Host, PipelineHost};
 
 use crate::ffi::{Attribute, BodyKind, Filter, HeaderKind, MetadataSource};
 use crate::metrics::NativeMetrics;
+use crate::mirror;
 use crate::store::ProcessStore;
 
 /// What the configuration (and every stream) may use: the clock, the store, the stats.
@@ -248,9 +249,19 @@ impl Env for NativeHost {
             ["xds", "upstream_host_metadata", "filter_metadata", ns, key] => {
                 self.filter.metadata_string(MetadataSource::Host, ns, key)
             }
-            ["metadata", "filter_metadata", ns, key] => {
-                self.filter
-                    .metadata_string(MetadataSource::Dynamic, ns, key)
+            ["metadata", "filter_metadata", ns, key, rest @ ..] => {
+                let top = rest
+                    .is_empty()
+                    .then(|| {
+                        self.filter
+                            .metadata_string(MetadataSource::Dynamic, ns, key)
+                    })
+                    .flatten();
+                // A nested value (or a struct) only through its filter-state mirror.
+                top.or_else(|| {
+                    let json = self.filter.filter_state(&mirror::key(ns, key))?;
+                    mirror::lookup(&json, rest)
+                })
             }
             _ => None,
         }

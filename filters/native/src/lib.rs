@@ -11,10 +11,12 @@
 //! - [`host`]: `NativeHost`, one request's `Host`;
 //! - [`store`]: the shared store as process memory (workers are threads of one process);
 //! - [`metrics`]: stats defined and updated through the ABI;
+//! - [`mirror`]: nested dynamic metadata (JWT claims) through a filter-state mirror;
 //! - [`module`]: configurations (one pipeline per worker thread) and streams.
 
 pub mod ffi;
 pub mod host;
 pub mod metrics;
+pub mod mirror;
 pub mod module;
 pub mod store;
