@@ -8,6 +8,7 @@
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
+use aimesh_core::accounting::audit::{encode_struct, Value as RecordValue};
 use aimesh_core::host::{Metrics, SharedStore};
 
 use crate::{Facts, Headers};
@@ -98,6 +99,13 @@ pub trait Host: Env {
     fn replace_body(&mut self, which: Body, size: usize, data: &[u8]);
     /// Sets a filter-state property (readable in access logs).
     fn set_property(&mut self, path: &[&str], value: &[u8]);
+    /// Publishes a typed record (the audit record, `aimesh.mcp`) whose fields the access log
+    /// reads one by one. By default the record is a serialized `google.protobuf.Struct` set as
+    /// property `name` (the Wasm builds declare it typed); a host that can write the fields
+    /// directly (the native build, to dynamic metadata) skips the encoding.
+    fn set_record(&mut self, name: &str, fields: &[(&str, RecordValue<'_>)]) {
+        self.set_property(&[name], &encode_struct(fields));
+    }
     /// Answers the request; the request goes no further and later stages never see it.
     fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
     /// The typed request context shared by the stages.

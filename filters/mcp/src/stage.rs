@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use aimesh_config::mcp::McpConfig;
-use aimesh_core::accounting::audit::{encode_struct, Value as AuditValue};
+use aimesh_core::accounting::audit::Value as AuditValue;
 use aimesh_core::ErrorKind;
 use aimesh_host::{send_error, send_json, Action, Body, Host, Stage};
 use serde_json::Value;
@@ -142,13 +142,15 @@ impl Mcp {
         let code = self
             .refusal_code
             .map_or(AuditValue::Null, AuditValue::Signed);
-        let record = encode_struct(&[
-            ("method", text(&self.method)),
-            ("tool", text(&self.tool)),
-            ("error_code", code),
-            ("error", error),
-        ]);
-        host.set_property(&[PROPERTY], &record);
+        host.set_record(
+            PROPERTY,
+            &[
+                ("method", text(&self.method)),
+                ("tool", text(&self.tool)),
+                ("error_code", code),
+                ("error", error),
+            ],
+        );
     }
 
     /// Checks one request: access, params, arguments against the learned schema.

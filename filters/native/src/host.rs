@@ -9,9 +9,8 @@
 //! callback.
 
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::rc::Rc;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aimesh_core::accounting::audit;
@@ -29,23 +28,12 @@ use crate::store::ProcessStore;
 #[derive(Debug, Clone)]
 pub struct NativeEnv {
     metrics: Arc<NativeMetrics>,
-    /// Properties the stages declared as typed records (`declare_property`): their values are
-    /// serialized `Struct`s, written field by field to dynamic metadata.
-    records: Arc<RwLock<HashSet<String>>>,
 }
 
 impl NativeEnv {
     /// An environment whose stats go to `metrics`.
     pub fn new(metrics: Arc<NativeMetrics>) -> Self {
-        let records = HashSet::from([audit::PROPERTY.to_string()]);
-        NativeEnv {
-            metrics,
-            records: Arc::new(RwLock::new(records)),
-        }
-    }
-
-    fn is_record(&self, name: &str) -> bool {
-        self.records.read().is_ok_and(|r| r.contains(name))
+        NativeEnv { metrics }
     }
 }
 
@@ -63,16 +51,9 @@ impl Env for NativeEnv {
         // Outside a stream there is no stream info to read.
         None
     }
-    fn declare_property(&self, args: &[u8]) -> bool {
-        // `DeclarePropertyArguments.name` (field 1): the record then goes to dynamic metadata,
-        // which needs no declaration with Envoy.
-        let name = decode_fields(args)
-            .into_iter()
-            .find(|(f, _)| *f == 1)
-            .and_then(|(_, b)| String::from_utf8(b.to_vec()).ok());
-        if let (Some(n), Ok(mut r)) = (name, self.records.write()) {
-            r.insert(n);
-        }
+    fn declare_property(&self, _args: &[u8]) -> bool {
+        // Records go to dynamic metadata field by field (`set_record`), which needs no
+        // declaration with Envoy.
         true
     }
 }
@@ -213,17 +194,6 @@ impl NativeHost {
         self.bodies[i].get_or_insert_with(Vec::new)
     }
 
-    fn write_record(&self, ns: &str, record: &[u8]) {
-        for (field, value) in decode_struct(record) {
-            match value {
-                Value::Number(n) => self.filter.set_metadata_number(ns, &field, n),
-                Value::Text(t) => self.filter.set_metadata_string(ns, &field, &t),
-                Value::Bool(b) => self.filter.set_metadata_bool(ns, &field, b),
-                // Absent metadata is what the access log prints as null.
-                Value::Null => {}
-            }
-        }
-    }
 }
 
 impl Env for NativeHost {
@@ -328,10 +298,26 @@ impl Host for NativeHost {
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) {
         match path {
-            [p] if self.env.is_record(p) => self.write_record(p, value),
             // `wasm.` as the Wasm builds' filter state, so access logs read either build.
             [name] => self.filter.set_filter_state(&format!("wasm.{name}"), value),
             _ => {}
+        }
+    }
+
+    fn set_record(&mut self, name: &str, fields: &[(&str, audit::Value<'_>)]) {
+        // Straight to dynamic metadata (namespace = the record's name): no Struct to encode
+        // here and decode again.
+        for (field, value) in fields {
+            match *value {
+                #[allow(clippy::cast_precision_loss)] // exact below 2^53, far above any count
+                audit::Value::Number(n) => self.filter.set_metadata_number(name, field, n as f64),
+                #[allow(clippy::cast_precision_loss)] // JSON-RPC error codes are small
+                audit::Value::Signed(n) => self.filter.set_metadata_number(name, field, n as f64),
+                audit::Value::Str(t) => self.filter.set_metadata_string(name, field, t),
+                audit::Value::Bool(b) => self.filter.set_metadata_bool(name, field, b),
+                // Absent metadata is what the access log prints as null.
+                audit::Value::Null => {}
+            }
         }
     }
 
@@ -388,147 +374,5 @@ impl PipelineHost for NativeHost {
     }
     fn as_host(&mut self) -> &mut dyn Host {
         self
-    }
-}
-
-/// A `google.protobuf.Value` of the audit record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// `null_value`.
-    Null,
-    /// `number_value`.
-    Number(f64),
-    /// `string_value`.
-    Text(String),
-    /// `bool_value`.
-    Bool(bool),
-}
-
-/// The fields of a serialized `google.protobuf.Struct` (the audit record's encoding); a
-/// malformed tail is dropped.
-pub fn decode_struct(mut b: &[u8]) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    while let Some((field, wire, rest)) = key(b) {
-        b = rest;
-        let Some((payload, rest)) = (if wire == 2 { delimited(b) } else { None }) else {
-            break;
-        };
-        b = rest;
-        if field == 1 {
-            if let Some(entry) = decode_entry(payload) {
-                out.push(entry);
-            }
-        }
-    }
-    out
-}
-
-/// The length-delimited fields of a message, `(number, payload)`; others end the walk.
-fn decode_fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
-    let mut out = Vec::new();
-    while let Some((field, wire, rest)) = key(b) {
-        let Some((payload, rest)) = (if wire == 2 { delimited(rest) } else { None }) else {
-            break;
-        };
-        out.push((field, payload));
-        b = rest;
-    }
-    out
-}
-
-fn decode_entry(mut b: &[u8]) -> Option<(String, Value)> {
-    let (mut name, mut value) = (None, Value::Null);
-    while let Some((field, wire, rest)) = key(b) {
-        let (payload, rest) = if wire == 2 {
-            delimited(rest)?
-        } else {
-            return None;
-        };
-        b = rest;
-        match field {
-            1 => name = Some(String::from_utf8(payload.to_vec()).ok()?),
-            2 => value = decode_value(payload)?,
-            _ => {}
-        }
-    }
-    Some((name?, value))
-}
-
-fn decode_value(b: &[u8]) -> Option<Value> {
-    let (field, wire, rest) = key(b)?;
-    Some(match (field, wire) {
-        (1, 0) => Value::Null,
-        (2, 1) => Value::Number(f64::from_le_bytes(rest.get(..8)?.try_into().ok()?)),
-        (3, 2) => Value::Text(String::from_utf8(delimited(rest)?.0.to_vec()).ok()?),
-        (4, 0) => Value::Bool(varint(rest)?.0 != 0),
-        _ => return None,
-    })
-}
-
-fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, byte) in b.iter().enumerate().take(10) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, &b[i + 1..]));
-        }
-    }
-    None
-}
-
-fn key(b: &[u8]) -> Option<(u64, u8, &[u8])> {
-    let (k, rest) = varint(b)?;
-    Some((k >> 3, (k & 7) as u8, rest))
-}
-
-fn delimited(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (len, rest) = varint(b)?;
-    let len = usize::try_from(len).ok()?;
-    (rest.len() >= len).then(|| rest.split_at(len))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_audit_record_decodes_to_its_typed_fields() {
-        let r = audit::Record {
-            key_id: Some("k1".into()),
-            input_tokens: Some(12),
-            usage_estimated: Some(false),
-            ..audit::Record::default()
-        };
-        let fields = decode_struct(&r.encode());
-        let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        assert_eq!(get("key_id"), Some(Value::Text("k1".into())));
-        assert_eq!(get("input_tokens"), Some(Value::Number(12.0)));
-        assert_eq!(get("usage_estimated"), Some(Value::Bool(false)));
-        assert_eq!(get("model"), Some(Value::Null));
-        assert_eq!(fields.len(), audit::FIELDS.len());
-    }
-
-    #[test]
-    fn a_declared_property_is_a_record_and_others_are_not() {
-        let env = NativeEnv::new(Arc::new(NativeMetrics::detached()));
-        assert!(env.is_record(audit::PROPERTY));
-        let mut args = Vec::new();
-        audit::proto::bytes(&mut args, 1, b"aimesh.mcp");
-        audit::proto::varint_field(&mut args, 3, 3);
-        assert!(!env.is_record("aimesh.mcp"));
-        assert!(env.declare_property(&args));
-        assert!(env.is_record("aimesh.mcp"));
-        assert!(!env.is_record("aimesh.key_id"));
-    }
-
-    #[test]
-    fn a_truncated_record_yields_what_precedes_the_cut() {
-        let r = audit::Record {
-            key_id: Some("k1".into()),
-            ..audit::Record::default()
-        };
-        let b = r.encode();
-        let fields = decode_struct(&b[..b.len() - 3]);
-        assert!(fields.len() < audit::FIELDS.len());
     }
 }

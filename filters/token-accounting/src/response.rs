@@ -295,6 +295,6 @@ impl Filter {
             r.cost_micro_usd = Some(o.cost);
             r.ttft_ms = o.ttft_ms;
         }
-        host.set_property(&[audit::PROPERTY], &r.encode());
+        host.set_record(audit::PROPERTY, &r.fields());
     }
 }

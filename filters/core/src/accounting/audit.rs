@@ -156,15 +156,7 @@ impl Record {
 
     /// The record as a serialized `google.protobuf.Struct`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        for (name, value) in self.fields() {
-            let v = encode_value(value);
-            let mut entry = Vec::with_capacity(name.len() + v.len() + 6);
-            proto::bytes(&mut entry, 1, name.as_bytes());
-            proto::bytes(&mut entry, 2, &v);
-            proto::bytes(&mut out, 1, &entry);
-        }
-        out
+        encode_struct(&self.fields())
     }
 }
 
