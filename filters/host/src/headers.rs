@@ -31,9 +31,18 @@ impl Headers {
     /// Builds a snapshot from borrowed names and values (a host's own buffers), copying each
     /// once into the snapshot. A name that is not UTF-8 is kept with its bad bytes replaced.
     pub fn from_slices<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        Self::from_slices_sized(pairs, 0)
+    }
+
+    /// As [`Headers::from_slices`], with room for `bytes` bytes of names and values up front
+    /// (a host that knows the total saves the buffer's regrowth).
+    pub fn from_slices_sized<'a>(
+        pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        bytes: usize,
+    ) -> Self {
         let pairs = pairs.into_iter();
         let mut h = Headers {
-            bytes: Vec::new(),
+            bytes: Vec::with_capacity(bytes),
             entries: Vec::with_capacity(pairs.size_hint().0),
         };
         for (k, v) in pairs {
@@ -96,7 +105,12 @@ impl Headers {
     /// What Envoy's `set_http_*_header` does to the map: every value of `name` replaced by
     /// `value` (one, added at the end when absent), or removed.
     pub fn set(&mut self, name: &str, value: Option<&[u8]>) {
-        let name = name.to_ascii_lowercase();
+        // Names are nearly always lowercase already: no copy for them.
+        let name: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
         let first = self
             .entries
             .iter()

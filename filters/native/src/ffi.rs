@@ -61,7 +61,8 @@ pub struct EnvoyHeader {
     value_len: usize,
 }
 
-/// `envoy_dynamic_module_type_module_http_header`.
+/// `envoy_dynamic_module_type_module_http_header`; also the ABI's
+/// `envoy_dynamic_module_type_module_key_value_pair`, which has the same layout.
 #[repr(C)]
 struct ModuleHeader {
     key_ptr: *const u8,
@@ -181,6 +182,12 @@ extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     );
+    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+        f: EnvoyPtr,
+        ns: ModuleBuffer,
+        pairs: *const ModuleHeader,
+        count: usize,
+    );
     fn envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
         f: EnvoyPtr,
         ns: ModuleBuffer,
@@ -293,12 +300,16 @@ fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 
 /// A snapshot of Envoy's header map, each name and value copied once into it.
 fn headers_of(raw: &[EnvoyHeader]) -> Headers {
-    Headers::from_slices(raw.iter().map(|h| {
-        (
-            borrowed(h.key_ptr, h.key_len),
-            borrowed(h.value_ptr, h.value_len),
-        )
-    }))
+    let bytes = raw.iter().map(|h| h.key_len + h.value_len).sum();
+    Headers::from_slices_sized(
+        raw.iter().map(|h| {
+            (
+                borrowed(h.key_ptr, h.key_len),
+                borrowed(h.value_ptr, h.value_len),
+            )
+        }),
+        bytes,
+    )
 }
 
 fn module_headers(headers: &[(&str, &str)]) -> Vec<ModuleHeader> {
@@ -468,6 +479,25 @@ impl Filter {
                 ModuleBuffer::of(ns.as_bytes()),
                 ModuleBuffer::of(key.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    /// Sets several strings of one namespace of the stream's dynamic metadata in one call
+    /// (Envoy merges them at once, where one call per string merges each).
+    pub fn set_metadata_strings(self, ns: &str, pairs: &[(&str, &str)]) {
+        if pairs.is_empty() {
+            return;
+        }
+        let pairs = module_headers(pairs);
+        // SAFETY: live filter; `pairs` (key/value pairs borrowing the caller's strings) and
+        // `ns` are alive for the call, and Envoy copies them.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+                self.0,
+                ModuleBuffer::of(ns.as_bytes()),
+                pairs.as_ptr(),
+                pairs.len(),
             );
         }
     }

@@ -83,7 +83,8 @@ pub struct NativeHost {
     /// The body of each direction as the stages see it (buffered + this chunk), read once.
     bodies: [Option<Vec<u8>>; 2],
     facts: Facts,
-    published: Facts,
+    /// The cluster last sent as `x-aimesh-cluster`: Envoy's route reads only that fact.
+    routed_cluster: Option<String>,
     now: Cell<Option<SystemTime>>,
     offset: usize,
     replied: bool,
@@ -103,7 +104,7 @@ impl NativeHost {
             response: MapEdits::default(),
             bodies: [None, None],
             facts: Facts::default(),
-            published: Facts::default(),
+            routed_cluster: None,
             now: Cell::new(None),
             offset: 0,
             replied: false,
@@ -127,13 +128,10 @@ impl NativeHost {
     /// Ends an Envoy callback: the one fact Envoy's route reads becomes a header, the edits
     /// that change a map go to Envoy, and the route is picked again if a request header changed.
     pub fn end(&mut self) {
-        if self.request_side && self.facts != self.published {
-            for (name, value) in self.facts.edits(&self.published) {
-                if name == names::CLUSTER {
-                    self.set_request_header(name, value.as_deref());
-                }
-            }
-            self.published = self.facts.clone();
+        if self.request_side && self.facts.cluster != self.routed_cluster {
+            self.routed_cluster.clone_from(&self.facts.cluster);
+            let cluster = self.routed_cluster.clone();
+            self.set_request_header(names::CLUSTER, cluster.as_deref());
         }
         let routed = self.flush_request();
         for e in self.response.take() {
@@ -306,19 +304,21 @@ impl Host for NativeHost {
 
     fn set_record(&mut self, name: &str, fields: &[(&str, audit::Value<'_>)]) {
         // Straight to dynamic metadata (namespace = the record's name): no Struct to encode
-        // here and decode again.
+        // here and decode again; the strings in one call.
+        let mut texts = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             match *value {
                 #[allow(clippy::cast_precision_loss)] // exact below 2^53, far above any count
                 audit::Value::Number(n) => self.filter.set_metadata_number(name, field, n as f64),
                 #[allow(clippy::cast_precision_loss)] // JSON-RPC error codes are small
                 audit::Value::Signed(n) => self.filter.set_metadata_number(name, field, n as f64),
-                audit::Value::Str(t) => self.filter.set_metadata_string(name, field, t),
+                audit::Value::Str(t) => texts.push((*field, t)),
                 audit::Value::Bool(b) => self.filter.set_metadata_bool(name, field, b),
                 // Absent metadata is what the access log prints as null.
                 audit::Value::Null => {}
             }
         }
+        self.filter.set_metadata_strings(name, &texts);
     }
 
     fn send_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
