@@ -15,7 +15,7 @@ import openai
 import pytest
 import requests
 
-from harness import audit, demo, paths, procs, rawhttp, xds
+from harness import audit, demo, paths, procs, rawhttp, statnames, xds
 
 ALICE = "sk-aimesh-" + "a" * 64   # every model, every endpoint
 NARROW = "sk-aimesh-" + "n" * 64  # a few models, no endpoint grants
@@ -317,7 +317,9 @@ def test_custom_metadata_lands_in_the_audit_log_and_on_the_genai_metrics(gw):
     assert json.loads(line["metadata"]) == {"feature": "summarise", "project": "apollo"}
     assert "x-gateway-metadata" not in last_record(gw, "/v1/embeddings")["headers"]
     stats = gw.envoy.admin_get("/stats?filter=meta_feature")
-    assert ".operation_name.embeddings." in stats and ".meta_feature.summarise" in stats, stats
+    series = [statnames.labels(l.split(":")[0]) for l in stats.splitlines()]
+    assert {"operation_name": "embeddings", "meta_feature": "summarise"}.items() <= \
+        next((s for s in series if s.get("meta_feature") == "summarise"), {}).items(), stats
     # Without the header the line has null, and the label is `unknown`.
     n = len(gw.lines())
     gw.client().embeddings.create(model="text-embedding-3-small", input="two")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import audit, config, demo, paths, procs
+from harness import audit, config, demo, paths, procs, statnames
 
 SHIPPED = paths.ENVOY_DIR / "token-accounting.yaml"
 # Lets a developer point the tests at a wasm built elsewhere; unset in `make test`.
@@ -64,9 +64,7 @@ def token_stats(envoy: procs.Envoy) -> dict[tuple[str, str, str], int]:
     """(key_id, token_type, source) -> total, from the labelled counters."""
     out: dict[tuple[str, str, str], int] = {}
     for name, v in envoy.stats("gen_ai.client.token.usage").items():
-        parts = name.split(".")
-        lab = {parts[i]: parts[i + 1] for i in range(len(parts) - 1)
-               if parts[i] in ("key_id", "token_type", "source")}
+        lab = statnames.labels(name, {"key_id", "token_type", "source"})
         k = (lab["key_id"], lab["token_type"], lab["source"])
         out[k] = out.get(k, 0) + v
     return out

@@ -119,6 +119,7 @@ def demo_config(key: str, mock_port: int, *, port: int = 0, admin_port: int = 0,
     logs = [config.json_access_log(access_log, audit_fields())] if access_log else None
     cfg = config.gateway(filters, clusters, access_logs=logs, route_timeout="120s")
     cfg["stats_config"] = shipped_accounting()["stats_config"]
+    cfg["layered_runtime"] = shipped_accounting()["layered_runtime"]
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
     cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
     return cfg

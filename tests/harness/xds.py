@@ -97,6 +97,7 @@ def ads_bootstrap(server_port: int, *, node_id: str = "gw-1", delta: bool = Fals
         "node": {"id": node_id, "cluster": "aimesh"},
         # The audit stats' tags (model, backend, key id, ...), as in envoy/token-accounting.yaml.
         "stats_config": demo.shipped_accounting()["stats_config"],
+        "layered_runtime": demo.shipped_accounting()["layered_runtime"],
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "dynamic_resources": {
             "ads_config": {

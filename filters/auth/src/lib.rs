@@ -35,6 +35,7 @@ pub const STAGE: StageDef = StageDef {
         stat::BODY,
         stat::JWT,
     ],
+    families: aimesh_host::no_families,
 };
 
 /// Stat names (Envoy shows them with the `wasmcustom.` prefix).

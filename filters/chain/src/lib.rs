@@ -57,20 +57,34 @@ mod tests {
         "header-auth": {"accounts": {"local": {}}, "default_account": "local"}
     }"#;
 
-    #[test]
-    fn every_fixed_name_counter_of_a_request_is_declared_by_its_stage() {
+    /// The stats of one streamed and one plain chat through the demo chain, with a metadata
+    /// label configured.
+    fn demo_stats() -> World {
         let world = World::default();
-        let c = configure(DEMO.as_bytes(), &world).expect("the demo configuration loads");
+        let mut demo: serde_json::Value = serde_json::from_str(DEMO).expect("demo JSON");
+        demo["token-accounting"]["metadata"] =
+            serde_json::json!({"keys": ["project"], "labels": ["project"]});
+        let raw = demo.to_string();
+        for stream in [false, true] {
+            exchange(&world, raw.as_bytes(), stream);
+        }
+        world
+    }
+
+    fn exchange(world: &World, raw: &[u8], stream: bool) {
+        let c = configure(raw, world).expect("the demo configuration loads");
         let stages = c
             .stages
             .iter()
             .filter_map(|(_, r)| r.new_stream())
             .collect();
         let key = format!("Bearer sk-aimesh-bench-{}", "0".repeat(48));
-        let body = br#"{"model":"vm-demo","messages":[{"role":"user","content":"hi"}]}"#;
+        let body = format!(
+            r#"{{"model":"vm-demo","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
         let len = body.len().to_string();
         let mut ex = Exchange::new(
-            &world,
+            world,
             stages,
             &[
                 (":method", "POST"),
@@ -79,17 +93,35 @@ mod tests {
                 ("content-type", "application/json"),
                 ("authorization", &key),
                 ("content-length", &len),
+                ("x-gateway-metadata", r#"{"project":"apollo"}"#),
             ],
         );
-        ex.request(body);
-        let reply = br#"{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        ex.request(body.as_bytes());
+        let (ctype, reply) = if stream {
+            ("text/event-stream", STREAMED.to_string())
+        } else {
+            ("application/json", PLAIN.to_string())
+        };
         ex.response(
-            &[(":status", "200"), ("content-type", "application/json")],
-            reply,
+            &[(":status", "200"), ("content-type", ctype)],
+            reply.as_bytes(),
             reply.len(),
         );
         ex.log();
         assert!(ex.reply().is_none(), "the request went upstream");
+    }
+
+    const PLAIN: &str =
+        r#"{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+    const STREAMED: &str = concat!(
+        "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "data: {\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n",
+        "data: [DONE]\n\n"
+    );
+
+    #[test]
+    fn every_fixed_name_counter_of_a_request_is_declared_by_its_stage() {
+        let world = demo_stats();
         let declared: Vec<&str> = STAGES
             .iter()
             .flat_map(|d| d.counters.iter().copied())
@@ -110,5 +142,49 @@ mod tests {
                 "`{n}` is not in its stage's `counters`"
             );
         }
+    }
+
+    #[test]
+    fn every_tagged_stat_of_a_request_is_a_declared_family() {
+        let world = demo_stats();
+        let mut demo: serde_json::Value = serde_json::from_str(DEMO).expect("demo JSON");
+        demo["token-accounting"]["metadata"] =
+            serde_json::json!({"keys": ["project"], "labels": ["project"]});
+        let families: Vec<aimesh_host::Family> = STAGES
+            .iter()
+            .filter_map(|d| Some((d.families)(demo.get(d.name)?.to_string().as_bytes())))
+            .flatten()
+            .collect();
+        let of_kind = |kind| families.iter().filter(move |f| f.kind == kind);
+        let mut checked = 0;
+        for (names, kind) in [
+            (
+                world.metrics.counter_names(),
+                aimesh_host::FamilyKind::Counter,
+            ),
+            (
+                world.metrics.histogram_names(),
+                aimesh_host::FamilyKind::Histogram,
+            ),
+        ] {
+            // What the gateway's stats_tags turn into tags must be a family (the native build
+            // defines only those with real labels).
+            let tagged = names.into_iter().filter(|n| {
+                aimesh_host::family::TAGS
+                    .iter()
+                    .any(|(label, _)| n.contains(&format!(".{label}.")))
+            });
+            for n in tagged {
+                let matched = of_kind(kind).filter(|f| f.values(&n).is_some()).count();
+                assert_eq!(
+                    matched, 1,
+                    "`{n}` should be a stat of exactly one declared family"
+                );
+                checked += 1;
+            }
+        }
+        // Requests, cost and two token types; token usage (input, output), duration, and
+        // the stream's first token and first chunk.
+        assert!(checked >= 9, "{checked} tagged stats");
     }
 }

@@ -39,6 +39,7 @@ pub const STAGE: StageDef = StageDef {
         "aimesh.header_auth.unknown_backend",
         "aimesh.header_auth.account_unavailable",
     ],
+    families: aimesh_host::no_families,
 };
 
 /// Filter configuration: see `aimesh_core::endpoints::Config` and the README.

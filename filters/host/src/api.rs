@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use aimesh_core::accounting::audit::{encode_struct, Value as RecordValue};
 use aimesh_core::host::{Metrics, SharedStore};
 
-use crate::{Facts, Headers};
+use crate::{Facts, Family, Headers};
 
 /// What a callback tells the host to do with the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +241,15 @@ pub struct StageDef {
     /// named in Prometheus as the Wasm builds name them. A name missing here still counts,
     /// the slower way.
     pub counters: &'static [&'static str],
+    /// The labelled stats the stage records, given its configuration section (which may add
+    /// labels). A native host defines them up front with real labels, so Prometheus shows the
+    /// Wasm builds' tags; a stat of no family still counts, under one catch-all label.
+    pub families: fn(&[u8]) -> Vec<Family>,
+}
+
+/// [`StageDef::families`] of a stage that records no labelled stat the gateway tags.
+pub fn no_families(_config: &[u8]) -> Vec<Family> {
+    Vec::new()
 }
 
 impl std::fmt::Debug for StageDef {

@@ -32,6 +32,10 @@ impl MemoryMetrics {
     pub fn counter_names(&self) -> Vec<String> {
         self.counters.borrow().keys().cloned().collect()
     }
+    /// The name of every histogram sampled so far.
+    pub fn histogram_names(&self) -> Vec<String> {
+        self.histograms.borrow().keys().cloned().collect()
+    }
     /// A gauge's value.
     pub fn gauge_value(&self, name: &str) -> Option<u64> {
         self.gauges.borrow().get(name).copied()

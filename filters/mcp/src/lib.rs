@@ -32,6 +32,12 @@ pub const STAGE: StageDef = StageDef {
     name: NAME,
     configure,
     counters: &["aimesh.mcp.list_filtered"],
+    families: |_| {
+        vec![aimesh_host::Family::histogram(
+            stage::TOOL_DURATION,
+            &["operation_name", "tool_name"],
+        )]
+    },
 };
 
 fn configure(raw: &[u8], env: &dyn Env) -> Result<Box<dyn StageRoot>, StageError> {

@@ -642,6 +642,9 @@ pub enum MetricKind {
     Histogram,
 }
 
+/// Most labels a family may have (`NativeMetrics` defines no wider one).
+pub const MAX_LABELS: usize = 16;
+
 /// The filter's configuration in Envoy (`DynamicModuleHttpFilterConfig*`), valid until
 /// `on_http_filter_config_destroy`; its metric calls are thread-safe (Envoy's stats are).
 #[derive(Debug, Clone, Copy)]
@@ -708,17 +711,14 @@ impl FilterConfig {
     /// Adds to a counter, sets a gauge or records a histogram value; `values` are the label
     /// values of a family (as many as it was defined with), empty for a plain metric.
     pub fn update(self, kind: MetricKind, id: usize, values: &[&str], value: u64) {
-        let mut labels: [ModuleBuffer; 1] = [ModuleBuffer::of(&[])];
-        let (ptr, len) = match values {
-            [] => (labels.as_mut_ptr(), 0),
-            [one] => {
-                labels[0] = ModuleBuffer::of(one.as_bytes());
-                (labels.as_mut_ptr(), 1)
-            }
-            // Only one-label families are defined (`NativeMetrics`); anything else is a bug
-            // Envoy would answer with `InvalidLabels`.
-            _ => return,
-        };
+        let mut labels = [ModuleBuffer::of(&[]); MAX_LABELS];
+        if values.len() > MAX_LABELS {
+            return;
+        }
+        for (slot, v) in labels.iter_mut().zip(values) {
+            *slot = ModuleBuffer::of(v.as_bytes());
+        }
+        let (ptr, len) = (labels.as_mut_ptr(), values.len());
         // SAFETY: live config; `id` came from `define` on the same config with `len` labels;
         // the label values are alive for the call and Envoy copies them.
         unsafe {

@@ -191,7 +191,6 @@ impl NativeHost {
         }
         self.bodies[i].get_or_insert_with(Vec::new)
     }
-
 }
 
 impl Env for NativeHost {
@@ -295,10 +294,9 @@ impl Host for NativeHost {
     }
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) {
-        match path {
-            // `wasm.` as the Wasm builds' filter state, so access logs read either build.
-            [name] => self.filter.set_filter_state(&format!("wasm.{name}"), value),
-            _ => {}
+        // `wasm.` as the Wasm builds' filter state, so access logs read either build.
+        if let [name] = path {
+            self.filter.set_filter_state(&format!("wasm.{name}"), value);
         }
     }
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aimesh_host::config::unwrap_generic_secret;
-use aimesh_host::{Action, CalloutResponse, Configured, Flow, Headers, StageError, StageRoot};
+use aimesh_host::{
+    Action, CalloutResponse, Configured, Family, Flow, Headers, StageError, StageRoot,
+};
 
 use crate::ffi::{log, log_enabled, Filter, FilterConfig, LogLevel};
 use crate::host::{NativeEnv, NativeHost, Phase};
@@ -85,6 +87,20 @@ fn fixed_counters(raw: &[u8]) -> Vec<&'static str> {
         .collect()
 }
 
+/// The labelled stat families of the stages `raw` configures (each given its own section).
+fn stage_families(raw: &[u8]) -> Vec<Family> {
+    let sections: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).unwrap_or_default();
+    stage::STAGES
+        .iter()
+        .filter_map(|d| {
+            let section = serde_json::to_vec(sections.get(d.name)?).ok()?;
+            Some((d.families)(&section))
+        })
+        .flatten()
+        .collect()
+}
+
 /// One filter configuration (one `DynamicModuleFilter` in Envoy's config).
 pub struct Config {
     id: u64,
@@ -101,7 +117,11 @@ pub fn config_new(config: FilterConfig, name: &[u8], raw: &[u8]) -> Option<Box<C
         return None;
     }
     let raw = unwrap_generic_secret(raw).unwrap_or(raw);
-    let env = NativeEnv::new(Arc::new(NativeMetrics::new(config, &fixed_counters(raw))));
+    let env = NativeEnv::new(Arc::new(NativeMetrics::new(
+        config,
+        &fixed_counters(raw),
+        &stage_families(raw),
+    )));
     match configure(raw, &env) {
         Ok(c) => {
             let names: Vec<&str> = c.stages.iter().map(|(n, _)| *n).collect();
@@ -281,5 +301,38 @@ mod tests {
         assert!(got.contains(&"aimesh.header_auth.requests"));
         assert!(!got.iter().any(|n| n.starts_with("aimesh.virtual_model.")));
         assert!(fixed_counters(b"not json").is_empty());
+    }
+
+    #[test]
+    fn the_configured_stages_families_carry_their_configured_labels() {
+        let names = |raw: &[u8]| -> Vec<(&'static str, Vec<String>)> {
+            stage_families(raw)
+                .into_iter()
+                .map(|f| (f.name, f.labels))
+                .collect()
+        };
+        assert!(names(br#"{"auth": {"keys": []}}"#).is_empty());
+        let ta = names(
+            br#"{"token-accounting": {"metadata": {"keys": ["project"], "labels": ["project"]}}}"#,
+        );
+        let (_, labels) = ta
+            .iter()
+            .find(|(n, _)| *n == "aimesh.gen_ai.server.request.duration.milliseconds")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            labels,
+            [
+                "operation_name",
+                "provider_name",
+                "request_model",
+                "model",
+                "meta_project"
+            ]
+        );
+        assert!(ta
+            .iter()
+            .any(|(n, _)| *n == "aimesh.gen_ai.client.requests"));
+        assert!(names(b"not json").is_empty());
     }
 }

@@ -25,6 +25,7 @@ pub const STAGE: StageDef = StageDef {
         "aimesh.pii_redaction.redacted_requests",
         "aimesh.pii_redaction.blocked",
     ],
+    families: aimesh_host::no_families,
 };
 
 /// Filter configuration: see `aimesh_core::pii::PiiConfig` and this crate's README.

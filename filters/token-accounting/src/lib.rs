@@ -40,6 +40,7 @@ pub const STAGE: StageDef = StageDef {
         "aimesh.token_accounting.fleet_unavailable.policy.open",
         "aimesh.token_accounting.fleet_unavailable.policy.closed",
     ],
+    families: metrics::families,
 };
 
 /// How often the limit keys of the next day are created ahead of use.

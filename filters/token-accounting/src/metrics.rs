@@ -3,6 +3,9 @@
 //! README). Values are reduced to `[A-Za-z0-9_-]` so a dot in `gpt-4.1` cannot shift a label.
 
 use aimesh_core::host::Metrics;
+use aimesh_host::{load_config, Family};
+
+use crate::Config;
 
 /// Labels every per-request figure carries.
 pub struct Labels {
@@ -146,4 +149,51 @@ pub fn fleet_unavailable(m: &dyn Metrics, closed: bool) {
         &format!("aimesh.token_accounting.fleet_unavailable.policy.{policy}"),
         1,
     );
+}
+
+/// Labels of every GenAI histogram before its own (`GenAiLabels`).
+const GENAI: [&str; 4] = ["operation_name", "provider_name", "request_model", "model"];
+
+/// The labelled stats above, as [`StageDef::families`](aimesh_host::StageDef) declares them:
+/// the GenAI histograms carry a `meta_<key>` label per configured metadata label.
+pub fn families(raw: &[u8]) -> Vec<Family> {
+    let Ok(c) = load_config::<Config>(raw) else {
+        return Vec::new();
+    };
+    let meta: Vec<String> = c
+        .metadata
+        .iter()
+        .flat_map(|m| m.labels.iter().map(|k| format!("meta_{k}")))
+        .collect();
+    let genai = |last: &[&str]| -> Vec<String> {
+        let mut l: Vec<String> = GENAI.iter().map(|s| (*s).to_string()).collect();
+        l.extend(meta.iter().cloned());
+        l.extend(last.iter().map(|s| (*s).to_string()));
+        l
+    };
+    let per_key = ["model", "backend", "key_id"];
+    let mut out = vec![
+        Family::counter(
+            "aimesh.gen_ai.client.token.usage",
+            &["model", "backend", "key_id", "token_type", "source"],
+        ),
+        Family::counter("aimesh.gen_ai.client.cost_micro_usd", &per_key),
+        Family::counter("aimesh.gen_ai.client.requests", &per_key),
+        Family::counter("aimesh.token_accounting.rejected", &["reason", "key_id"]),
+    ];
+    let histogram = |name: &'static str, labels: Vec<String>| Family {
+        kind: aimesh_host::FamilyKind::Histogram,
+        name,
+        labels,
+    };
+    out.push(histogram(TOKEN_USAGE, genai(&["token_type"])));
+    for name in [
+        REQUEST_DURATION,
+        TIME_TO_FIRST_TOKEN,
+        TIME_PER_OUTPUT_TOKEN,
+        TIME_TO_FIRST_CHUNK,
+    ] {
+        out.push(histogram(name, genai(&[])));
+    }
+    out
 }

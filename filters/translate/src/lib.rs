@@ -31,6 +31,7 @@ pub const STAGE: StageDef = StageDef {
         "aimesh.translate.provider_errors",
         "aimesh.translate.response_errors",
     ],
+    families: aimesh_host::no_families,
 };
 
 fn configure(raw: &[u8], _env: &dyn Env) -> Result<Box<dyn StageRoot>, StageError> {

@@ -47,6 +47,7 @@ pub const STAGE: StageDef = StageDef {
         "aimesh.virtual_model.sample_dropped",
         "aimesh.virtual_model.upstream_unknown_cluster",
     ],
+    families: aimesh_host::no_families,
 };
 
 /// Filter configuration: the routing table of `aimesh_core::routing`.
