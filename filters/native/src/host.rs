@@ -217,18 +217,16 @@ impl Env for NativeHost {
                 self.filter.metadata_string(MetadataSource::Host, ns, key)
             }
             ["metadata", "filter_metadata", ns, key, rest @ ..] => {
-                let top = rest
-                    .is_empty()
-                    .then(|| {
+                // A mirrored value first: asking the ABI for a struct as a string makes Envoy
+                // log an error on every request (a missing filter state logs at debug).
+                match self.filter.filter_state(&mirror::key(ns, key)) {
+                    Some(json) => mirror::lookup(&json, rest),
+                    None if rest.is_empty() => {
                         self.filter
                             .metadata_string(MetadataSource::Dynamic, ns, key)
-                    })
-                    .flatten();
-                // A nested value (or a struct) only through its filter-state mirror.
-                top.or_else(|| {
-                    let json = self.filter.filter_state(&mirror::key(ns, key))?;
-                    mirror::lookup(&json, rest)
-                })
+                    }
+                    None => None,
+                }
             }
             _ => None,
         }
