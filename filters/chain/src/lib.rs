@@ -57,14 +57,18 @@ mod tests {
         "header-auth": {"accounts": {"local": {}}, "default_account": "local"}
     }"#;
 
-    /// The stats of one streamed and one plain chat through the demo chain, with a metadata
-    /// label configured.
-    fn demo_stats() -> World {
-        let world = World::default();
+    /// The demo chain with a metadata label configured (a label the GenAI metrics carry).
+    fn labelled_demo() -> serde_json::Value {
         let mut demo: serde_json::Value = serde_json::from_str(DEMO).expect("demo JSON");
         demo["token-accounting"]["metadata"] =
             serde_json::json!({"keys": ["project"], "labels": ["project"]});
-        let raw = demo.to_string();
+        demo
+    }
+
+    /// The stats of one streamed and one plain chat through [`labelled_demo`].
+    fn demo_stats() -> World {
+        let world = World::default();
+        let raw = labelled_demo().to_string();
         for stream in [false, true] {
             exchange(&world, raw.as_bytes(), stream);
         }
@@ -147,9 +151,7 @@ mod tests {
     #[test]
     fn every_tagged_stat_of_a_request_is_a_declared_family() {
         let world = demo_stats();
-        let mut demo: serde_json::Value = serde_json::from_str(DEMO).expect("demo JSON");
-        demo["token-accounting"]["metadata"] =
-            serde_json::json!({"keys": ["project"], "labels": ["project"]});
+        let demo = labelled_demo();
         let families: Vec<aimesh_host::Family> = STAGES
             .iter()
             .filter_map(|d| Some((d.families)(demo.get(d.name)?.to_string().as_bytes())))

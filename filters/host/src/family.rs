@@ -30,20 +30,30 @@ pub struct Family {
 
 impl Family {
     /// A counter family.
-    pub fn counter(name: &'static str, labels: &[&str]) -> Family {
+    pub fn counter<S: AsRef<str>>(
+        name: &'static str,
+        labels: impl IntoIterator<Item = S>,
+    ) -> Family {
         Family::new(FamilyKind::Counter, name, labels)
     }
 
     /// A histogram family.
-    pub fn histogram(name: &'static str, labels: &[&str]) -> Family {
+    pub fn histogram<S: AsRef<str>>(
+        name: &'static str,
+        labels: impl IntoIterator<Item = S>,
+    ) -> Family {
         Family::new(FamilyKind::Histogram, name, labels)
     }
 
-    fn new(kind: FamilyKind, name: &'static str, labels: &[&str]) -> Family {
+    fn new<S: AsRef<str>>(
+        kind: FamilyKind,
+        name: &'static str,
+        labels: impl IntoIterator<Item = S>,
+    ) -> Family {
         Family {
             kind,
             name,
-            labels: labels.iter().map(|l| (*l).to_string()).collect(),
+            labels: labels.into_iter().map(|l| l.as_ref().to_string()).collect(),
         }
     }
 
@@ -97,14 +107,14 @@ mod tests {
 
     #[test]
     fn a_stat_of_the_family_gives_its_values_in_order() {
-        let f = Family::counter("aimesh.gen_ai.client.requests", &["model", "backend"]);
+        let f = Family::counter("aimesh.gen_ai.client.requests", ["model", "backend"]);
         let stat = "aimesh.gen_ai.client.requests.model.gpt-4o.backend.local";
         assert_eq!(f.values(stat), Some(vec!["gpt-4o", "local"]));
     }
 
     #[test]
     fn other_names_label_orders_and_label_counts_are_not_the_family() {
-        let f = Family::counter("aimesh.gen_ai.client.requests", &["model", "backend"]);
+        let f = Family::counter("aimesh.gen_ai.client.requests", ["model", "backend"]);
         for stat in [
             "aimesh.gen_ai.client.requests",
             "aimesh.gen_ai.client.requests.model.a",
@@ -116,7 +126,7 @@ mod tests {
             assert_eq!(f.values(stat), None, "{stat}");
         }
         // A histogram whose name extends a counter's is its own family.
-        let usage = Family::counter("aimesh.gen_ai.client.token.usage", &["token_type"]);
+        let usage = Family::counter("aimesh.gen_ai.client.token.usage", ["token_type"]);
         assert_eq!(
             usage.values("aimesh.gen_ai.client.token.usage.tokens.token_type.input"),
             None
@@ -125,7 +135,7 @@ mod tests {
 
     #[test]
     fn labels_become_the_gateways_tags_and_unknown_ones_keep_their_name() {
-        let f = Family::histogram("x", &["model", "request_model", "meta_project"]);
+        let f = Family::histogram("x", ["model", "request_model", "meta_project"]);
         assert_eq!(
             f.tags(),
             [

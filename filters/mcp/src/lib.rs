@@ -35,7 +35,7 @@ pub const STAGE: StageDef = StageDef {
     families: |_| {
         vec![aimesh_host::Family::histogram(
             stage::TOOL_DURATION,
-            &["operation_name", "tool_name"],
+            ["operation_name", "tool_name"],
         )]
     },
 };

@@ -176,12 +176,6 @@ extern "C" {
     fn envoy_dynamic_module_callback_http_drain_body(f: EnvoyPtr, kind: u32, n: usize) -> bool;
     fn envoy_dynamic_module_callback_http_received_buffered_request_body(f: EnvoyPtr) -> bool;
     fn envoy_dynamic_module_callback_http_received_buffered_response_body(f: EnvoyPtr) -> bool;
-    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-        f: EnvoyPtr,
-        ns: ModuleBuffer,
-        key: ModuleBuffer,
-        value: ModuleBuffer,
-    );
     fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
         f: EnvoyPtr,
         ns: ModuleBuffer,
@@ -286,6 +280,16 @@ fn copy(ptr: *const u8, len: usize) -> Vec<u8> {
     // SAFETY: Envoy hands out (ptr, len) pairs that stay valid until the end of the current
     // hook (abi.h, every getter), and the copy is made before the hook returns.
     unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
+}
+
+/// The bytes a getter callback points `out` at (a valid place to write, alive for the call),
+/// copied before the hook returns; `None` when the getter answers false.
+fn envoy_bytes(get: impl FnOnce(*mut EnvoyBuffer) -> bool) -> Option<Vec<u8>> {
+    let mut out = EnvoyBuffer {
+        ptr: ptr::null(),
+        len: 0,
+    };
+    get(&mut out).then(|| copy(out.ptr, out.len))
 }
 
 /// Envoy's `(ptr, len)` as a slice, for copying out before the hook returns.
@@ -470,19 +474,6 @@ impl Filter {
         }
     }
 
-    /// Sets a string in the stream's dynamic metadata.
-    pub fn set_metadata_string(self, ns: &str, key: &str, value: &str) {
-        // SAFETY: live filter; the buffers are alive for the call, Envoy copies them.
-        unsafe {
-            envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-                self.0,
-                ModuleBuffer::of(ns.as_bytes()),
-                ModuleBuffer::of(key.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
-            );
-        }
-    }
-
     /// Sets several strings of one namespace of the stream's dynamic metadata in one call
     /// (Envoy merges them at once, where one call per string merges each).
     pub fn set_metadata_strings(self, ns: &str, pairs: &[(&str, &str)]) {
@@ -504,7 +495,7 @@ impl Filter {
 
     /// Sets a number in the stream's dynamic metadata.
     pub fn set_metadata_number(self, ns: &str, key: &str, value: f64) {
-        // SAFETY: as `set_metadata_string`.
+        // SAFETY: live filter; the buffers are alive for the call, Envoy copies them.
         unsafe {
             envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
                 self.0,
@@ -517,7 +508,7 @@ impl Filter {
 
     /// Sets a bool in the stream's dynamic metadata.
     pub fn set_metadata_bool(self, ns: &str, key: &str, value: bool) {
-        // SAFETY: as `set_metadata_string`.
+        // SAFETY: as `set_metadata_number`.
         unsafe {
             envoy_dynamic_module_callback_http_set_dynamic_metadata_bool(
                 self.0,
@@ -530,22 +521,16 @@ impl Filter {
 
     /// A string of some metadata (`None`: absent or not a string).
     pub fn metadata_string(self, source: MetadataSource, ns: &str, key: &str) -> Option<Vec<u8>> {
-        let mut out = EnvoyBuffer {
-            ptr: ptr::null(),
-            len: 0,
-        };
-        // SAFETY: live filter; `out` is a valid place for Envoy to write into; the bytes are
-        // copied before the hook returns.
-        let ok = unsafe {
+        // SAFETY: live filter; the buffers are alive for the call; `out` as `envoy_bytes` says.
+        envoy_bytes(|out| unsafe {
             envoy_dynamic_module_callback_http_get_metadata_string(
                 self.0,
                 source as u32,
                 ModuleBuffer::of(ns.as_bytes()),
                 ModuleBuffer::of(key.as_bytes()),
-                &mut out,
+                out,
             )
-        };
-        ok.then(|| copy(out.ptr, out.len))
+        })
     }
 
     /// Sets a filter-state value (a string accessor; `%FILTER_STATE(key:PLAIN)%` reads it).
@@ -562,35 +547,22 @@ impl Filter {
 
     /// A string filter-state value (`None`: absent, or not a string accessor).
     pub fn filter_state(self, key: &str) -> Option<Vec<u8>> {
-        let mut out = EnvoyBuffer {
-            ptr: ptr::null(),
-            len: 0,
-        };
-        // SAFETY: live filter; `out` is a valid place for Envoy to write into; the bytes are
-        // copied before the hook returns.
-        let ok = unsafe {
+        // SAFETY: live filter; the key is alive for the call; `out` as `envoy_bytes` says.
+        envoy_bytes(|out| unsafe {
             envoy_dynamic_module_callback_http_get_filter_state_bytes(
                 self.0,
                 ModuleBuffer::of(key.as_bytes()),
-                &mut out,
+                out,
             )
-        };
-        ok.then(|| copy(out.ptr, out.len))
+        })
     }
 
     /// A string attribute (`None`: not available in this phase).
     pub fn attribute(self, id: Attribute) -> Option<Vec<u8>> {
-        let mut out = EnvoyBuffer {
-            ptr: ptr::null(),
-            len: 0,
-        };
-        // SAFETY: live filter; `out` is a valid place to write; copied before returning.
-        let ok = unsafe {
-            envoy_dynamic_module_callback_http_filter_get_attribute_string(
-                self.0, id as u32, &mut out,
-            )
-        };
-        ok.then(|| copy(out.ptr, out.len))
+        // SAFETY: live filter; `out` as `envoy_bytes` says.
+        envoy_bytes(|out| unsafe {
+            envoy_dynamic_module_callback_http_filter_get_attribute_string(self.0, id as u32, out)
+        })
     }
 
     /// Sends an HTTP callout; its id, or `None` when Envoy refused it.

@@ -46,23 +46,23 @@ pub struct NativeMetrics {
 
 /// FNV-1a: every stat bump looks its name up here, and SipHash's flooding resistance buys
 /// nothing for a map of names fixed at configuration time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
         for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
-        self.0 = h;
     }
 }
 
@@ -170,11 +170,11 @@ mod tests {
         let m = NativeMetrics {
             families: [
                 vec![(
-                    Family::counter("aimesh.gen_ai.client.requests", &["model", "key_id"]),
+                    Family::counter("aimesh.gen_ai.client.requests", ["model", "key_id"]),
                     7,
                 )],
                 vec![(
-                    Family::histogram("aimesh.gen_ai.client.requests", &["model"]),
+                    Family::histogram("aimesh.gen_ai.client.requests", ["model"]),
                     9,
                 )],
             ],

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use aimesh_host::config::unwrap_generic_secret;
 use aimesh_host::{
-    Action, CalloutResponse, Configured, Family, Flow, Headers, StageError, StageRoot,
+    Action, CalloutResponse, Configured, Family, Flow, Headers, StageDef, StageError, StageRoot,
 };
 
 use crate::ffi::{log, log_enabled, Filter, FilterConfig, LogLevel};
@@ -75,29 +75,30 @@ fn configure(raw: &[u8], env: &NativeEnv) -> Result<Configured, StageError> {
     stage::configure(raw, env)
 }
 
-/// The fixed-name counters of the stages `raw` configures (its top-level sections), to define
-/// up front; a configuration that does not parse gets none (and is refused by `configure`).
-fn fixed_counters(raw: &[u8]) -> Vec<&'static str> {
-    let sections: serde_json::Map<String, serde_json::Value> =
+/// The stages `raw` configures (its top-level sections), each with its section; a
+/// configuration that does not parse has none (and is refused by `configure`).
+fn configured(raw: &[u8]) -> Vec<(&'static StageDef, serde_json::Value)> {
+    let mut sections: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(raw).unwrap_or_default();
     stage::STAGES
         .iter()
-        .filter(|d| sections.contains_key(d.name))
-        .flat_map(|d| d.counters.iter().copied())
+        .filter_map(|d| Some((*d, sections.remove(d.name)?)))
         .collect()
 }
 
-/// The labelled stat families of the stages `raw` configures (each given its own section).
+/// The fixed-name counters of the configured stages, to define up front.
+fn fixed_counters(raw: &[u8]) -> Vec<&'static str> {
+    configured(raw)
+        .into_iter()
+        .flat_map(|(d, _)| d.counters.iter().copied())
+        .collect()
+}
+
+/// The labelled stat families of the configured stages (each given its own section).
 fn stage_families(raw: &[u8]) -> Vec<Family> {
-    let sections: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(raw).unwrap_or_default();
-    stage::STAGES
-        .iter()
-        .filter_map(|d| {
-            let section = serde_json::to_vec(sections.get(d.name)?).ok()?;
-            Some((d.families)(&section))
-        })
-        .flatten()
+    configured(raw)
+        .into_iter()
+        .flat_map(|(d, section)| (d.families)(section.to_string().as_bytes()))
         .collect()
 }
 

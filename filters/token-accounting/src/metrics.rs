@@ -165,35 +165,31 @@ pub fn families(raw: &[u8]) -> Vec<Family> {
         .iter()
         .flat_map(|m| m.labels.iter().map(|k| format!("meta_{k}")))
         .collect();
+    // The GenAI labels, the metadata ones, then the histogram's own.
     let genai = |last: &[&str]| -> Vec<String> {
-        let mut l: Vec<String> = GENAI.iter().map(|s| (*s).to_string()).collect();
-        l.extend(meta.iter().cloned());
-        l.extend(last.iter().map(|s| (*s).to_string()));
+        let fixed = GENAI.iter().chain(last).map(|s| (*s).to_string());
+        let mut l: Vec<String> = fixed.collect();
+        l.splice(GENAI.len()..GENAI.len(), meta.iter().cloned());
         l
     };
     let per_key = ["model", "backend", "key_id"];
     let mut out = vec![
         Family::counter(
             "aimesh.gen_ai.client.token.usage",
-            &["model", "backend", "key_id", "token_type", "source"],
+            ["model", "backend", "key_id", "token_type", "source"],
         ),
-        Family::counter("aimesh.gen_ai.client.cost_micro_usd", &per_key),
-        Family::counter("aimesh.gen_ai.client.requests", &per_key),
-        Family::counter("aimesh.token_accounting.rejected", &["reason", "key_id"]),
+        Family::counter("aimesh.gen_ai.client.cost_micro_usd", per_key),
+        Family::counter("aimesh.gen_ai.client.requests", per_key),
+        Family::counter("aimesh.token_accounting.rejected", ["reason", "key_id"]),
+        Family::histogram(TOKEN_USAGE, genai(&["token_type"])),
     ];
-    let histogram = |name: &'static str, labels: Vec<String>| Family {
-        kind: aimesh_host::FamilyKind::Histogram,
-        name,
-        labels,
-    };
-    out.push(histogram(TOKEN_USAGE, genai(&["token_type"])));
     for name in [
         REQUEST_DURATION,
         TIME_TO_FIRST_TOKEN,
         TIME_PER_OUTPUT_TOKEN,
         TIME_TO_FIRST_CHUNK,
     ] {
-        out.push(histogram(name, genai(&[])));
+        out.push(Family::histogram(name, genai(&[])));
     }
     out
 }
